@@ -1,0 +1,1043 @@
+/*
+ * daemon/api.c - see api.h.  One function per operation of proto/msg.h.
+ *
+ * Synchronous operations (status, jobs, tasks, cancel, quota, subscribe)
+ * answer at once from the ledger and the scheduler.  Operations that touch
+ * storage (submit, put_fn, results, logs) hold the connection: reading stops
+ * until they reply, which keeps the request's bytes in place (decoded
+ * strings point into them) and bounds each client to one storage operation
+ * at a time.
+ *
+ * A submission is acknowledged only after its inputs are durably in storage
+ * and its job and task rows are committed to the ledger (DESIGN.md, step 2).
+ */
+#include "api.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "burst_config.h"
+#include "burstd.h"
+#include "compute.h"
+#include "events.h"
+#include "invoc.h"
+#include "ledger.h"
+#include "log.h"
+#include "msg.h"
+#include "scheduler.h"
+#include "server.h"
+#include "storage.h"
+
+#define KEY_MAX 128
+
+static void
+reply_send(struct conn *c, struct proto_reply *rep)
+{
+    struct proto_buf b;
+    proto_buf_init(&b);
+    int rc = proto_encode_reply(&b, rep);
+    if (rc == 0) {
+        conn_send(c, &b);
+    } else {
+        proto_buf_reset(&b);
+        if (proto_encode_error(&b, rep->re, rc == BURST_ETOOBIG ? rc : BURST_EINTERNAL,
+                               "the reply could not be encoded: %s", burst_strerror(rc)) == 0)
+            conn_send(c, &b);
+    }
+    proto_buf_free(&b);
+}
+
+static void
+reply_ok(struct conn *c, enum proto_op op, uint64_t re)
+{
+    struct proto_reply rep = {.op = op, .re = re, .ok = true};
+    reply_send(c, &rep);
+}
+
+/* Loads a job the caller may see.  Sends the error reply itself and
+ * returns non-zero when it may not. */
+static int
+job_for(struct burstd *d, struct conn *c, uint64_t re, uint64_t id, struct ledger_job *job)
+{
+    int rc = ledger_job_get(d->ledger, id, job);
+    if (rc == BURST_ENOJOB) {
+        conn_send_error(c, re, rc, "no such job: %llu", (unsigned long long)id);
+        return rc;
+    }
+    if (rc != 0) {
+        conn_send_error(c, re, rc, "cannot read job %llu from the ledger",
+                        (unsigned long long)id);
+        return rc;
+    }
+    if (!c->admin && job->owner_uid != c->uid) {
+        conn_send_error(c, re, BURST_EPERM, "job %llu belongs to another user",
+                        (unsigned long long)id);
+        ledger_job_free(job);
+        return BURST_EPERM;
+    }
+    return 0;
+}
+
+/* ---- hello ---- */
+
+static int
+op_hello(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    if (req->u.hello.version != PROTO_VERSION) {
+        conn_send_error(c, req->id, BURST_EVERSION,
+                        "protocol version %u is not supported; this burstd speaks %u",
+                        req->u.hello.version, PROTO_VERSION);
+        return 0;
+    }
+    c->hello = true;
+    struct proto_reply rep = {.op = PROTO_OP_HELLO, .re = req->id, .ok = true};
+    rep.u.hello.version = PROTO_VERSION;
+    rep.u.hello.server = proto_str_c("burstd " BURST_VERSION);
+    rep.u.hello.uid = c->uid;
+    rep.u.hello.admin = c->admin;
+    rep.u.hello.limits = d->cfg->limits;
+    reply_send(c, &rep);
+    return 0;
+}
+
+/* ---- status and lists ---- */
+
+static void
+describe_fn(char *buf, size_t size, const struct ledger_fn *fn)
+{
+    if (fn->kind == BURST_FN_EXEC)
+        snprintf(buf, size, "exec: %s", fn->arg ? fn->arg : "");
+    else if (fn->kind == BURST_FN_SO)
+        snprintf(buf, size, "so: %s", fn->symbol ? fn->symbol : "");
+    else
+        buf[0] = '\0';
+}
+
+/* Fills info from job; strings point into job and fnbuf. */
+static int
+job_info_fill(struct burstd *d, const struct ledger_job *job, char *fnbuf, size_t fnsize,
+              struct proto_job_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    info->id = job->id;
+    info->owner_uid = job->owner_uid;
+    info->kind = job->kind;
+    info->state = job->state;
+    info->total = job->total;
+    info->created_ms = job->created_ms;
+    info->started_ms = job->started_ms;
+    info->finished_ms = job->finished_ms;
+    info->backend = proto_str_c(job->backend);
+    info->name = proto_str_c(job->name);
+    info->error = proto_str_c(job->error);
+    info->last_seq = job->last_seq;
+    describe_fn(fnbuf, fnsize, &job->fn);
+    info->function = proto_str_c(fnbuf);
+    if (sched_counts(d->sched, job->id, info->counts) == 0)
+        return 0;
+    return ledger_job_counts(d->ledger, job->id, info->counts);
+}
+
+static int
+op_status(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    struct ledger_job job;
+    if (job_for(d, c, req->id, req->u.job.job, &job) != 0)
+        return 0;
+    struct proto_reply rep = {.op = PROTO_OP_STATUS, .re = req->id, .ok = true};
+    char fnbuf[512];
+    int rc = job_info_fill(d, &job, fnbuf, sizeof(fnbuf), &rep.u.status);
+    if (rc == 0)
+        reply_send(c, &rep);
+    else
+        conn_send_error(c, req->id, rc, "cannot count the tasks of job %llu",
+                        (unsigned long long)job.id);
+    ledger_job_free(&job);
+    return 0;
+}
+
+struct jobs_ctx {
+    struct burstd *d;
+    struct ledger_job *jobs;
+    size_t n, cap;
+};
+
+static int
+jobs_collect(void *arg, const struct ledger_job *job)
+{
+    struct jobs_ctx *x = arg;
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 16;
+        struct ledger_job *j = realloc(x->jobs, cap * sizeof(*j));
+        if (j == NULL)
+            return -ENOMEM;
+        x->jobs = j;
+        x->cap = cap;
+    }
+    /* The walk's job is only valid during the call: keep our own copy. */
+    struct ledger_job *dst = &x->jobs[x->n];
+    *dst = *job;
+    dst->backend = job->backend ? strdup(job->backend) : NULL;
+    dst->name = job->name ? strdup(job->name) : NULL;
+    dst->error = job->error ? strdup(job->error) : NULL;
+    dst->fn.arg = job->fn.arg ? strdup(job->fn.arg) : NULL;
+    dst->fn.symbol = job->fn.symbol ? strdup(job->fn.symbol) : NULL;
+    dst->reduce.arg = dst->reduce.symbol = NULL;
+    x->n++;
+    if ((job->backend && !dst->backend) || (job->name && !dst->name) ||
+        (job->error && !dst->error) || (job->fn.arg && !dst->fn.arg) ||
+        (job->fn.symbol && !dst->fn.symbol))
+        return -ENOMEM;
+    return 0;
+}
+
+static int
+op_jobs(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    struct jobs_ctx x = {.d = d};
+    int64_t owner = (req->u.jobs.all && c->admin) ? -1 : (int64_t)c->uid;
+    bool active_only = !req->u.jobs.all;
+    int rc = ledger_jobs_foreach(d->ledger, owner, active_only, jobs_collect, &x);
+    struct proto_reply rep = {.op = PROTO_OP_JOBS, .re = req->id, .ok = true};
+    char(*fnbufs)[256] = NULL;
+    if (rc == 0 && x.n > 0) {
+        rep.u.jobs.jobs = calloc(x.n, sizeof(*rep.u.jobs.jobs));
+        fnbufs = calloc(x.n, sizeof(*fnbufs));
+        if (rep.u.jobs.jobs == NULL || fnbufs == NULL)
+            rc = -ENOMEM;
+    }
+    for (size_t i = 0; rc == 0 && i < x.n; i++)
+        rc = job_info_fill(d, &x.jobs[i], fnbufs[i], sizeof(fnbufs[i]), &rep.u.jobs.jobs[i]);
+    if (rc == 0) {
+        rep.u.jobs.n = (uint32_t)x.n;
+        reply_send(c, &rep);
+    } else {
+        conn_send_error(c, req->id, rc, "cannot list jobs: %s", burst_strerror(rc));
+    }
+    for (size_t i = 0; i < x.n; i++)
+        ledger_job_free(&x.jobs[i]);
+    free(x.jobs);
+    free(rep.u.jobs.jobs);
+    free(fnbufs);
+    return 0;
+}
+
+struct tasks_ctx {
+    struct proto_task_info *tasks;
+    char (*reasons)[160];
+    uint32_t n, max;
+};
+
+static int
+tasks_collect(void *arg, const struct ledger_task *t)
+{
+    struct tasks_ctx *x = arg;
+    if (x->n == x->max)
+        return 1; /* one more than a page: there is more */
+    struct proto_task_info *ti = &x->tasks[x->n];
+    ti->index = t->index;
+    ti->state = t->state;
+    ti->attempts = t->attempts;
+    ti->exit_status = t->exit_status;
+    ti->signal = t->signal;
+    ti->started_ms = t->started_ms;
+    ti->finished_ms = t->finished_ms;
+    memcpy(x->reasons[x->n], t->reason, sizeof(x->reasons[0]));
+    x->reasons[x->n][sizeof(x->reasons[0]) - 1] = '\0';
+    ti->reason = proto_str_c(x->reasons[x->n]);
+    x->n++;
+    return 0;
+}
+
+static int
+op_tasks(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    struct ledger_job job;
+    if (job_for(d, c, req->id, req->u.tasks.job, &job) != 0)
+        return 0;
+    ledger_job_free(&job);
+    uint32_t limit = req->u.tasks.limit;
+    if (limit == 0 || limit > d->cfg->limits.page_tasks)
+        limit = d->cfg->limits.page_tasks;
+    struct tasks_ctx x = {.max = limit};
+    x.tasks = calloc(limit, sizeof(*x.tasks));
+    x.reasons = calloc(limit, sizeof(*x.reasons));
+    int rc = (x.tasks && x.reasons) ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = ledger_tasks_foreach(d->ledger, req->u.tasks.job, req->u.tasks.state,
+                                  req->u.tasks.offset, limit + 1, tasks_collect, &x);
+    if (rc >= 0) {
+        struct proto_reply rep = {.op = PROTO_OP_TASKS, .re = req->id, .ok = true};
+        rep.u.tasks.n = x.n;
+        rep.u.tasks.tasks = x.tasks;
+        rep.u.tasks.more = rc == 1;
+        reply_send(c, &rep);
+    } else {
+        conn_send_error(c, req->id, rc, "cannot list tasks: %s", burst_strerror(rc));
+    }
+    free(x.tasks);
+    free(x.reasons);
+    return 0;
+}
+
+static int
+op_cancel(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    struct ledger_job job;
+    if (job_for(d, c, req->id, req->u.job.job, &job) != 0)
+        return 0;
+    ledger_job_free(&job);
+    int state;
+    int rc = sched_cancel(d->sched, req->u.job.job, &state);
+    if (rc == 0)
+        rc = burstd_commit(d);
+    if (rc != 0) {
+        conn_send_error(c, req->id, rc, "cannot cancel job %llu: %s",
+                        (unsigned long long)req->u.job.job, burst_strerror(rc));
+        return 0;
+    }
+    struct proto_reply rep = {.op = PROTO_OP_CANCEL, .re = req->id, .ok = true};
+    rep.u.cancel.state = state;
+    reply_send(c, &rep);
+    return 0;
+}
+
+static int
+op_quota(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    if (req->u.quota.has_set) {
+        if (!c->admin) {
+            conn_send_error(c, req->id, BURST_EPERM,
+                            "only an admin may change the quota (uid %u is not one)",
+                            (unsigned)c->uid);
+            return 0;
+        }
+        int rc = ledger_begin(d->ledger);
+        if (rc == 0)
+            rc = ledger_quota_set(d->ledger, req->u.quota.set);
+        if (rc == 0)
+            rc = burstd_commit(d);
+        if (rc != 0) {
+            conn_send_error(c, req->id, rc, "cannot record the quota: %s",
+                            burst_strerror(rc));
+            return 0;
+        }
+        sched_set_quota(d->sched, req->u.quota.set);
+        log_info("quota set to %u by uid %u", req->u.quota.set, (unsigned)c->uid);
+    }
+    struct proto_reply rep = {.op = PROTO_OP_QUOTA, .re = req->id, .ok = true};
+    rep.u.quota.quota = sched_quota(d->sched);
+    rep.u.quota.in_use = sched_in_use(d->sched);
+    reply_send(c, &rep);
+    return 0;
+}
+
+static int
+op_subscribe(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    struct ledger_job job;
+    if (job_for(d, c, req->id, req->u.subscribe.job, &job) != 0)
+        return 0;
+    ledger_job_free(&job);
+    /* The reply goes first so the client knows that events follow. */
+    reply_ok(c, PROTO_OP_SUBSCRIBE, req->id);
+    int rc = events_subscribe(d->events, c, req->u.subscribe.job, req->u.subscribe.from_seq);
+    if (rc != 0)
+        log_warnx("client %llu: replay of job %llu failed: %s",
+                  (unsigned long long)c->serial, (unsigned long long)req->u.subscribe.job,
+                  burst_strerror(rc));
+    return rc == -ENOMEM ? rc : 0;
+}
+
+static int
+op_unsubscribe(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    events_unsubscribe(d->events, c, req->u.job.job);
+    reply_ok(c, PROTO_OP_UNSUBSCRIBE, req->id);
+    return 0;
+}
+
+/* ---- put_fn: verify the hash off the loop, then store ---- */
+
+struct put_fn_op {
+    uv_work_t work;
+    struct burstd *d;
+    struct conn *c;    /* held */
+    uint64_t re;
+    const char *data;  /* borrowed from the held conn's frame */
+    size_t len;
+    char hash[65];
+    bool match;
+    char key[KEY_MAX];
+    uv_buf_t buf;
+};
+
+static void
+put_fn_finish(struct put_fn_op *op)
+{
+    struct conn *c = op->c;
+    free(op);
+    conn_resume(c);
+    conn_release(c);
+}
+
+static void
+put_fn_hash(uv_work_t *w)
+{
+    struct put_fn_op *op = w->data;
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    op->match = false;
+    if (EVP_Digest(op->data, op->len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return;
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    op->match = memcmp(hex, op->hash, 64) == 0;
+}
+
+static void
+put_fn_stored(void *arg, int status)
+{
+    struct put_fn_op *op = arg;
+    if (status == 0)
+        reply_ok(op->c, PROTO_OP_PUT_FN, op->re);
+    else
+        conn_send_error(op->c, op->re, BURST_ESTORAGE, "cannot store the library: %s",
+                        uv_strerror(status));
+    put_fn_finish(op);
+}
+
+static void
+put_fn_hashed(uv_work_t *w, int status)
+{
+    struct put_fn_op *op = w->data;
+    if (status != 0 || !op->match) {
+        conn_send_error(op->c, op->re, BURST_EBADFIELD,
+                        "the library's SHA-256 is not %s: upload damaged or hash wrong",
+                        op->hash);
+        put_fn_finish(op);
+        return;
+    }
+    op->buf = uv_buf_init((char *)op->data, (unsigned)op->len);
+    int rc = storage_put(op->d->storage, op->key, &op->buf, 1, true, put_fn_stored, op);
+    if (rc != 0)
+        put_fn_stored(op, rc);
+}
+
+static int
+op_put_fn(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    struct put_fn_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        conn_send_error(c, req->id, -ENOMEM, "out of memory");
+        return 0;
+    }
+    op->d = d;
+    op->c = c;
+    op->re = req->id;
+    op->data = req->u.put_fn.data.ptr;
+    op->len = req->u.put_fn.data.len;
+    proto_str_copy(op->hash, sizeof(op->hash), req->u.put_fn.hash);
+    if (invoc_key_fn(op->key, sizeof(op->key), op->hash) != 0) {
+        conn_send_error(c, req->id, BURST_EBADFIELD, "bad library hash");
+        free(op);
+        return 0;
+    }
+    op->work.data = op;
+    conn_hold(c);
+    int rc = uv_queue_work(d->loop, &op->work, put_fn_hash, put_fn_hashed);
+    if (rc != 0) {
+        conn_send_error(c, req->id, BURST_EINTERNAL, "cannot queue work: %s",
+                        uv_strerror(rc));
+        put_fn_finish(op);
+    }
+    return 0;
+}
+
+/* ---- submit ---- */
+
+struct submit_op {
+    struct burstd *d;
+    struct conn *c;            /* held */
+    struct proto_request req;  /* owned (decoded); strings borrowed from c's frame */
+    uint64_t job;              /* reserved id */
+    uint32_t n;                /* tasks */
+    int pending;               /* storage operations outstanding */
+    int err;                   /* first failure */
+    char errmsg[256];
+    uint64_t *offsets;         /* owned: n + 1 little-endian offsets */
+    uv_buf_t *bufs;            /* owned: one per input (array mode) */
+    unsigned nbufs;
+    uv_buf_t idx_buf;
+    char fn_key[KEY_MAX], red_key[KEY_MAX];
+    char data_key[KEY_MAX], idx_key[KEY_MAX];
+};
+
+static void
+submit_finish(struct submit_op *op)
+{
+    struct conn *c = op->c;
+    proto_request_free(&op->req);
+    free(op->offsets);
+    free(op->bufs);
+    free(op);
+    conn_resume(c);
+    conn_release(c);
+}
+
+static void
+submit_fail(struct submit_op *op, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+submit_fail(struct submit_op *op, int code, const char *fmt, ...)
+{
+    if (op->err != 0)
+        return;
+    op->err = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(op->errmsg, sizeof(op->errmsg), fmt, ap);
+    va_end(ap);
+}
+
+static char *
+str_dup(struct proto_str s)
+{
+    if (s.ptr == NULL)
+        return NULL;
+    char *p = malloc(s.len + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, s.ptr, s.len);
+    p[s.len] = '\0';
+    return p;
+}
+
+static int
+fn_from_proto(struct ledger_fn *dst, const struct proto_fn *src)
+{
+    dst->kind = src->kind;
+    dst->arg = str_dup(src->kind == BURST_FN_EXEC ? src->cmd : src->hash);
+    dst->symbol = src->kind == BURST_FN_SO ? str_dup(src->symbol) : NULL;
+    if (dst->arg == NULL || (src->kind == BURST_FN_SO && dst->symbol == NULL))
+        return -ENOMEM;
+    return 0;
+}
+
+/* Inputs are durable: write the job and its tasks, commit, acknowledge. */
+static void
+submit_commit(struct submit_op *op)
+{
+    struct burstd *d = op->d;
+    struct conn *c = op->c;
+    const struct proto_submit *sub = &op->req.u.submit;
+    if (c->closing) {
+        /* Nobody is left to acknowledge: do not create a job no one knows of. */
+        submit_finish(op);
+        return;
+    }
+    struct ledger_job job = {0};
+    job.id = op->job;
+    job.owner_uid = c->uid;
+    job.kind = sub->kind;
+    job.state = BURST_JOB_QUEUED;
+    job.total = op->n;
+    job.chunksize = sub->opts.chunksize ? sub->opts.chunksize : 1;
+    job.retries = sub->opts.retries;
+    job.timeout_ms = sub->opts.timeout_ms;
+    job.memory_mb = sub->opts.memory_mb;
+    job.cancel_on_disconnect = sub->opts.cancel_on_disconnect;
+    job.created_ms = burstd_now_ms();
+    job.reduce.kind = -1;
+    int rc = 0;
+    job.backend = strdup(d->compute->name);
+    job.name = str_dup(sub->opts.name);
+    if (job.backend == NULL || (sub->opts.name.ptr != NULL && job.name == NULL))
+        rc = -ENOMEM;
+    if (rc == 0)
+        rc = fn_from_proto(&job.fn, &sub->fn);
+    if (rc == 0 && sub->kind == BURST_KIND_MAP_REDUCE)
+        rc = fn_from_proto(&job.reduce, &sub->reduce);
+    uint32_t rows = op->n + (sub->kind == BURST_KIND_MAP_REDUCE ? 1 : 0);
+    if (rc == 0)
+        rc = ledger_begin(d->ledger);
+    if (rc == 0)
+        rc = ledger_job_insert(d->ledger, &job, rows);
+    if (rc == 0)
+        rc = events_job_state(d->events, job.id, BURST_JOB_QUEUED);
+    if (rc == 0)
+        rc = burstd_commit(d);
+    if (rc != 0) {
+        conn_send_error(c, op->req.id, rc == -ENOMEM ? rc : BURST_ELEDGER,
+                        "the job could not be recorded (%s); nothing was accepted",
+                        burst_strerror(rc));
+        ledger_job_free(&job);
+        submit_finish(op);
+        return;
+    }
+    /* Committed: from here on the job exists whatever happens. */
+    log_info("job %llu: %s of %u tasks submitted by uid %u", (unsigned long long)job.id,
+             burst_job_kind_name(job.kind), op->n, (unsigned)c->uid);
+    if (sched_job_added(d->sched, job.id) != 0)
+        log_warnx("job %llu: not scheduled now; it will be at the next start",
+                  (unsigned long long)job.id);
+    if (job.cancel_on_disconnect) {
+        struct conn_job *cj = malloc(sizeof(*cj));
+        if (cj != NULL) {
+            cj->job = job.id;
+            cj->next = c->cancel_jobs;
+            c->cancel_jobs = cj;
+        }
+    }
+    struct proto_reply rep = {.op = PROTO_OP_SUBMIT, .re = op->req.id, .ok = true};
+    rep.u.submit.job = job.id;
+    rep.u.submit.total = op->n;
+    reply_send(c, &rep);
+    if (sub->subscribe)
+        events_subscribe(d->events, c, job.id, 0);
+    ledger_job_free(&job);
+    submit_finish(op);
+}
+
+static void
+submit_step_done(void *arg, int status)
+{
+    struct submit_op *op = arg;
+    if (status != 0)
+        submit_fail(op, BURST_ESTORAGE, "cannot store the job's inputs: %s",
+                    uv_strerror(status));
+    if (--op->pending > 0)
+        return;
+    if (op->err != 0) {
+        conn_send_error(op->c, op->req.id, op->err, "%s", op->errmsg);
+        submit_finish(op);
+        return;
+    }
+    submit_commit(op);
+}
+
+/* Builds the offsets index and starts writing inputs and index. */
+static void
+submit_write_inputs(struct submit_op *op)
+{
+    const struct proto_submit *sub = &op->req.u.submit;
+    struct burstd *d = op->d;
+    op->offsets = malloc(((size_t)op->n + 1) * sizeof(uint64_t));
+    if (op->offsets == NULL)
+        goto nomem;
+    uint64_t off = 0;
+    if (sub->input_mode == PROTO_INPUT_LINES) {
+        const char *p = sub->blob.ptr, *end = p + sub->blob.len;
+        uint32_t i = 0;
+        op->offsets[0] = 0;
+        while (p < end && i < op->n) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            p = nl ? nl + 1 : end;
+            op->offsets[++i] = (uint64_t)(p - sub->blob.ptr);
+        }
+        op->n = i;
+        op->nbufs = 1;
+        op->bufs = malloc(sizeof(*op->bufs));
+        if (op->bufs == NULL)
+            goto nomem;
+        op->bufs[0] = uv_buf_init((char *)sub->blob.ptr, (unsigned)sub->blob.len);
+    } else {
+        op->bufs = malloc((op->n ? op->n : 1) * sizeof(*op->bufs));
+        if (op->bufs == NULL)
+            goto nomem;
+        for (uint32_t i = 0; i < op->n; i++) {
+            op->offsets[i] = off;
+            off += sub->inputs[i].len;
+            op->bufs[i] = uv_buf_init((char *)sub->inputs[i].ptr, (unsigned)sub->inputs[i].len);
+        }
+        op->offsets[op->n] = off;
+        op->nbufs = op->n;
+    }
+    for (uint32_t i = 0; i <= op->n; i++)
+        op->offsets[i] = htole64(op->offsets[i]);
+    op->idx_buf = uv_buf_init((char *)op->offsets,
+                              (unsigned)(((size_t)op->n + 1) * sizeof(uint64_t)));
+    invoc_key_input_data(op->data_key, sizeof(op->data_key), op->job);
+    invoc_key_input_index(op->idx_key, sizeof(op->idx_key), op->job);
+    op->pending = 2;
+    int rc = storage_put(d->storage, op->data_key, op->bufs, op->nbufs, true,
+                         submit_step_done, op);
+    if (rc != 0)
+        submit_step_done(op, rc);
+    rc = storage_put(d->storage, op->idx_key, &op->idx_buf, 1, true, submit_step_done, op);
+    if (rc != 0)
+        submit_step_done(op, rc);
+    return;
+nomem:
+    conn_send_error(op->c, op->req.id, -ENOMEM, "out of memory storing the inputs");
+    submit_finish(op);
+}
+
+static void
+submit_fn_checked(void *arg, int status)
+{
+    struct submit_op *op = arg;
+    if (status == -ENOENT)
+        submit_fail(op, BURST_ENOFN,
+                    "function library not uploaded (put_fn it first): unknown hash");
+    else if (status != 0)
+        submit_fail(op, BURST_ESTORAGE, "cannot look up the function library: %s",
+                    uv_strerror(status));
+    if (--op->pending > 0)
+        return;
+    if (op->err != 0) {
+        conn_send_error(op->c, op->req.id, op->err, "%s", op->errmsg);
+        submit_finish(op);
+        return;
+    }
+    submit_write_inputs(op);
+}
+
+static int
+op_submit(struct burstd *d, struct conn *c, struct proto_request *req)
+{
+    struct proto_submit *sub = &req->u.submit;
+    if (d->stopping) {
+        conn_send_error(c, req->id, BURST_ESHUTDOWN, "burstd is shutting down");
+        return 0;
+    }
+    if (sub->opts.backend.ptr != NULL && !proto_str_eq(sub->opts.backend, d->compute->name)) {
+        char b[64];
+        proto_str_copy(b, sizeof(b), sub->opts.backend);
+        conn_send_error(c, req->id, BURST_EBADFIELD,
+                        "unknown backend '%s' (this burstd has: %s)", b, d->compute->name);
+        return 0;
+    }
+    struct submit_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        conn_send_error(c, req->id, -ENOMEM, "out of memory");
+        return 0;
+    }
+    op->d = d;
+    op->c = c;
+    /* The decoded request (and its arrays) now belongs to the operation. */
+    op->req = *req;
+    req->priv_ = NULL;
+    sub = &op->req.u.submit;
+    op->n = sub->ninputs;
+    int rc = ledger_begin(d->ledger);
+    if (rc == 0)
+        rc = ledger_reserve_job_id(d->ledger, &op->job);
+    if (rc != 0) {
+        conn_send_error(c, req->id, BURST_ELEDGER,
+                        "the ledger cannot take new jobs now (%s)", burst_strerror(rc));
+        proto_request_free(&op->req);
+        free(op);
+        return 0;
+    }
+    conn_hold(c);
+    op->pending = 1;
+    char hash[65];
+    if (sub->fn.kind == BURST_FN_SO) {
+        proto_str_copy(hash, sizeof(hash), sub->fn.hash);
+        invoc_key_fn(op->fn_key, sizeof(op->fn_key), hash);
+        op->pending++;
+        if (d->storage->ops->exists(d->storage, op->fn_key, submit_fn_checked, op) != 0)
+            submit_fn_checked(op, -EIO);
+    }
+    if (sub->kind == BURST_KIND_MAP_REDUCE && sub->reduce.kind == BURST_FN_SO) {
+        proto_str_copy(hash, sizeof(hash), sub->reduce.hash);
+        invoc_key_fn(op->red_key, sizeof(op->red_key), hash);
+        op->pending++;
+        if (d->storage->ops->exists(d->storage, op->red_key, submit_fn_checked, op) != 0)
+            submit_fn_checked(op, -EIO);
+    }
+    submit_fn_checked(op, 0); /* releases the initial count */
+    return 0;
+}
+
+/* ---- results and logs: ranged reads of output objects ---- */
+
+struct read_op {
+    struct burstd *d;
+    struct conn *c; /* held */
+    uint64_t re;
+    enum proto_op op;
+    uint32_t n;                   /* items */
+    uint32_t nranges;
+    struct storage_range *ranges; /* owned; data freed here */
+    char (*keys)[KEY_MAX];        /* owned */
+    struct proto_result_item *items; /* owned */
+    int32_t *range_of;            /* item -> range index or -1 */
+    bool more;
+    /* logs */
+    struct ledger_task task;
+};
+
+static void
+read_op_free(struct read_op *op)
+{
+    struct conn *c = op->c;
+    for (uint32_t i = 0; op->ranges != NULL && i < op->nranges; i++)
+        free(op->ranges[i].data);
+    free(op->ranges);
+    free(op->keys);
+    free(op->items);
+    free(op->range_of);
+    free(op);
+    conn_resume(c);
+    conn_release(c);
+}
+
+static void
+results_read(void *arg, int status)
+{
+    struct read_op *op = arg;
+    if (status != 0) {
+        conn_send_error(op->c, op->re, BURST_ESTORAGE, "cannot read results: %s",
+                        uv_strerror(status));
+        read_op_free(op);
+        return;
+    }
+    for (uint32_t i = 0; i < op->n; i++) {
+        int32_t r = op->range_of[i];
+        if (r < 0)
+            continue;
+        struct storage_range *rg = &op->ranges[r];
+        if (rg->status != 0 || rg->got != rg->len) {
+            conn_send_error(op->c, op->re, BURST_ESTORAGE,
+                            "the result of task %u is missing from storage (%s)",
+                            op->items[i].index,
+                            rg->status ? uv_strerror(rg->status) : "short object");
+            read_op_free(op);
+            return;
+        }
+        op->items[i].data.ptr = rg->data ? rg->data : "";
+        op->items[i].data.len = rg->got;
+    }
+    struct proto_reply rep = {.op = PROTO_OP_RESULTS, .re = op->re, .ok = true};
+    rep.u.results.n = op->n;
+    rep.u.results.items = op->items;
+    rep.u.results.more = op->more;
+    reply_send(op->c, &rep);
+    read_op_free(op);
+}
+
+struct results_ctx {
+    struct read_op *op;
+    uint64_t job;
+    uint32_t max;
+    uint64_t budget; /* bytes */
+    uint64_t bytes;
+    uint32_t nranges;
+};
+
+static int
+results_collect(void *arg, const struct ledger_task *t)
+{
+    struct results_ctx *x = arg;
+    struct read_op *op = x->op;
+    if (op->n == x->max || (op->n > 0 && x->bytes >= x->budget)) {
+        op->more = true;
+        return 1;
+    }
+    struct proto_result_item *it = &op->items[op->n];
+    it->index = t->index;
+    op->range_of[op->n] = -1;
+    if (t->state == BURST_TASK_SUCCEEDED && t->has_out) {
+        uint32_t r = x->nranges;
+        if (invoc_key_output(op->keys[r], KEY_MAX, x->job, t->out_dispatch, t->out_n) != 0)
+            return -EINVAL;
+        x->nranges++;
+        op->range_of[op->n] = (int32_t)r;
+        op->ranges[r].key = op->keys[r];
+        op->ranges[r].off = t->res_off;
+        op->ranges[r].len = t->res_len;
+        it->has_data = true;
+        x->bytes += t->res_len;
+    }
+    op->n++;
+    return 0;
+}
+
+static int
+op_results(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    struct ledger_job job;
+    if (job_for(d, c, req->id, req->u.results.job, &job) != 0)
+        return 0;
+    uint64_t job_id = job.id;
+    ledger_job_free(&job);
+    uint32_t max = d->cfg->limits.page_tasks;
+    uint64_t budget = req->u.results.max_bytes;
+    if (budget == 0 || budget > d->cfg->limits.page_bytes)
+        budget = d->cfg->limits.page_bytes;
+    struct read_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        conn_send_error(c, req->id, -ENOMEM, "out of memory");
+        return 0;
+    }
+    op->d = d;
+    op->c = c;
+    op->re = req->id;
+    op->op = PROTO_OP_RESULTS;
+    op->items = calloc(max, sizeof(*op->items));
+    op->range_of = calloc(max, sizeof(*op->range_of));
+    op->ranges = calloc(max, sizeof(*op->ranges));
+    op->keys = calloc(max, sizeof(*op->keys));
+    conn_hold(c);
+    if (op->items == NULL || op->range_of == NULL || op->ranges == NULL || op->keys == NULL) {
+        conn_send_error(c, req->id, -ENOMEM, "out of memory");
+        read_op_free(op);
+        return 0;
+    }
+    struct results_ctx x = {.op = op, .job = job_id, .max = max, .budget = budget};
+    int rc = ledger_tasks_foreach(d->ledger, job_id, -1, req->u.results.from, max + 1,
+                                  results_collect, &x);
+    if (rc < 0) {
+        conn_send_error(c, req->id, rc, "cannot read the ledger: %s", burst_strerror(rc));
+        read_op_free(op);
+        return 0;
+    }
+    op->nranges = x.nranges;
+    if (x.nranges == 0) {
+        results_read(op, 0);
+        return 0;
+    }
+    rc = storage_getv(d->storage, op->ranges, x.nranges, results_read, op);
+    if (rc != 0)
+        results_read(op, rc);
+    return 0;
+}
+
+static void
+logs_read(void *arg, int status)
+{
+    struct read_op *op = arg;
+    struct proto_reply rep = {.op = PROTO_OP_LOGS, .re = op->re, .ok = true};
+    rep.u.logs.attempts = op->task.attempts;
+    rep.u.logs.reason = proto_str_c(op->task.reason);
+    rep.u.logs.log = proto_str_c("");
+    if (op->ranges != NULL) {
+        struct storage_range *rg = &op->ranges[0];
+        if (status != 0 || rg->status != 0) {
+            conn_send_error(op->c, op->re, BURST_ESTORAGE, "cannot read the log: %s",
+                            uv_strerror(status ? status : rg->status));
+            read_op_free(op);
+            return;
+        }
+        rep.u.logs.log.ptr = rg->data ? rg->data : "";
+        rep.u.logs.log.len = rg->got;
+    }
+    reply_send(op->c, &rep);
+    read_op_free(op);
+}
+
+static int
+op_logs(struct burstd *d, struct conn *c, const struct proto_request *req)
+{
+    struct ledger_job job;
+    if (job_for(d, c, req->id, req->u.logs.job, &job) != 0)
+        return 0;
+    ledger_job_free(&job);
+    struct read_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        conn_send_error(c, req->id, -ENOMEM, "out of memory");
+        return 0;
+    }
+    op->d = d;
+    op->c = c;
+    op->re = req->id;
+    op->op = PROTO_OP_LOGS;
+    conn_hold(c);
+    int rc = ledger_task_get(d->ledger, req->u.logs.job, req->u.logs.task, &op->task);
+    if (rc != 0) {
+        if (rc == BURST_ENOTASK)
+            conn_send_error(c, req->id, rc, "job %llu has no task %u",
+                            (unsigned long long)req->u.logs.job, req->u.logs.task);
+        else
+            conn_send_error(c, req->id, rc, "cannot read the ledger: %s", burst_strerror(rc));
+        read_op_free(op);
+        return 0;
+    }
+    if (!op->task.has_out || op->task.log_len == 0) {
+        logs_read(op, 0);
+        return 0;
+    }
+    op->nranges = 1;
+    op->ranges = calloc(1, sizeof(*op->ranges));
+    op->keys = calloc(1, sizeof(*op->keys));
+    if (op->ranges == NULL || op->keys == NULL) {
+        conn_send_error(c, req->id, -ENOMEM, "out of memory");
+        read_op_free(op);
+        return 0;
+    }
+    invoc_key_output(op->keys[0], KEY_MAX, req->u.logs.job, op->task.out_dispatch,
+                     op->task.out_n);
+    op->ranges[0].key = op->keys[0];
+    op->ranges[0].off = op->task.log_off;
+    op->ranges[0].len = op->task.log_len;
+    rc = storage_getv(d->storage, op->ranges, 1, logs_read, op);
+    if (rc != 0)
+        logs_read(op, rc);
+    return 0;
+}
+
+/* ---- entry points ---- */
+
+int
+api_handle(struct burstd *d, struct conn *c, const char *payload, size_t len)
+{
+    struct proto_request req;
+    struct proto_error err;
+    uint64_t id = 0;
+    int rc = proto_decode_request(payload, len, &d->cfg->limits, &req, &err, &id);
+    if (rc != 0) {
+        char msg[512];
+        proto_str_copy(msg, sizeof(msg), err.message);
+        conn_send_error(c, id, rc, "%s", msg);
+        log_debug("client %llu: bad request: %s", (unsigned long long)c->serial, msg);
+        /* A frame we cannot even read as a map means the stream is not
+         * speaking our protocol: drop it.  A well-formed but wrong request
+         * only gets its error. */
+        return rc == BURST_EPROTO && id == 0 ? rc : 0;
+    }
+    if (!c->hello && req.op != PROTO_OP_HELLO) {
+        conn_send_error(c, req.id, BURST_EPROTO, "say hello first (with protocol version %u)",
+                        PROTO_VERSION);
+        proto_request_free(&req);
+        return 0;
+    }
+    switch (req.op) {
+    case PROTO_OP_HELLO: rc = op_hello(d, c, &req); break;
+    case PROTO_OP_SUBMIT: rc = op_submit(d, c, &req); break;
+    case PROTO_OP_PUT_FN: rc = op_put_fn(d, c, &req); break;
+    case PROTO_OP_STATUS: rc = op_status(d, c, &req); break;
+    case PROTO_OP_JOBS: rc = op_jobs(d, c, &req); break;
+    case PROTO_OP_TASKS: rc = op_tasks(d, c, &req); break;
+    case PROTO_OP_RESULTS: rc = op_results(d, c, &req); break;
+    case PROTO_OP_CANCEL: rc = op_cancel(d, c, &req); break;
+    case PROTO_OP_LOGS: rc = op_logs(d, c, &req); break;
+    case PROTO_OP_QUOTA: rc = op_quota(d, c, &req); break;
+    case PROTO_OP_SUBSCRIBE: rc = op_subscribe(d, c, &req); break;
+    case PROTO_OP_UNSUBSCRIBE: rc = op_unsubscribe(d, c, &req); break;
+    default:
+        conn_send_error(c, req.id, BURST_EUNKNOWNOP, "unknown operation");
+        rc = 0;
+    }
+    proto_request_free(&req);
+    return rc;
+}
+
+void
+api_conn_closed(struct burstd *d, struct conn *c)
+{
+    events_conn_closed(d->events, c);
+    for (struct conn_job *j = c->cancel_jobs; j != NULL; j = j->next) {
+        int state;
+        if (sched_cancel(d->sched, j->job, &state) == 0 && !burst_job_state_is_final(state))
+            log_info("job %llu: cancelled because its client disconnected",
+                     (unsigned long long)j->job);
+    }
+}

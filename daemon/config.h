@@ -1,0 +1,46 @@
+/*
+ * daemon/config.h - burstd's configuration: built-in defaults, then the
+ * optional config file (--config), then the command line.
+ *
+ * The file is lines of `key = value`; '#' starts a comment; blank lines are
+ * ignored.  Unknown keys and bad values are errors that name the file, the
+ * line and the key, so a typo never silently falls back to a default.
+ * No secret is ever read from here into argv or logs.
+ */
+#ifndef BURST_DAEMON_CONFIG_H
+#define BURST_DAEMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto_limits.h"
+
+struct config {
+    char *socket_path;  /* owned; NULL = default */
+    char *state_dir;    /* owned; NULL = default */
+    char *worker_path;  /* owned; NULL = found next to burstd */
+    char *admin_group;  /* owned; NULL = none */
+    char *compute;      /* owned: "local" */
+    char *storage;      /* owned: "local" */
+    uint32_t quota;     /* 0 = number of cores */
+    uint32_t max_connections;
+    uint32_t idle_timeout_ms; /* a half-received frame older than this drops the client */
+    int verbose;
+    struct proto_limits limits;
+};
+
+void config_init(struct config *cfg);
+void config_free(struct config *cfg);
+
+/*
+ * Reads path into cfg, overriding what it sets.  Returns 0, or -1 with a
+ * message (file:line: what is wrong) written to err (errsize bytes).
+ */
+int config_load(struct config *cfg, const char *path, char *err, size_t errsize);
+
+/* Parses one "key = value" pair (also used for command-line overrides). */
+int config_set(struct config *cfg, const char *key, const char *value, char *err,
+               size_t errsize);
+
+#endif /* BURST_DAEMON_CONFIG_H */

@@ -1,0 +1,41 @@
+/*
+ * daemon/events.h - each job's event log and its subscribers.
+ *
+ * Changes are collected during a loop iteration (events_job_state,
+ * events_task), appended to the ledger as a few batched log entries just
+ * before the iteration's commit (events_flush_to_ledger), and pushed to the
+ * subscribed connections only after that commit (events_publish): a client
+ * never sees an event the ledger could lose.  A subscriber that reconnects
+ * replays from any sequence number and gets every missed event exactly
+ * once, in order, before the live ones.
+ */
+#ifndef BURST_DAEMON_EVENTS_H
+#define BURST_DAEMON_EVENTS_H
+
+#include <stdint.h>
+
+struct burstd;
+struct conn;
+struct events;
+
+int events_new(struct burstd *d, struct events **out);
+void events_free(struct events *ev);
+
+/* Queue a change (cheap; no I/O).  Returns 0 or -ENOMEM. */
+int events_job_state(struct events *ev, uint64_t job, int state);
+int events_task(struct events *ev, uint64_t job, uint32_t index, int state,
+                uint32_t attempts);
+
+/* Appends what was queued to the ledger in its open transaction. */
+int events_flush_to_ledger(struct events *ev);
+/* After the commit: sends the flushed events to their subscribers. */
+void events_publish(struct events *ev);
+/* The commit failed: forget what was flushed (it is not in the ledger). */
+void events_discard(struct events *ev);
+
+/* Replays events after from_seq to c, then keeps it subscribed. */
+int events_subscribe(struct events *ev, struct conn *c, uint64_t job, uint64_t from_seq);
+void events_unsubscribe(struct events *ev, struct conn *c, uint64_t job);
+void events_conn_closed(struct events *ev, struct conn *c);
+
+#endif /* BURST_DAEMON_EVENTS_H */

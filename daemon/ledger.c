@@ -1,0 +1,1457 @@
+/*
+ * daemon/ledger.c - the persistent task ledger: jobs, tasks, per-job event
+ * logs and settings in one SQLite database (see ledger.h and DESIGN.md,
+ * "The ledger").
+ *
+ * The daemon is the only writer and calls in from the loop thread alone, so
+ * there is no locking here.  Every statement is prepared once in
+ * ledger_open() and reused; a statement is always reset before the function
+ * that used it returns, so no read transaction is left open behind the
+ * caller's back.  SQLite result codes are translated at the edge of this
+ * file: -ENOMEM for SQLITE_NOMEM, BURST_ELEDGER for everything else, with
+ * the SQLite message logged.
+ *
+ * States are stored as the integers of enum burst_job_state and
+ * enum burst_task_state; the SQL below spells the sets it needs as literal
+ * lists, and the static_asserts pin them to the enums.
+ */
+#include "ledger.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+
+/* Bump when the schema changes, and teach ledger_schema() to migrate. */
+#define LEDGER_SCHEMA_VERSION 1
+/* "brst": tells a burst ledger apart from any other SQLite file. */
+#define LEDGER_APPLICATION_ID 0x62727374
+/* Long enough that an admin's sqlite3 shell holding a lock briefly does not
+ * fail a write; short enough that a stuck lock surfaces as an error. */
+#define LEDGER_BUSY_TIMEOUT_MS 5000
+/* Reasons are kept as short as struct ledger_task can hold them. */
+#define LEDGER_REASON_MAX (sizeof(((struct ledger_task *)NULL)->reason) - 1)
+
+static_assert(BURST_TASK_QUEUED == 0 && BURST_TASK_DISPATCHED == 1 &&
+                  BURST_TASK_RUNNING == 2 && BURST_TASK_SUCCEEDED == 3 &&
+                  BURST_TASK_FAILED == 4 && BURST_TASK_TIMEOUT == 5 &&
+                  BURST_TASK_RETRYING == 6 && BURST_TASK_CANCELLED == 7,
+              "the SQL below spells task states as these integers");
+static_assert(BURST_JOB_QUEUED == 0 && BURST_JOB_RUNNING == 1 &&
+                  BURST_JOB_SUCCEEDED == 2 && BURST_JOB_FAILED == 3 &&
+                  BURST_JOB_CANCELLED == 4,
+              "the SQL below spells job states as these integers");
+
+#define SQL_TASK_FINAL "(3, 4, 5, 7)" /* succeeded, failed, timeout, cancelled */
+#define SQL_TASK_PENDING "(0, 6)"     /* queued, retrying */
+#define SQL_TASK_INFLIGHT "(1, 2)"    /* dispatched, running */
+#define SQL_JOB_ACTIVE "(0, 1)"       /* queued, running */
+#define SQL_JOB_FINAL "(2, 3, 4)"     /* succeeded, failed, cancelled */
+
+/*
+ * The schema.  Task rows carry only (job, idx) at insertion; every other
+ * column has a default, so inserting a million tasks writes little.  The
+ * invariant retry_at_ms = 0 unless state = retrying lets the pending lookup
+ * test one column for both queued and retrying tasks.  The partial indexes
+ * hold only the few rows the scheduler looks for (pending, retrying, in
+ * flight), so finished tasks cost nothing to skip; tasks_pending carries
+ * state and retry_at_ms so that the lookup never reads the table.
+ */
+static const char ledger_schema_sql[] =
+    "CREATE TABLE jobs ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT," /* AUTOINCREMENT: ids never reused */
+    " owner INTEGER NOT NULL,"
+    " kind INTEGER NOT NULL,"
+    " state INTEGER NOT NULL,"
+    " total INTEGER NOT NULL,"
+    " chunksize INTEGER NOT NULL,"
+    " retries INTEGER NOT NULL,"
+    " timeout_ms INTEGER NOT NULL,"
+    " memory_mb INTEGER NOT NULL,"
+    " cod INTEGER NOT NULL,"
+    " backend TEXT,"
+    " name TEXT,"
+    " error TEXT,"
+    " fn_kind INTEGER NOT NULL,"
+    " fn_arg TEXT,"
+    " fn_symbol TEXT,"
+    " red_kind INTEGER NOT NULL DEFAULT -1,"
+    " red_arg TEXT,"
+    " red_symbol TEXT,"
+    " created_ms INTEGER NOT NULL DEFAULT 0,"
+    " started_ms INTEGER NOT NULL DEFAULT 0,"
+    " finished_ms INTEGER NOT NULL DEFAULT 0,"
+    " last_seq INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX jobs_owner ON jobs(owner, id);"
+    "CREATE INDEX jobs_active ON jobs(id) WHERE state IN " SQL_JOB_ACTIVE ";"
+    "CREATE TABLE tasks ("
+    " job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    " idx INTEGER NOT NULL,"
+    " state INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " exit_status INTEGER NOT NULL DEFAULT -1,"
+    " signal INTEGER NOT NULL DEFAULT 0,"
+    " reason TEXT,"
+    " started_ms INTEGER NOT NULL DEFAULT 0,"
+    " finished_ms INTEGER NOT NULL DEFAULT 0,"
+    " retry_at_ms INTEGER NOT NULL DEFAULT 0,"
+    " dispatch INTEGER NOT NULL DEFAULT 0,"
+    " has_out INTEGER NOT NULL DEFAULT 0,"
+    " out_dispatch INTEGER NOT NULL DEFAULT 0,"
+    " out_n INTEGER NOT NULL DEFAULT 0,"
+    " res_off INTEGER NOT NULL DEFAULT 0,"
+    " res_len INTEGER NOT NULL DEFAULT 0,"
+    " log_off INTEGER NOT NULL DEFAULT 0,"
+    " log_len INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (job, idx)) WITHOUT ROWID;"
+    "CREATE INDEX tasks_pending ON tasks(job, idx, retry_at_ms, state)"
+    " WHERE state IN " SQL_TASK_PENDING ";"
+    "CREATE INDEX tasks_retrying ON tasks(job, retry_at_ms) WHERE state = 6;"
+    "CREATE INDEX tasks_inflight ON tasks(job, dispatch, idx)"
+    " WHERE state IN " SQL_TASK_INFLIGHT ";"
+    "CREATE TABLE events ("
+    " job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    " seq INTEGER NOT NULL,"
+    " body BLOB NOT NULL,"
+    " PRIMARY KEY (job, seq)) WITHOUT ROWID;"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;";
+
+#define JOB_COLS                                                                         \
+    "id, owner, kind, state, total, chunksize, retries, timeout_ms, memory_mb, cod,"     \
+    " backend, name, error, fn_kind, fn_arg, fn_symbol, red_kind, red_arg, red_symbol,"  \
+    " created_ms, started_ms, finished_ms, last_seq"
+#define TASK_COLS                                                                        \
+    "idx, state, attempts, exit_status, signal, reason, started_ms, finished_ms,"        \
+    " retry_at_ms, dispatch, has_out, out_dispatch, out_n, res_off, res_len, log_off,"   \
+    " log_len"
+
+enum ledger_stmt {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_NEXT_DISPATCH,
+    ST_META_GET,
+    ST_META_SET,
+    ST_JOB_EXISTS,
+    ST_JOB_SEQ_SEED,
+    ST_JOB_RESERVE,
+    ST_JOB_INSERT,
+    ST_TASK_INSERT,
+    ST_JOB_GET,
+    ST_JOB_SET_STATE,
+    ST_JOB_COUNTS,
+    ST_JOBS_ALL,
+    ST_JOBS_ACTIVE,
+    ST_JOBS_OWNER,
+    ST_JOBS_OWNER_ACTIVE,
+    ST_TASK_GET,
+    ST_TASKS_LIST,
+    ST_TASKS_PENDING,
+    ST_TASKS_NEXT_RETRY,
+    ST_TASK_DISPATCH,
+    ST_TASK_SET_STATE,
+    ST_TASK_END,
+    ST_JOB_CANCEL_PENDING,
+    ST_TASKS_INFLIGHT,
+    ST_EVENT_SEQ,
+    ST_EVENT_INSERT,
+    ST_EVENTS_SINCE,
+    ST_COUNT
+};
+
+static const char *const ledger_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    /* The stored value is the last number handed out; the first is 1, since
+     * 0 means "never dispatched". */
+    [ST_NEXT_DISPATCH] = "INSERT INTO meta(key, value) VALUES('next_dispatch', 1)"
+                         " ON CONFLICT(key) DO UPDATE SET value = value + 1"
+                         " RETURNING value",
+    [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [ST_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    [ST_JOB_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
+    /* Job ids come from AUTOINCREMENT's counter in sqlite_sequence, which
+     * SQLite lets us advance: a reserved id is above every id handed out and
+     * below every one AUTOINCREMENT will hand out.  The seed creates the
+     * counter before the first job exists. */
+    [ST_JOB_SEQ_SEED] = "INSERT INTO sqlite_sequence(name, seq)"
+                        " SELECT 'jobs', coalesce(max(id), 0) FROM jobs WHERE NOT EXISTS"
+                        " (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs')",
+    [ST_JOB_RESERVE] = "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'jobs'"
+                       " RETURNING seq",
+    /* ?23 NULL: AUTOINCREMENT assigns the id. */
+    [ST_JOB_INSERT] =
+        "INSERT INTO jobs(id, owner, kind, state, total, chunksize, retries,"
+        " timeout_ms, memory_mb, cod, backend, name, error, fn_kind, fn_arg,"
+        " fn_symbol, red_kind, red_arg, red_symbol, created_ms, started_ms,"
+        " finished_ms, last_seq) VALUES(?23, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+        " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+    /* All of a job's task rows in one step: ?2 rows 0..?2-1, generated by a
+     * recursive CTE that streams (constant memory) and spares a million
+     * bind/step/reset round trips. */
+    [ST_TASK_INSERT] = "INSERT INTO tasks(job, idx)"
+                       " WITH RECURSIVE n(i) AS (SELECT 0 WHERE ?2 > 0"
+                       "  UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2)"
+                       " SELECT ?1, i FROM n",
+    [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
+    /* ?2 new state, ?3 error (NULL keeps it), ?4 now. */
+    [ST_JOB_SET_STATE] =
+        "UPDATE jobs SET state = ?2, error = coalesce(?3, error),"
+        " started_ms = CASE WHEN started_ms = 0 AND ?2 <> 0"
+        "  THEN ?4 ELSE started_ms END,"
+        " finished_ms = CASE WHEN finished_ms = 0 AND ?2 IN " SQL_JOB_FINAL
+        "  THEN ?4 ELSE finished_ms END"
+        " WHERE id = ?1",
+    [ST_JOB_COUNTS] = "SELECT state, count(*) FROM tasks WHERE job = ?1 GROUP BY state",
+    [ST_JOBS_ALL] = "SELECT " JOB_COLS " FROM jobs ORDER BY id",
+    [ST_JOBS_ACTIVE] =
+        "SELECT " JOB_COLS " FROM jobs WHERE state IN " SQL_JOB_ACTIVE " ORDER BY id",
+    [ST_JOBS_OWNER] = "SELECT " JOB_COLS " FROM jobs WHERE owner = ?1 ORDER BY id",
+    [ST_JOBS_OWNER_ACTIVE] = "SELECT " JOB_COLS " FROM jobs WHERE owner = ?1"
+                             " AND state IN " SQL_JOB_ACTIVE " ORDER BY id",
+    [ST_TASK_GET] = "SELECT " TASK_COLS " FROM tasks WHERE job = ?1 AND idx = ?2",
+    /* ?3 < 0: any state; ?4 = -1: no limit. */
+    [ST_TASKS_LIST] = "SELECT " TASK_COLS " FROM tasks WHERE job = ?1 AND idx >= ?2"
+                      " AND (?3 < 0 OR state = ?3) ORDER BY idx LIMIT ?4",
+    /* The state term repeats the index's WHERE so tasks_pending is used. */
+    [ST_TASKS_PENDING] =
+        "SELECT idx FROM tasks WHERE job = ?1 AND state IN " SQL_TASK_PENDING
+        " AND idx < ?2 AND retry_at_ms <= ?3 ORDER BY idx LIMIT ?4",
+    [ST_TASKS_NEXT_RETRY] =
+        "SELECT min(retry_at_ms) FROM tasks WHERE job = ?1 AND state = 6",
+    /* Final tasks are never touched: a result is recorded exactly once. */
+    [ST_TASK_DISPATCH] =
+        "UPDATE tasks SET state = 1, attempts = attempts + 1, dispatch = ?3,"
+        " started_ms = ?4, finished_ms = 0, retry_at_ms = 0"
+        " WHERE job = ?1 AND idx = ?2 AND state NOT IN " SQL_TASK_FINAL
+        " RETURNING attempts",
+    [ST_TASK_SET_STATE] =
+        "UPDATE tasks SET state = ?3,"
+        " started_ms = CASE WHEN ?3 = 2 THEN ?4 ELSE started_ms END,"
+        " finished_ms = CASE WHEN ?3 IN " SQL_TASK_FINAL "  THEN ?4 ELSE finished_ms END,"
+        " retry_at_ms = CASE WHEN ?3 = 6 THEN retry_at_ms ELSE 0 END"
+        " WHERE job = ?1 AND idx = ?2 AND state NOT IN " SQL_TASK_FINAL,
+    /* ?9 has_out: when false the previous attempt's output location stays. */
+    [ST_TASK_END] =
+        "UPDATE tasks SET state = ?3, exit_status = ?4, signal = ?5, reason = ?6,"
+        " retry_at_ms = CASE WHEN ?3 = 6 THEN ?7 ELSE 0 END, finished_ms = ?8,"
+        " has_out = CASE WHEN ?9 THEN 1 ELSE has_out END,"
+        " out_dispatch = CASE WHEN ?9 THEN ?10 ELSE out_dispatch END,"
+        " out_n = CASE WHEN ?9 THEN ?11 ELSE out_n END,"
+        " res_off = CASE WHEN ?9 THEN ?12 ELSE res_off END,"
+        " res_len = CASE WHEN ?9 THEN ?13 ELSE res_len END,"
+        " log_off = CASE WHEN ?9 THEN ?14 ELSE log_off END,"
+        " log_len = CASE WHEN ?9 THEN ?15 ELSE log_len END"
+        " WHERE job = ?1 AND idx = ?2 AND state NOT IN " SQL_TASK_FINAL,
+    [ST_JOB_CANCEL_PENDING] =
+        "UPDATE tasks SET state = 7, finished_ms = ?2, retry_at_ms = 0"
+        " WHERE job = ?1 AND state IN " SQL_TASK_PENDING,
+    [ST_TASKS_INFLIGHT] =
+        "SELECT job, " TASK_COLS " FROM tasks WHERE state IN " SQL_TASK_INFLIGHT
+        " ORDER BY job, dispatch, idx",
+    [ST_EVENT_SEQ] =
+        "UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+    [ST_EVENT_INSERT] = "INSERT INTO events(job, seq, body) VALUES(?1, ?2, ?3)",
+    /* ?3 = -1: no limit. */
+    [ST_EVENTS_SINCE] = "SELECT seq, body FROM events WHERE job = ?1 AND seq > ?2"
+                        " ORDER BY seq LIMIT ?3",
+};
+
+struct ledger {
+    sqlite3 *db;                  /* owned */
+    sqlite3_stmt *stmt[ST_COUNT]; /* owned: prepared once, in ledger_open */
+    bool stmt_busy[ST_COUNT];     /* a walk is inside its callback */
+};
+
+/*
+ * Logs why SQLite failed (the message and the code's name) and translates
+ * rc: -ENOMEM for SQLITE_NOMEM, BURST_ELEDGER for everything else (full
+ * disk, I/O error, read-only, busy, corruption, constraint...).
+ */
+static int
+ledger_fail(struct ledger *l, int rc, const char *what)
+{
+    const char *msg = sqlite3_errmsg(l->db), *kind = sqlite3_errstr(rc);
+    if (strcmp(msg, kind) == 0)
+        log_warnx("ledger: %s: %s (SQLite code %d)", what, msg, rc);
+    else
+        log_warnx("ledger: %s: %s (%s, SQLite code %d)", what, msg, kind, rc);
+    if ((rc & 0xff) == SQLITE_NOMEM)
+        return -ENOMEM;
+    return BURST_ELEDGER;
+}
+
+/*
+ * Takes statement id for one use: the caller binds, steps, and gives it back
+ * with stmt_put().  NULL when the statement is already in use, which only a
+ * callback re-entering its own walk can cause (a bug, logged).
+ */
+static sqlite3_stmt *
+stmt_take(struct ledger *l, enum ledger_stmt id)
+{
+    if (l->stmt_busy[id]) {
+        log_warnx("ledger: \"%.40s\" re-entered from a callback", ledger_sql[id]);
+        return NULL;
+    }
+    l->stmt_busy[id] = true;
+    return l->stmt[id];
+}
+
+/* Resets statement id so it holds no read transaction and no bound values. */
+static void
+stmt_put(struct ledger *l, enum ledger_stmt id)
+{
+    /* reset repeats the last step's error, which was handled already. */
+    (void)sqlite3_reset(l->stmt[id]);
+    (void)sqlite3_clear_bindings(l->stmt[id]);
+    l->stmt_busy[id] = false;
+}
+
+/* Binds v[0..n-1] to parameters 1..n.  Returns an SQLite code. */
+static int
+stmt_bind_ints(sqlite3_stmt *st, int n, const int64_t *v)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = sqlite3_bind_int64(st, i + 1, v[i]);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+/* Binds s (NULL binds SQL NULL) to parameter i.  Returns an SQLite code. */
+static int
+stmt_bind_text(sqlite3_stmt *st, int i, const char *s, size_t len)
+{
+    if (s == NULL)
+        return sqlite3_bind_null(st, i);
+    return sqlite3_bind_text64(st, i, s, len, SQLITE_TRANSIENT, SQLITE_UTF8);
+}
+
+/* The length of s cut to at most max bytes without splitting a UTF-8
+ * sequence (bytes 10xxxxxx continue the character before them). */
+static size_t
+utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
+/* Steps a statement that returns no rows.  Returns 0 or a translated code. */
+static int
+stmt_exec(struct ledger *l, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        return ledger_fail(l, rc, what);
+    return 0;
+}
+
+/* 0 when job exists, BURST_ENOJOB when not, or a translated code. */
+static int
+ledger_job_check(struct ledger *l, uint64_t job)
+{
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_EXISTS);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        err = BURST_ENOJOB;
+    else if (rc != SQLITE_ROW)
+        err = ledger_fail(l, rc, "job lookup");
+    stmt_put(l, ST_JOB_EXISTS);
+    return err;
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+/* Runs one PRAGMA (or other statement) whose rows, if any, are ignored. */
+static int
+ledger_exec(struct ledger *l, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(l->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        log_warnx("ledger: %s: %s (%s)", sql, msg != NULL ? msg : sqlite3_errmsg(l->db),
+                  sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return (rc & 0xff) == SQLITE_NOMEM ? -ENOMEM : BURST_ELEDGER;
+    }
+    return 0;
+}
+
+/* Runs a PRAGMA returning one integer into *out. */
+static int
+ledger_pragma_int(struct ledger *l, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return ledger_fail(l, rc, sql);
+    int err = 0;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else
+        err = ledger_fail(l, rc, sql);
+    sqlite3_finalize(st);
+    return err;
+}
+
+/*
+ * Sets WAL mode.  A file system without shared memory for WAL keeps the
+ * rollback journal, which is just as durable; we say so and go on.  This is
+ * also the first statement that reads the file, so a file that is not a
+ * database fails here.
+ */
+static int
+ledger_set_wal(struct ledger *l)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(l->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return ledger_fail(l, rc, "PRAGMA journal_mode");
+    int err = 0;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        if (mode == NULL || strcmp(mode, "wal") != 0)
+            log_warnx("ledger: WAL mode unavailable, journal mode is %s",
+                      mode != NULL ? mode : "unknown");
+    } else {
+        err = ledger_fail(l, rc, "PRAGMA journal_mode");
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+/* Logs one row of quick_check output on one line: rows hold newlines. */
+static void
+log_integrity_row(const char *row)
+{
+    char line[256];
+    size_t n = 0;
+    for (; row != NULL && row[n] != '\0' && n < sizeof(line) - 1; n++)
+        line[n] = row[n] == '\n' ? ' ' : row[n];
+    line[n] = '\0';
+    log_warnx("ledger: integrity check: %s", line);
+}
+
+/* PRAGMA quick_check: "ok", or rows describing the damage (logged). */
+static int
+ledger_quick_check(struct ledger *l)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(l->db, "PRAGMA quick_check", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return ledger_fail(l, rc, "PRAGMA quick_check");
+    int err = 0;
+    int nrows = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *row = (const char *)sqlite3_column_text(st, 0);
+        if (nrows == 0 && row != NULL && strcmp(row, "ok") == 0)
+            break;
+        /* A badly damaged file can give thousands of rows; a few say enough. */
+        if (nrows < 5)
+            log_integrity_row(row);
+        nrows++;
+        err = BURST_ELEDGER;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "PRAGMA quick_check");
+    else if (err != 0)
+        log_warnx("ledger: the database is damaged; restore it or move it aside");
+    sqlite3_finalize(st);
+    return err;
+}
+
+/*
+ * Creates the schema in a new file, or checks that an existing one is a
+ * burst ledger of a version we understand.  Done under BEGIN IMMEDIATE so a
+ * second process opening the same file at the same moment cannot create it
+ * twice.
+ */
+static int
+ledger_schema(struct ledger *l)
+{
+    int err = ledger_exec(l, "BEGIN IMMEDIATE");
+    if (err != 0)
+        return err;
+    int64_t version = 0, app_id = 0, nobjects = 0;
+    err = ledger_pragma_int(l, "PRAGMA user_version", &version);
+    if (err == 0)
+        err = ledger_pragma_int(l, "PRAGMA application_id", &app_id);
+    if (err == 0)
+        err = ledger_pragma_int(l, "SELECT count(*) FROM sqlite_schema", &nobjects);
+    if (err != 0)
+        goto fail_rollback;
+
+    if (app_id != 0 && app_id != LEDGER_APPLICATION_ID) {
+        log_warnx("ledger: the file belongs to another application (id %#" PRIx64 ")",
+                  (uint64_t)app_id);
+        err = BURST_ELEDGER;
+        goto fail_rollback;
+    }
+    if (version > LEDGER_SCHEMA_VERSION) {
+        log_warnx("ledger: schema version %" PRId64 " is newer than this burstd's (%d);"
+                  " run a newer burstd or restore an older ledger",
+                  version, LEDGER_SCHEMA_VERSION);
+        err = BURST_ELEDGER;
+        goto fail_rollback;
+    }
+    if (version == 0) {
+        if (nobjects != 0) {
+            log_warnx("ledger: the file holds tables but no burst schema version");
+            err = BURST_ELEDGER;
+            goto fail_rollback;
+        }
+        char set[128];
+        snprintf(set, sizeof(set), "PRAGMA user_version = %d; PRAGMA application_id = %d",
+                 LEDGER_SCHEMA_VERSION, LEDGER_APPLICATION_ID);
+        err = ledger_exec(l, ledger_schema_sql);
+        if (err == 0)
+            err = ledger_exec(l, set);
+        if (err != 0)
+            goto fail_rollback;
+    }
+    return ledger_exec(l, "COMMIT");
+
+fail_rollback:
+    (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+}
+
+static int
+ledger_prepare(struct ledger *l)
+{
+    for (int i = 0; i < ST_COUNT; i++) {
+        int rc = sqlite3_prepare_v3(l->db, ledger_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &l->stmt[i], NULL);
+        if (rc != SQLITE_OK)
+            return ledger_fail(l, rc, ledger_sql[i]);
+    }
+    return 0;
+}
+
+/*
+ * Creates the file with mode 0600 if it does not exist (SQLite would use
+ * 0644 less the umask; its -wal and -shm files copy the database's mode).
+ * Opening it read-write first also turns "read-only file" or "directory
+ * not writable" into a plain -errno before SQLite quietly falls back to
+ * read-only.
+ */
+static int
+ledger_create_file(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        log_warn("ledger: %s", path);
+        return -e;
+    }
+    close(fd);
+    return 0;
+}
+
+int
+ledger_open(const char *path, struct ledger **out)
+{
+    *out = NULL;
+    if (path == NULL || *path == '\0')
+        return -EINVAL;
+    int err = ledger_create_file(path);
+    if (err != 0)
+        return err;
+
+    struct ledger *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    /* NOMUTEX: one thread only, so SQLite's own locking is wasted work. */
+    int rc = sqlite3_open_v2(
+        path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+        NULL);
+    if (rc != SQLITE_OK) {
+        if (l->db == NULL) {
+            err = -ENOMEM;
+            goto fail_free;
+        }
+        log_warnx("ledger: %s: %s", path, sqlite3_errmsg(l->db));
+        err = (rc & 0xff) == SQLITE_NOMEM ? -ENOMEM : BURST_ELEDGER;
+        goto fail_close;
+    }
+    sqlite3_extended_result_codes(l->db, 1);
+    if (sqlite3_db_readonly(l->db, "main") != 0) {
+        log_warnx("ledger: %s: opened read-only; the daemon needs to write it", path);
+        err = BURST_ELEDGER;
+        goto fail_close;
+    }
+    sqlite3_busy_timeout(l->db, LEDGER_BUSY_TIMEOUT_MS);
+
+    if ((err = ledger_set_wal(l)) != 0 || (err = ledger_quick_check(l)) != 0)
+        goto fail_close;
+    if ((err = ledger_exec(l, "PRAGMA synchronous=FULL")) != 0 ||
+        (err = ledger_exec(l, "PRAGMA foreign_keys=ON")) != 0)
+        goto fail_close;
+    if ((err = ledger_schema(l)) != 0 || (err = ledger_prepare(l)) != 0)
+        goto fail_close;
+
+    *out = l; /* ownership to the caller: ledger_close() */
+    return 0;
+
+fail_close:
+    ledger_close(l);
+    return err;
+fail_free:
+    free(l);
+    return err;
+}
+
+void
+ledger_close(struct ledger *l)
+{
+    if (l == NULL)
+        return;
+    if (l->db != NULL && ledger_in_txn(l))
+        log_warnx("ledger: closing with an open transaction; it is rolled back");
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(l->stmt[i]);
+    /* The last connection to close checkpoints the WAL into the file. */
+    if (l->db != NULL && sqlite3_close(l->db) != SQLITE_OK)
+        log_warnx("ledger: close: %s", sqlite3_errmsg(l->db));
+    free(l);
+}
+
+int
+ledger_set_max_size(struct ledger *l, uint64_t bytes)
+{
+    int64_t page_size = 0, pages = 0;
+    int err = ledger_pragma_int(l, "PRAGMA page_size", &page_size);
+    if (err != 0)
+        return err;
+    if (page_size <= 0)
+        return BURST_ELEDGER;
+    uint64_t max = bytes / (uint64_t)page_size;
+    if (bytes == 0 || max > UINT32_MAX)
+        max = 0xfffffffe; /* SQLite's own ceiling */
+    else if (max == 0)
+        max = 1;
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %" PRIu64, max);
+    /* SQLite never lowers the limit below the current size; it reports the
+     * limit in force, which we do not need. */
+    return ledger_pragma_int(l, sql, &pages);
+}
+
+/* ---- transactions ------------------------------------------------------- */
+
+bool
+ledger_in_txn(const struct ledger *l)
+{
+    /* SQLite's own view, not a flag of ours: an error such as SQLITE_FULL
+     * may roll the transaction back by itself. */
+    return sqlite3_get_autocommit(l->db) == 0;
+}
+
+int
+ledger_begin(struct ledger *l)
+{
+    if (ledger_in_txn(l))
+        return 0;
+    sqlite3_stmt *st = stmt_take(l, ST_BEGIN);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = stmt_exec(l, st, "begin");
+    stmt_put(l, ST_BEGIN);
+    return err;
+}
+
+int
+ledger_commit(struct ledger *l)
+{
+    if (!ledger_in_txn(l))
+        return 0;
+    sqlite3_stmt *st = stmt_take(l, ST_COMMIT);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = stmt_exec(l, st, "commit");
+    stmt_put(l, ST_COMMIT);
+    if (err != 0) {
+        /* Nothing of the transaction is durable: undo it in memory too, so
+         * the next ledger_begin() starts clean. */
+        ledger_rollback(l);
+        return err == -ENOMEM ? err : BURST_ELEDGER;
+    }
+    return 0;
+}
+
+void
+ledger_rollback(struct ledger *l)
+{
+    if (!ledger_in_txn(l))
+        return;
+    sqlite3_stmt *st = stmt_take(l, ST_ROLLBACK);
+    if (st == NULL)
+        return;
+    (void)stmt_exec(l, st, "rollback"); /* logged; nothing more to do */
+    stmt_put(l, ST_ROLLBACK);
+}
+
+int
+ledger_next_dispatch(struct ledger *l, uint64_t *out)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_NEXT_DISPATCH);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = (uint64_t)sqlite3_column_int64(st, 0);
+    else
+        err = ledger_fail(l, rc, "next dispatch");
+    stmt_put(l, ST_NEXT_DISPATCH);
+    return err;
+}
+
+/* ---- jobs --------------------------------------------------------------- */
+
+int
+ledger_reserve_job_id(struct ledger *l, uint64_t *out)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_SEQ_SEED);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = stmt_exec(l, st, "seed job ids");
+    stmt_put(l, ST_JOB_SEQ_SEED);
+    if (err != 0)
+        return err;
+    st = stmt_take(l, ST_JOB_RESERVE);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = (uint64_t)sqlite3_column_int64(st, 0);
+    else
+        err = ledger_fail(l, rc, "reserve job id");
+    stmt_put(l, ST_JOB_RESERVE);
+    return err;
+}
+
+void
+ledger_job_free(struct ledger_job *job)
+{
+    if (job == NULL)
+        return;
+    free(job->backend);
+    free(job->name);
+    free(job->error);
+    free(job->fn.arg);
+    free(job->fn.symbol);
+    free(job->reduce.arg);
+    free(job->reduce.symbol);
+    job->backend = job->name = job->error = NULL;
+    job->fn.arg = job->fn.symbol = job->reduce.arg = job->reduce.symbol = NULL;
+}
+
+/*
+ * Points *out at column col's text.  With copy it is a malloc'ed copy the
+ * caller owns; without, it is borrowed from st until its next step or reset
+ * (the const is cast away because struct ledger_job holds owned strings, and
+ * a borrowed job only reaches callbacks as const).  SQL NULL gives NULL.
+ */
+static int
+col_text(sqlite3_stmt *st, int col, bool copy, char **out)
+{
+    *out = NULL;
+    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+        return 0;
+    const char *s = (const char *)sqlite3_column_text(st, col);
+    if (s == NULL)
+        return -ENOMEM; /* the only way a non-NULL value gives no text */
+    if (!copy) {
+        *out = (char *)s;
+        return 0;
+    }
+    *out = strdup(s);
+    return *out != NULL ? 0 : -ENOMEM;
+}
+
+/* Fills job from a row of JOB_COLS; see col_text() for copy.  On failure
+ * nothing is left allocated. */
+static int
+job_from_row(sqlite3_stmt *st, bool copy, struct ledger_job *job)
+{
+    memset(job, 0, sizeof(*job));
+    job->id = (uint64_t)sqlite3_column_int64(st, 0);
+    job->owner_uid = (uint32_t)sqlite3_column_int64(st, 1);
+    job->kind = sqlite3_column_int(st, 2);
+    job->state = sqlite3_column_int(st, 3);
+    job->total = (uint32_t)sqlite3_column_int64(st, 4);
+    job->chunksize = (uint32_t)sqlite3_column_int64(st, 5);
+    job->retries = (uint32_t)sqlite3_column_int64(st, 6);
+    job->timeout_ms = (uint64_t)sqlite3_column_int64(st, 7);
+    job->memory_mb = (uint32_t)sqlite3_column_int64(st, 8);
+    job->cancel_on_disconnect = sqlite3_column_int(st, 9) != 0;
+    job->fn.kind = sqlite3_column_int(st, 13);
+    job->reduce.kind = sqlite3_column_int(st, 16);
+    job->created_ms = sqlite3_column_int64(st, 19);
+    job->started_ms = sqlite3_column_int64(st, 20);
+    job->finished_ms = sqlite3_column_int64(st, 21);
+    job->last_seq = (uint64_t)sqlite3_column_int64(st, 22);
+
+    int err = col_text(st, 10, copy, &job->backend);
+    if (err == 0)
+        err = col_text(st, 11, copy, &job->name);
+    if (err == 0)
+        err = col_text(st, 12, copy, &job->error);
+    if (err == 0)
+        err = col_text(st, 14, copy, &job->fn.arg);
+    if (err == 0)
+        err = col_text(st, 15, copy, &job->fn.symbol);
+    if (err == 0)
+        err = col_text(st, 17, copy, &job->reduce.arg);
+    if (err == 0)
+        err = col_text(st, 18, copy, &job->reduce.symbol);
+    if (err != 0 && copy)
+        ledger_job_free(job);
+    return err;
+}
+
+static int
+job_bind(sqlite3_stmt *st, const struct ledger_job *job)
+{
+    const int64_t v[] = {
+        job->owner_uid,
+        job->kind,
+        job->state,
+        job->total,
+        job->chunksize,
+        job->retries,
+        (int64_t)job->timeout_ms,
+        job->memory_mb,
+        job->cancel_on_disconnect,
+    };
+    int rc = stmt_bind_ints(st, 9, v);
+    const char *const text[] = {job->backend, job->name, job->error};
+    for (int i = 0; i < 3 && rc == SQLITE_OK; i++)
+        rc = stmt_bind_text(st, 10 + i, text[i], text[i] != NULL ? strlen(text[i]) : 0);
+    const struct ledger_fn *fns[] = {&job->fn, &job->reduce};
+    for (int i = 0; i < 2 && rc == SQLITE_OK; i++) {
+        const struct ledger_fn *fn = fns[i];
+        rc = sqlite3_bind_int(st, 13 + 3 * i, fn->kind);
+        if (rc == SQLITE_OK)
+            rc = stmt_bind_text(st, 14 + 3 * i, fn->arg,
+                                fn->arg != NULL ? strlen(fn->arg) : 0);
+        if (rc == SQLITE_OK)
+            rc = stmt_bind_text(st, 15 + 3 * i, fn->symbol,
+                                fn->symbol != NULL ? strlen(fn->symbol) : 0);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 19, job->created_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 20, job->started_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 21, job->finished_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 22, (int64_t)job->last_seq);
+    if (rc == SQLITE_OK)
+        rc = job->id != 0 ? sqlite3_bind_int64(st, 23, (int64_t)job->id)
+                          : sqlite3_bind_null(st, 23);
+    return rc;
+}
+
+/*
+ * Inserts the job row, then its nrows task rows with one reused INSERT that
+ * names only (job, idx): the other columns take their defaults.  This is
+ * the hot path of a large submission: a million rows take about a second,
+ * half of what a bind/step loop per row costs.
+ */
+int
+ledger_job_insert(struct ledger *l, struct ledger_job *job, uint32_t nrows)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_INSERT);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = job_bind(st, job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "insert job");
+    stmt_put(l, ST_JOB_INSERT);
+    if (err != 0)
+        return err;
+    int64_t id = sqlite3_last_insert_rowid(l->db);
+
+    st = stmt_take(l, ST_TASK_INSERT);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    rc = stmt_bind_ints(st, 2, (const int64_t[]){id, nrows});
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "insert tasks");
+    stmt_put(l, ST_TASK_INSERT);
+    if (err == 0)
+        job->id = (uint64_t)id;
+    return err;
+}
+
+int
+ledger_job_get(struct ledger *l, uint64_t id, struct ledger_job *out)
+{
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_GET);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = job_from_row(st, true, out);
+    else if (rc == SQLITE_DONE)
+        err = BURST_ENOJOB;
+    else
+        err = ledger_fail(l, rc, "get job");
+    stmt_put(l, ST_JOB_GET);
+    return err;
+}
+
+int
+ledger_job_set_state(struct ledger *l, uint64_t id, int state, const char *error,
+                     int64_t now_ms)
+{
+    assert(ledger_in_txn(l));
+    assert(state >= 0 && state < BURST_JOB_NSTATES);
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_SET_STATE);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)id, state});
+    if (rc == SQLITE_OK)
+        rc = stmt_bind_text(st, 3, error, error != NULL ? strlen(error) : 0);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 4, now_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "set job state");
+    else if (sqlite3_changes(l->db) == 0)
+        err = BURST_ENOJOB;
+    stmt_put(l, ST_JOB_SET_STATE);
+    return err;
+}
+
+int
+ledger_job_counts(struct ledger *l, uint64_t id, uint32_t counts[BURST_TASK_NSTATES])
+{
+    memset(counts, 0, sizeof(uint32_t) * BURST_TASK_NSTATES);
+    int err = ledger_job_check(l, id);
+    if (err != 0)
+        return err;
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_COUNTS);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)id);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int state = sqlite3_column_int(st, 0);
+        if (state >= 0 && state < BURST_TASK_NSTATES)
+            counts[state] = (uint32_t)sqlite3_column_int64(st, 1);
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "count tasks");
+    stmt_put(l, ST_JOB_COUNTS);
+    return err;
+}
+
+int
+ledger_jobs_foreach(struct ledger *l, int64_t owner, bool active_only, ledger_job_cb cb,
+                    void *arg)
+{
+    enum ledger_stmt id;
+    if (owner < 0)
+        id = active_only ? ST_JOBS_ACTIVE : ST_JOBS_ALL;
+    else
+        id = active_only ? ST_JOBS_OWNER_ACTIVE : ST_JOBS_OWNER;
+    sqlite3_stmt *st = stmt_take(l, id);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = owner >= 0 ? sqlite3_bind_int64(st, 1, owner) : SQLITE_OK;
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct ledger_job job;
+        /* Borrowed strings: no allocation per job, valid during the call. */
+        if ((err = job_from_row(st, false, &job)) != 0 || (err = cb(arg, &job)) != 0)
+            break;
+        rc = SQLITE_OK;
+    }
+    if (err == 0 && rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "list jobs");
+    stmt_put(l, id);
+    return err;
+}
+
+/* ---- tasks -------------------------------------------------------------- */
+
+/* Copies reason (len bytes) into dst (size bytes), cut at a character
+ * boundary and NUL-terminated. */
+static void
+reason_copy(char *dst, size_t size, const char *reason, size_t len)
+{
+    size_t n = reason != NULL ? utf8_cut(reason, len, size - 1) : 0;
+    if (n > 0)
+        memcpy(dst, reason, n);
+    dst[n] = '\0';
+}
+
+/* Fills t from a row of TASK_COLS starting at column c. */
+static void
+task_from_row(sqlite3_stmt *st, int c, struct ledger_task *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->index = (uint32_t)sqlite3_column_int64(st, c + 0);
+    t->state = sqlite3_column_int(st, c + 1);
+    t->attempts = (uint32_t)sqlite3_column_int64(st, c + 2);
+    t->exit_status = sqlite3_column_int(st, c + 3);
+    t->signal = sqlite3_column_int(st, c + 4);
+    /* A NULL here is "no reason" or, rarely, no memory to convert: either
+     * way an empty reason is the safe answer. */
+    const char *reason = (const char *)sqlite3_column_text(st, c + 5);
+    reason_copy(t->reason, sizeof(t->reason), reason,
+                (size_t)sqlite3_column_bytes(st, c + 5));
+    t->started_ms = sqlite3_column_int64(st, c + 6);
+    t->finished_ms = sqlite3_column_int64(st, c + 7);
+    t->retry_at_ms = sqlite3_column_int64(st, c + 8);
+    t->dispatch = (uint64_t)sqlite3_column_int64(st, c + 9);
+    t->has_out = sqlite3_column_int(st, c + 10) != 0;
+    t->out_dispatch = (uint64_t)sqlite3_column_int64(st, c + 11);
+    t->out_n = (uint32_t)sqlite3_column_int64(st, c + 12);
+    t->res_off = (uint64_t)sqlite3_column_int64(st, c + 13);
+    t->res_len = (uint64_t)sqlite3_column_int64(st, c + 14);
+    t->log_off = (uint64_t)sqlite3_column_int64(st, c + 15);
+    t->log_len = (uint64_t)sqlite3_column_int64(st, c + 16);
+}
+
+int
+ledger_task_get(struct ledger *l, uint64_t job, uint32_t index, struct ledger_task *out)
+{
+    sqlite3_stmt *st = stmt_take(l, ST_TASK_GET);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, index});
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        task_from_row(st, 0, out);
+    else if (rc == SQLITE_DONE)
+        err = BURST_ENOTASK;
+    else
+        err = ledger_fail(l, rc, "get task");
+    stmt_put(l, ST_TASK_GET);
+    /* Tell an unknown job from an unknown index of a known job. */
+    if (err == BURST_ENOTASK && ledger_job_check(l, job) == BURST_ENOJOB)
+        err = BURST_ENOJOB;
+    return err;
+}
+
+int
+ledger_tasks_foreach(struct ledger *l, uint64_t job, int state, uint32_t offset,
+                     uint32_t limit, ledger_task_cb cb, void *arg)
+{
+    int err = ledger_job_check(l, job);
+    if (err != 0)
+        return err;
+    sqlite3_stmt *st = stmt_take(l, ST_TASKS_LIST);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int64_t lim = limit == 0 ? -1 : (int64_t)limit;
+    int rc = stmt_bind_ints(
+        st, 4, (const int64_t[]){(int64_t)job, offset, state < 0 ? -1 : state, lim});
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct ledger_task t;
+        task_from_row(st, 0, &t);
+        if ((err = cb(arg, &t)) != 0)
+            break;
+        rc = SQLITE_OK;
+    }
+    if (err == 0 && rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "list tasks");
+    stmt_put(l, ST_TASKS_LIST);
+    return err;
+}
+
+int
+ledger_tasks_pending(struct ledger *l, uint64_t job, uint32_t idx_limit, int64_t now_ms,
+                     uint32_t max, uint32_t *idx_out, uint32_t *n_out)
+{
+    *n_out = 0;
+    int err = ledger_job_check(l, job);
+    if (err != 0 || max == 0 || idx_limit == 0)
+        return err;
+    sqlite3_stmt *st = stmt_take(l, ST_TASKS_PENDING);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc =
+        stmt_bind_ints(st, 4, (const int64_t[]){(int64_t)job, idx_limit, now_ms, max});
+    uint32_t n = 0;
+    while (rc == SQLITE_OK && n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        idx_out[n++] = (uint32_t)sqlite3_column_int64(st, 0);
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+        err = ledger_fail(l, rc, "pending tasks");
+    else
+        *n_out = n;
+    stmt_put(l, ST_TASKS_PENDING);
+    return err;
+}
+
+int
+ledger_tasks_next_retry(struct ledger *l, uint64_t job, int64_t *at_ms, bool *found)
+{
+    *found = false;
+    int err = ledger_job_check(l, job);
+    if (err != 0)
+        return err;
+    sqlite3_stmt *st = stmt_take(l, ST_TASKS_NEXT_RETRY);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        /* min() over no rows is one NULL row. */
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
+            *at_ms = sqlite3_column_int64(st, 0);
+            *found = true;
+        }
+    } else {
+        err = ledger_fail(l, rc, "next retry");
+    }
+    stmt_put(l, ST_TASKS_NEXT_RETRY);
+    return err;
+}
+
+int
+ledger_tasks_dispatch(struct ledger *l, uint64_t job, const uint32_t *idx, uint32_t n,
+                      uint64_t dispatch, int64_t now_ms, uint32_t *attempts_out)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_TASK_DISPATCH);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 3, (int64_t)dispatch);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 4, now_ms);
+    for (uint32_t i = 0; i < n && rc == SQLITE_OK; i++) {
+        rc = sqlite3_bind_int64(st, 2, idx[i]);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            attempts_out[i] = (uint32_t)sqlite3_column_int64(st, 0);
+        else if (rc == SQLITE_DONE)
+            attempts_out[i] = 0; /* unknown or already final: left alone */
+        else
+            break;
+        rc = sqlite3_reset(st);
+    }
+    if (rc != SQLITE_OK)
+        err = ledger_fail(l, rc, "dispatch tasks");
+    stmt_put(l, ST_TASK_DISPATCH);
+    return err;
+}
+
+int
+ledger_tasks_set_state(struct ledger *l, uint64_t job, const uint32_t *idx, uint32_t n,
+                       int state, int64_t now_ms)
+{
+    assert(ledger_in_txn(l));
+    assert(state >= 0 && state < BURST_TASK_NSTATES);
+    sqlite3_stmt *st = stmt_take(l, ST_TASK_SET_STATE);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(st, 3, state);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 4, now_ms);
+    for (uint32_t i = 0; i < n && rc == SQLITE_OK; i++) {
+        rc = sqlite3_bind_int64(st, 2, idx[i]);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE)
+            rc = sqlite3_reset(st);
+    }
+    if (rc != SQLITE_OK)
+        err = ledger_fail(l, rc, "set task state");
+    stmt_put(l, ST_TASK_SET_STATE);
+    return err;
+}
+
+static bool
+task_end_state_ok(int state)
+{
+    return state == BURST_TASK_SUCCEEDED || state == BURST_TASK_FAILED ||
+           state == BURST_TASK_TIMEOUT || state == BURST_TASK_RETRYING;
+}
+
+static int
+task_end_bind(sqlite3_stmt *st, const struct ledger_task_end *e, int64_t now_ms)
+{
+    const int64_t v[] = {
+        e->index,
+        e->state,
+        e->exit_status,
+        e->signal,
+    };
+    /* Parameters 2..5; 1 (the job) is bound once for the batch. */
+    int rc = SQLITE_OK;
+    for (int i = 0; i < 4 && rc == SQLITE_OK; i++)
+        rc = sqlite3_bind_int64(st, 2 + i, v[i]);
+    if (rc == SQLITE_OK) {
+        const char *r = e->reason != NULL && *e->reason != '\0' ? e->reason : NULL;
+        /* Stored as it will be read back: at most 159 bytes, whole characters. */
+        size_t len = r != NULL ? utf8_cut(r, strlen(r), LEDGER_REASON_MAX) : 0;
+        rc = stmt_bind_text(st, 6, r, len);
+    }
+    const int64_t w[] = {
+        e->state == BURST_TASK_RETRYING ? e->retry_at_ms : 0,
+        now_ms,
+        e->has_out,
+        (int64_t)e->out_dispatch,
+        e->out_n,
+        (int64_t)e->res_off,
+        (int64_t)e->res_len,
+        (int64_t)e->log_off,
+        (int64_t)e->log_len,
+    };
+    for (int i = 0; i < 9 && rc == SQLITE_OK; i++)
+        rc = sqlite3_bind_int64(st, 7 + i, w[i]);
+    return rc;
+}
+
+int
+ledger_tasks_end(struct ledger *l, uint64_t job, const struct ledger_task_end *ends,
+                 size_t n, int64_t now_ms, size_t *n_applied)
+{
+    assert(ledger_in_txn(l));
+    if (n_applied != NULL)
+        *n_applied = 0;
+    /* Check the whole batch first so a bad entry changes nothing. */
+    for (size_t i = 0; i < n; i++) {
+        if (!task_end_state_ok(ends[i].state)) {
+            log_warnx("ledger: task %" PRIu64 "/%" PRIu32 " cannot end in state %d", job,
+                      ends[i].index, ends[i].state);
+            return -EINVAL;
+        }
+    }
+    sqlite3_stmt *st = stmt_take(l, ST_TASK_END);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    size_t applied = 0;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+        rc = task_end_bind(st, &ends[i], now_ms);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE) {
+            /* 0 when the task was already final (or does not exist). */
+            applied += (size_t)sqlite3_changes(l->db);
+            rc = sqlite3_reset(st);
+        }
+    }
+    if (rc != SQLITE_OK)
+        err = ledger_fail(l, rc, "end tasks");
+    stmt_put(l, ST_TASK_END);
+    if (n_applied != NULL)
+        *n_applied = applied;
+    return err;
+}
+
+int
+ledger_job_cancel_pending(struct ledger *l, uint64_t job, int64_t now_ms,
+                          uint32_t *n_cancelled)
+{
+    assert(ledger_in_txn(l));
+    if (n_cancelled != NULL)
+        *n_cancelled = 0;
+    int err = ledger_job_check(l, job);
+    if (err != 0)
+        return err;
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_CANCEL_PENDING);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, now_ms});
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "cancel tasks");
+    else if (n_cancelled != NULL)
+        *n_cancelled = (uint32_t)sqlite3_changes(l->db);
+    stmt_put(l, ST_JOB_CANCEL_PENDING);
+    return err;
+}
+
+int
+ledger_tasks_inflight(struct ledger *l, ledger_inflight_cb cb, void *arg)
+{
+    sqlite3_stmt *st = stmt_take(l, ST_TASKS_INFLIGHT);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct ledger_task t;
+        task_from_row(st, 1, &t);
+        if ((err = cb(arg, (uint64_t)sqlite3_column_int64(st, 0), &t)) != 0)
+            break;
+    }
+    if (err == 0 && rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "in-flight tasks");
+    stmt_put(l, ST_TASKS_INFLIGHT);
+    return err;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+int
+ledger_event_append(struct ledger *l, uint64_t job, const void *body, size_t len,
+                    uint64_t *seq)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_EVENT_SEQ);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int64_t next = 0;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        next = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        err = BURST_ENOJOB;
+    else
+        err = ledger_fail(l, rc, "event sequence");
+    stmt_put(l, ST_EVENT_SEQ);
+    if (err != 0)
+        return err;
+
+    st = stmt_take(l, ST_EVENT_INSERT);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, next});
+    /* A zero-length blob, not NULL: body is NOT NULL. */
+    if (rc == SQLITE_OK)
+        rc = len == 0 || body == NULL
+                 ? sqlite3_bind_zeroblob(st, 3, 0)
+                 : sqlite3_bind_blob64(st, 3, body, len, SQLITE_STATIC); /* until step */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "append event");
+    stmt_put(l, ST_EVENT_INSERT);
+    if (err == 0 && seq != NULL)
+        *seq = (uint64_t)next;
+    return err;
+}
+
+int
+ledger_events_since(struct ledger *l, uint64_t job, uint64_t from_seq, uint32_t max,
+                    ledger_event_cb cb, void *arg)
+{
+    int err = ledger_job_check(l, job);
+    if (err != 0)
+        return err;
+    sqlite3_stmt *st = stmt_take(l, ST_EVENTS_SINCE);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int64_t from = from_seq > INT64_MAX ? INT64_MAX : (int64_t)from_seq;
+    int rc = stmt_bind_ints(
+        st, 3, (const int64_t[]){(int64_t)job, from, max == 0 ? -1 : (int64_t)max});
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
+        const void *body = sqlite3_column_blob(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
+        if (body == NULL && len > 0) {
+            err = -ENOMEM;
+            break;
+        }
+        if ((err = cb(arg, seq, body, len)) != 0)
+            break;
+        rc = SQLITE_OK;
+    }
+    if (err == 0 && rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "read events");
+    stmt_put(l, ST_EVENTS_SINCE);
+    return err;
+}
+
+/* ---- settings ----------------------------------------------------------- */
+
+int
+ledger_quota_get(struct ledger *l, uint32_t *quota, bool *found)
+{
+    *found = false;
+    sqlite3_stmt *st = stmt_take(l, ST_META_GET);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = sqlite3_bind_text(st, 1, "quota", -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        int64_t v = sqlite3_column_int64(st, 0);
+        if (v < 0 || v > UINT32_MAX) {
+            log_warnx("ledger: stored quota %" PRId64 " is out of range", v);
+            err = BURST_ELEDGER;
+        } else {
+            *quota = (uint32_t)v;
+            *found = true;
+        }
+    } else if (rc != SQLITE_DONE) {
+        err = ledger_fail(l, rc, "get quota");
+    }
+    stmt_put(l, ST_META_GET);
+    return err;
+}
+
+int
+ledger_quota_set(struct ledger *l, uint32_t quota)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_META_SET);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc = sqlite3_bind_text(st, 1, "quota", -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, quota);
+    int err =
+        rc == SQLITE_OK ? stmt_exec(l, st, "set quota") : ledger_fail(l, rc, "set quota");
+    stmt_put(l, ST_META_SET);
+    return err;
+}

@@ -1,0 +1,198 @@
+/*
+ * daemon/ledger.h - the persistent task ledger (SQLite, WAL, one writer).
+ *
+ * The ledger is the daemon's single source of truth: jobs, their tasks, each
+ * job's append-only event log, and settings such as the quota.  The
+ * scheduler keeps only counters in memory and asks the ledger for the next
+ * tasks to run, so a job of millions of tasks costs no RAM per task.
+ *
+ * Writes happen inside a transaction the caller opens with ledger_begin() and
+ * closes with ledger_commit(); the daemon commits once per loop iteration so
+ * many small updates share one fsync, and commits at once before it
+ * acknowledges a submission.  Mutating functions assert that a transaction is
+ * open.  Every function returns 0 or a negative code (BURST_ENOJOB,
+ * BURST_ENOTASK, BURST_ELEDGER for SQLite failures, -ENOMEM); SQLite codes
+ * never leak out, and the SQLite message is logged here.  After an error
+ * from a mutating function the caller must ledger_rollback(): SQLite may
+ * already have undone part or all of the transaction (e.g. on a full disk).
+ *
+ * A map_reduce job has total + 1 task rows: index total is the reducer.
+ */
+#ifndef BURST_DAEMON_LEDGER_H
+#define BURST_DAEMON_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "burst.h"
+
+struct ledger;
+
+struct ledger_fn {
+    int kind;     /* BURST_FN_EXEC or BURST_FN_SO; -1 = none (no reducer) */
+    char *arg;    /* owned: the command (exec) or the library's SHA-256 (so) */
+    char *symbol; /* owned: so only, else NULL */
+};
+
+struct ledger_job {
+    uint64_t id;
+    uint32_t owner_uid;
+    int kind;       /* enum burst_job_kind */
+    int state;      /* enum burst_job_state */
+    uint32_t total; /* map tasks (the reducer not counted) */
+    uint32_t chunksize;
+    uint32_t retries;
+    uint64_t timeout_ms;
+    uint32_t memory_mb;
+    bool cancel_on_disconnect;
+    char *backend; /* owned */
+    char *name;    /* owned, may be NULL */
+    char *error;   /* owned, may be NULL: why the job failed */
+    struct ledger_fn fn;
+    struct ledger_fn reduce;
+    int64_t created_ms, started_ms, finished_ms; /* 0 = not yet */
+    uint64_t last_seq;                           /* newest event's sequence number */
+};
+
+void ledger_job_free(struct ledger_job *job); /* frees the owned strings only */
+
+struct ledger_task {
+    uint32_t index;
+    int state; /* enum burst_task_state */
+    uint32_t attempts;
+    int exit_status;  /* -1 = none */
+    int signal;       /* 0 = none */
+    char reason[160]; /* why the last attempt failed ("" = none) */
+    int64_t started_ms, finished_ms, retry_at_ms;
+    uint64_t dispatch; /* the dispatch that last ran it (0 = never) */
+    /* Where the last attempt's output object is, and the result and log
+     * within it; has_out is false until an attempt has ended with output. */
+    bool has_out;
+    uint64_t out_dispatch;
+    uint32_t out_n;
+    uint64_t res_off, res_len;
+    uint64_t log_off, log_len;
+};
+
+/* Opens (creating if need be) the ledger at path, sets WAL and
+ * synchronous=FULL, creates the schema, and runs PRAGMA quick_check.
+ * Returns 0, BURST_ELEDGER (corrupt or unusable: logged), or -errno. */
+int ledger_open(const char *path, struct ledger **out);
+void ledger_close(struct ledger *l);
+/* Caps the database file at about bytes (0 = no cap); a write that would
+ * grow it further fails with BURST_ELEDGER as on a full disk.  Never lowers
+ * the cap below the current size.  For a configured ledger size limit, and
+ * how the tests inject "disk full". */
+int ledger_set_max_size(struct ledger *l, uint64_t bytes);
+
+int ledger_begin(struct ledger *l);  /* opens a transaction unless one is open */
+int ledger_commit(struct ledger *l); /* commits the open one; no-op if none */
+void ledger_rollback(struct ledger *l);
+bool ledger_in_txn(const struct ledger *l);
+
+/* A fresh, never reused dispatch number (persisted in the open transaction). */
+int ledger_next_dispatch(struct ledger *l, uint64_t *out);
+
+/* ---- jobs ---- */
+
+/* Reserves a fresh job id (persisted in the open transaction, never reused)
+ * so that a job's inputs can be written to storage under its id before the
+ * job itself is inserted. */
+int ledger_reserve_job_id(struct ledger *l, uint64_t *out);
+
+/* Inserts job with nrows queued task rows 0..nrows-1, in the open
+ * transaction.  When job->id is 0 a fresh id is assigned and written back to
+ * job->id; otherwise it must be one from ledger_reserve_job_id() (an id
+ * already in use fails with BURST_ELEDGER). */
+int ledger_job_insert(struct ledger *l, struct ledger_job *job, uint32_t nrows);
+/* Fills *out (free with ledger_job_free).  BURST_ENOJOB when unknown. */
+int ledger_job_get(struct ledger *l, uint64_t id, struct ledger_job *out);
+/* Sets the state; started_ms is set on the first move to running (or an end
+ * state), finished_ms on a final state; error may be NULL. */
+int ledger_job_set_state(struct ledger *l, uint64_t id, int state, const char *error,
+                         int64_t now_ms);
+/* Task counts per state (index = enum burst_task_state), reducer included. */
+int ledger_job_counts(struct ledger *l, uint64_t id, uint32_t counts[BURST_TASK_NSTATES]);
+
+typedef int (*ledger_job_cb)(void *arg, const struct ledger_job *job);
+/* Calls cb for each job (by ascending id) of owner (or every owner when
+ * owner < 0), only non-final ones when active_only.  A non-zero return from
+ * cb stops the walk and is returned.  The job is valid during the call. */
+int ledger_jobs_foreach(struct ledger *l, int64_t owner, bool active_only,
+                        ledger_job_cb cb, void *arg);
+
+/* ---- tasks ---- */
+
+int ledger_task_get(struct ledger *l, uint64_t job, uint32_t index,
+                    struct ledger_task *out);
+
+typedef int (*ledger_task_cb)(void *arg, const struct ledger_task *t);
+/* Tasks of job with index >= offset in index order, at most limit (0 = no
+ * limit), only those in state (or any when state < 0). */
+int ledger_tasks_foreach(struct ledger *l, uint64_t job, int state, uint32_t offset,
+                         uint32_t limit, ledger_task_cb cb, void *arg);
+
+/* Up to max indexes of tasks ready to run, ascending: queued, or retrying
+ * with retry_at_ms <= now_ms; only indexes < idx_limit. */
+int ledger_tasks_pending(struct ledger *l, uint64_t job, uint32_t idx_limit,
+                         int64_t now_ms, uint32_t max, uint32_t *idx_out,
+                         uint32_t *n_out);
+/* The earliest retry_at_ms among retrying tasks; *found false when none. */
+int ledger_tasks_next_retry(struct ledger *l, uint64_t job, int64_t *at_ms, bool *found);
+
+/* Marks the tasks dispatched under dispatch, attempts + 1 each; writes each
+ * task's new attempt number to attempts_out[i], or 0 for a task that is
+ * already final or does not exist (left unchanged). */
+int ledger_tasks_dispatch(struct ledger *l, uint64_t job, const uint32_t *idx, uint32_t n,
+                          uint64_t dispatch, int64_t now_ms, uint32_t *attempts_out);
+/* Moves tasks to state (running: sets started_ms; queued: a lost attempt
+ * handed back, attempts unchanged; cancelled: sets finished_ms).  Tasks
+ * already final are left unchanged. */
+int ledger_tasks_set_state(struct ledger *l, uint64_t job, const uint32_t *idx,
+                           uint32_t n, int state, int64_t now_ms);
+
+struct ledger_task_end {
+    uint32_t index;
+    int state; /* succeeded, failed, timeout, or retrying */
+    int exit_status;
+    int signal;
+    const char *reason;  /* borrowed; NULL or "" = none */
+    int64_t retry_at_ms; /* retrying only */
+    bool has_out;
+    uint64_t out_dispatch;
+    uint32_t out_n;
+    uint64_t res_off, res_len, log_off, log_len;
+};
+/* Records the end of attempts.  A task already in a final state is left as
+ * it is (so a result is recorded exactly once) and *n_applied counts the
+ * ones that changed (may be NULL). */
+int ledger_tasks_end(struct ledger *l, uint64_t job, const struct ledger_task_end *ends,
+                     size_t n, int64_t now_ms, size_t *n_applied);
+/* Every queued or retrying task of job becomes cancelled. */
+int ledger_job_cancel_pending(struct ledger *l, uint64_t job, int64_t now_ms,
+                              uint32_t *n_cancelled);
+
+/* Every task in dispatched or running state, over all jobs, ordered by
+ * (job, dispatch, index): what restart reconciliation must look at. */
+typedef int (*ledger_inflight_cb)(void *arg, uint64_t job, const struct ledger_task *t);
+int ledger_tasks_inflight(struct ledger *l, ledger_inflight_cb cb, void *arg);
+
+/* ---- events ---- */
+
+/* Appends an event to job's log with seq = last_seq + 1 (written back to
+ * *seq).  body is opaque bytes (the events module's encoding). */
+int ledger_event_append(struct ledger *l, uint64_t job, const void *body, size_t len,
+                        uint64_t *seq);
+typedef int (*ledger_event_cb)(void *arg, uint64_t seq, const void *body, size_t len);
+/* Events of job with seq > from_seq, ascending, at most max (0 = all). */
+int ledger_events_since(struct ledger *l, uint64_t job, uint64_t from_seq, uint32_t max,
+                        ledger_event_cb cb, void *arg);
+
+/* ---- settings ---- */
+
+/* The persisted quota; *found false when none was ever set. */
+int ledger_quota_get(struct ledger *l, uint32_t *quota, bool *found);
+int ledger_quota_set(struct ledger *l, uint32_t quota);
+
+#endif /* BURST_DAEMON_LEDGER_H */

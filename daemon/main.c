@@ -1,0 +1,357 @@
+/*
+ * daemon/main.c - burstd's start-up and shutdown: arguments and config,
+ * the state dir and socket of the embedded default, opening the ledger and
+ * the backends, signals, and the loop (DESIGN.md, "The CLI contract").
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "burst.h"
+#include "burst_config.h"
+#include "burstd.h"
+#include "compute.h"
+#include "config.h"
+#include "events.h"
+#include "ledger.h"
+#include "log.h"
+#include "scheduler.h"
+#include "server.h"
+#include "storage.h"
+
+static struct burstd daemon_ctx;
+static uv_signal_t sig_term, sig_int, sig_hup;
+static const char *config_path;
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: burstd [--socket PATH] [--state-dir DIR] [--config FILE] [--quota N]\n"
+            "              [--worker PATH] [--verbose] [--version]\n"
+            "Runs the burst dispatcher in the foreground; SIGTERM stops it cleanly,\n"
+            "SIGHUP re-reads the config file.\n");
+}
+
+/* mkdir -p with mode for the directories it creates. */
+static int
+mkdirs(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static char *
+join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *s = malloc(n);
+    if (s != NULL)
+        snprintf(s, n, "%s/%s", a, b);
+    return s;
+}
+
+/* The embedded default: $XDG_STATE_HOME/burst, else ~/.local/state/burst. */
+static char *
+default_state_dir(void)
+{
+    const char *x = getenv("XDG_STATE_HOME");
+    if (x != NULL && x[0] == '/')
+        return join(x, "burst");
+    const char *home = getenv("HOME");
+    if (home == NULL || home[0] != '/')
+        return NULL;
+    return join(home, ".local/state/burst");
+}
+
+/* burst-worker: $BURST_WORKER, the config, beside burstd (installed or in
+ * the build tree), or the libexec dir. */
+static char *
+find_worker(const struct config *cfg)
+{
+    const char *env = getenv("BURST_WORKER");
+    if (env != NULL && env[0] != '\0')
+        return strdup(env);
+    if (cfg->worker_path != NULL)
+        return strdup(cfg->worker_path);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            const char *cands[] = {"burst-worker", "../worker/burst-worker",
+                                   "../libexec/burst-worker"};
+            for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
+                char *p = join(self, cands[i]);
+                if (p != NULL && access(p, X_OK) == 0)
+                    return p;
+                free(p);
+            }
+        }
+    }
+    return join(BURST_LIBEXECDIR, "burst-worker");
+}
+
+static void
+on_server_closed(struct server *s)
+{
+    (void)s;
+}
+
+static void
+on_compute_closed(struct compute *c)
+{
+    (void)c;
+}
+
+static void
+shutdown_begin(struct burstd *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    log_info("stopping: no new clients; work in flight is handed back to the ledger");
+    sched_stop(d->sched);
+    burstd_commit(d);
+    server_close(d->server, on_server_closed);
+    d->compute->ops->close(d->compute, on_compute_closed);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_hup, NULL);
+    uv_prepare_stop(&d->tick);
+    uv_close((uv_handle_t *)&d->tick, NULL);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    struct burstd *d = h->data;
+    if (signum == SIGHUP) {
+        if (config_path == NULL) {
+            log_info("SIGHUP: no config file to reload");
+            return;
+        }
+        struct config fresh;
+        char err[512];
+        config_init(&fresh);
+        if (config_load(&fresh, config_path, err, sizeof(err)) != 0) {
+            log_warnx("SIGHUP: config not reloaded: %s", err);
+        } else {
+            if (fresh.quota > 0) {
+                sched_set_quota(d->sched, fresh.quota);
+                log_info("SIGHUP: quota is now %u", fresh.quota);
+            }
+            log_set_verbose(fresh.verbose || d->cfg->verbose);
+        }
+        config_free(&fresh);
+        return;
+    }
+    shutdown_begin(d);
+}
+
+/* Once per loop iteration, before the loop blocks: dispatch what the quota
+ * allows, then make the iteration's changes durable and tell subscribers. */
+static void
+on_tick(uv_prepare_t *h)
+{
+    struct burstd *d = h->data;
+    sched_pump(d->sched);
+    burstd_commit(d);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct config cfg;
+    struct burstd *d = &daemon_ctx;
+    char err[512];
+    const char *opt_socket = NULL, *opt_state = NULL, *opt_worker = NULL;
+    long opt_quota = 0;
+    int verbose = 0;
+
+    config_init(&cfg);
+    static const struct option longopts[] = {
+        {"socket", required_argument, NULL, 's'},
+        {"state-dir", required_argument, NULL, 'd'},
+        {"config", required_argument, NULL, 'c'},
+        {"quota", required_argument, NULL, 'q'},
+        {"worker", required_argument, NULL, 'w'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "s:d:c:q:w:vVh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 's': opt_socket = optarg; break;
+        case 'd': opt_state = optarg; break;
+        case 'c': config_path = optarg; break;
+        case 'w': opt_worker = optarg; break;
+        case 'v': verbose = 1; break;
+        case 'q': {
+            char *end;
+            errno = 0;
+            opt_quota = strtol(optarg, &end, 10);
+            if (errno || *end || opt_quota < 1 || opt_quota > 100000) {
+                fprintf(stderr, "burstd: --quota must be an integer from 1 to 100000, "
+                                "got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'V': printf("burstd %s\n", BURST_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "burstd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (config_path != NULL && config_load(&cfg, config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "burstd: %s\n", err);
+        return 2;
+    }
+    if ((opt_socket && config_set(&cfg, "socket", opt_socket, err, sizeof(err))) ||
+        (opt_state && config_set(&cfg, "state_dir", opt_state, err, sizeof(err))) ||
+        (opt_worker && config_set(&cfg, "worker", opt_worker, err, sizeof(err)))) {
+        fprintf(stderr, "burstd: %s\n", err);
+        return 2;
+    }
+    if (opt_quota > 0)
+        cfg.quota = (uint32_t)opt_quota;
+    if (verbose)
+        cfg.verbose = 1;
+    log_init("burstd", cfg.verbose);
+
+    /* Paths of the embedded default. */
+    char *state_dir = cfg.state_dir ? strdup(cfg.state_dir) : default_state_dir();
+    if (state_dir == NULL)
+        fatalx("no state directory: set XDG_STATE_HOME or HOME, or pass --state-dir");
+    char *socket_path = NULL;
+    if (cfg.socket_path != NULL) {
+        socket_path = strdup(cfg.socket_path);
+    } else {
+        const char *rt = getenv("XDG_RUNTIME_DIR");
+        if (rt == NULL || rt[0] != '/')
+            fatalx("no socket path: XDG_RUNTIME_DIR is not set; pass --socket PATH");
+        socket_path = join(rt, "burst.sock");
+    }
+    if (socket_path == NULL)
+        fatalx("out of memory");
+    int rc = mkdirs(state_dir, 0700);
+    if (rc != 0)
+        fatalx("cannot create state directory %s: %s", state_dir, strerror(-rc));
+    if (access(state_dir, W_OK | X_OK) != 0)
+        fatal("state directory %s is not writable", state_dir);
+
+    memset(d, 0, sizeof(*d));
+    d->loop = uv_default_loop();
+    d->cfg = &cfg;
+    d->uid = getuid();
+    if (cfg.admin_group != NULL) {
+        struct group *gr = getgrnam(cfg.admin_group);
+        if (gr == NULL)
+            fatalx("admin_group '%s' does not exist", cfg.admin_group);
+        d->admin_gid = gr->gr_gid;
+        d->has_admin_gid = true;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    char *ledger_path = join(state_dir, "ledger.db");
+    char *storage_dir = join(state_dir, "storage");
+    if (ledger_path == NULL || storage_dir == NULL)
+        fatalx("out of memory");
+    rc = ledger_open(ledger_path, &d->ledger);
+    if (rc != 0)
+        fatalx("cannot open the ledger %s: %s", ledger_path, burst_strerror(rc));
+    rc = storage_local_new(d->loop, storage_dir, &d->storage);
+    if (rc != 0)
+        fatalx("cannot use storage directory %s: %s", storage_dir, burst_strerror(rc));
+    char *worker = find_worker(&cfg);
+    if (worker == NULL)
+        fatalx("out of memory");
+    if (access(worker, X_OK) != 0)
+        fatal("burst-worker not found or not executable at %s (set BURST_WORKER or the "
+              "'worker' setting)",
+              worker);
+    rc = compute_local_new(d->loop, worker, d->storage->ops->worker_url(d->storage),
+                           &d->compute);
+    if (rc != 0)
+        fatalx("cannot start the local compute backend: %s", burst_strerror(rc));
+
+    uint32_t quota = cfg.quota;
+    bool found = false;
+    uint32_t persisted = 0;
+    if (ledger_quota_get(d->ledger, &persisted, &found) == 0 && found && cfg.quota == 0)
+        quota = persisted;
+    if (quota == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        quota = n > 0 ? (uint32_t)n : 1;
+    }
+    if (sched_new(d, quota, &d->sched) != 0 || events_new(d, &d->events) != 0 ||
+        server_new(d, &d->server) != 0)
+        fatalx("out of memory");
+    rc = server_listen(d->server, socket_path);
+    if (rc != 0)
+        fatalx("cannot listen on %s: %s", socket_path, burst_strerror(rc));
+    rc = sched_start(d->sched);
+    if (rc != 0)
+        fatalx("cannot load the active jobs from the ledger: %s", burst_strerror(rc));
+
+    uv_prepare_init(d->loop, &d->tick);
+    d->tick.data = d;
+    uv_prepare_start(&d->tick, on_tick);
+    uv_signal_init(d->loop, &sig_term);
+    uv_signal_init(d->loop, &sig_int);
+    uv_signal_init(d->loop, &sig_hup);
+    sig_term.data = sig_int.data = sig_hup.data = d;
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_start(&sig_hup, on_signal, SIGHUP);
+
+    log_info("burstd %s listening on %s (state %s, worker %s, quota %u)", BURST_VERSION,
+             socket_path, state_dir, worker, quota);
+    uv_run(d->loop, UV_RUN_DEFAULT);
+
+    burstd_commit(d);
+    sched_free(d->sched);
+    uv_run(d->loop, UV_RUN_DEFAULT); /* let the freed handles close */
+    events_free(d->events);
+    server_free(d->server);
+    d->storage->ops->close(d->storage);
+    ledger_close(d->ledger);
+    if (uv_loop_close(d->loop) != 0)
+        log_debug("loop closed with handles still open");
+    log_info("stopped");
+    free(worker);
+    free(ledger_path);
+    free(storage_dir);
+    free(state_dir);
+    free(socket_path);
+    config_free(&cfg);
+    return 0;
+}

@@ -1,0 +1,1222 @@
+/*
+ * daemon/sched.c - the scheduler; see scheduler.h and DESIGN.md ("How a
+ * job flows", steps 3-5).
+ *
+ * One pass of sched_pump() picks, while the quota has room, the owner with
+ * the fewest invocations running (ties: the one served longest ago), then
+ * that owner's job with the fewest running, asks the ledger for up to
+ * chunksize ready tasks of it, marks them dispatched, writes the invocation
+ * spec to storage and submits it to the compute backend.  When an invocation
+ * ends, its output object is read back and every task's end is recorded in
+ * one batch; a task the worker never reported is treated as a lost attempt.
+ *
+ * Task counters: a task whose attempt is handed back (failed with retries
+ * left, or lost) is "retrying", so when a ready task is dispatched its new
+ * attempt number tells where it came from: 1 = queued, more = retrying.
+ */
+#include "scheduler.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "burstd.h"
+#include "compute.h"
+#include "events.h"
+#include "invoc.h"
+#include "ledger.h"
+#include "log.h"
+#include "storage.h"
+
+#define RETRY_BASE_MS 500
+#define RETRY_MAX_MS 30000
+#define CANCEL_GRACE_MS 1000
+#define DEADLINE_SLACK_MS 30000
+
+struct sched_owner {
+    uint32_t uid;
+    uint32_t running; /* invocations in flight */
+    uint64_t served;  /* pass number when last picked */
+    struct sched_owner *next;
+};
+
+struct sched_job {
+    uint64_t id;
+    struct sched_owner *owner; /* borrowed from sched.owners */
+    int kind;
+    int state;
+    uint32_t total;
+    uint32_t chunksize;
+    uint32_t retries;
+    uint64_t timeout_ms;
+    uint32_t memory_mb;
+    struct ledger_fn fn;     /* owned */
+    struct ledger_fn reduce; /* owned */
+    uint32_t counts[BURST_TASK_NSTATES];
+    uint32_t running;        /* invocations in flight */
+    bool maybe_ready;        /* the ledger may hold tasks ready to run */
+    int64_t next_retry_ms;   /* earliest retry_at of a retrying task, 0 none */
+    bool cancelled;
+    bool reduce_ready;       /* the reducer's manifest is written */
+    bool reduce_preparing;
+    int reduce_state;        /* state of task `total` (map_reduce) */
+    uint64_t served;
+    struct sched_job *next;
+};
+
+struct sched_disp {
+    struct dispatch d;       /* d.data = this */
+    struct sched *s;
+    struct sched_job *job;   /* borrowed; the job outlives its dispatches */
+    uint32_t n;
+    uint32_t *idx;           /* owned */
+    uint32_t *attempts;      /* owned */
+    bool reduce;
+    bool started;
+    bool submitted;
+    bool recon;              /* rebuilt from the ledger at start-up */
+    char *spec;              /* owned: encoded spec, kept until written */
+    size_t spec_len;
+    uv_buf_t buf;
+    struct storage_range out; /* the output object being read */
+    char out_key[128];
+    struct sched_disp *next; /* sched.inflight */
+};
+
+struct sched {
+    struct burstd *d;        /* borrowed */
+    uint32_t quota;
+    uint32_t in_use;
+    bool started;            /* reconciliation done */
+    bool stopping;
+    uint64_t pass;
+    struct sched_owner *owners; /* owned */
+    struct sched_job *jobs;     /* owned: active jobs */
+    struct sched_disp *inflight;/* owned */
+    uv_timer_t retry_timer;
+    uint32_t pending_io;     /* reconciliation reads outstanding */
+};
+
+static void job_check_end(struct sched *s, struct sched_job *j);
+static void retry_timer_arm(struct sched *s);
+static void disp_free(struct sched_disp *sd);
+
+/* ---- small helpers ---- */
+
+static bool
+is_nonfinal(int st)
+{
+    return st == BURST_TASK_QUEUED || st == BURST_TASK_DISPATCHED ||
+           st == BURST_TASK_RUNNING || st == BURST_TASK_RETRYING;
+}
+
+static uint32_t
+job_nonfinal(const struct sched_job *j)
+{
+    return j->counts[BURST_TASK_QUEUED] + j->counts[BURST_TASK_DISPATCHED] +
+           j->counts[BURST_TASK_RUNNING] + j->counts[BURST_TASK_RETRYING];
+}
+
+static void
+count_move(struct sched_job *j, int from, int to)
+{
+    if (from >= 0 && j->counts[from] > 0)
+        j->counts[from]--;
+    j->counts[to]++;
+}
+
+static struct sched_job *
+job_find(struct sched *s, uint64_t id)
+{
+    for (struct sched_job *j = s->jobs; j != NULL; j = j->next)
+        if (j->id == id)
+            return j;
+    return NULL;
+}
+
+static struct sched_owner *
+owner_get(struct sched *s, uint32_t uid)
+{
+    for (struct sched_owner *o = s->owners; o != NULL; o = o->next)
+        if (o->uid == uid)
+            return o;
+    struct sched_owner *o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return NULL;
+    o->uid = uid;
+    o->next = s->owners;
+    s->owners = o;
+    return o;
+}
+
+static void
+ledger_fn_clear(struct ledger_fn *f)
+{
+    free(f->arg);
+    free(f->symbol);
+    f->arg = f->symbol = NULL;
+}
+
+static void
+job_free(struct sched_job *j)
+{
+    ledger_fn_clear(&j->fn);
+    ledger_fn_clear(&j->reduce);
+    free(j);
+}
+
+static void
+job_remove(struct sched *s, struct sched_job *j)
+{
+    struct sched_job **pp = &s->jobs;
+    while (*pp != NULL && *pp != j)
+        pp = &(*pp)->next;
+    if (*pp == j)
+        *pp = j->next;
+    job_free(j);
+}
+
+/* Backoff before attempt `attempt + 1`: exponential with +-25% jitter so
+ * many tasks failing together do not come back together. */
+static int64_t
+retry_delay_ms(uint32_t attempt)
+{
+    uint64_t d = RETRY_BASE_MS;
+    for (uint32_t i = 1; i < attempt && d < RETRY_MAX_MS; i++)
+        d *= 2;
+    if (d > RETRY_MAX_MS)
+        d = RETRY_MAX_MS;
+    int64_t jitter = (int64_t)(d / 4);
+    return (int64_t)d - jitter + (jitter > 0 ? (int64_t)(random() % (2 * jitter + 1)) : 0);
+}
+
+static void
+on_retry_timer(uv_timer_t *t)
+{
+    struct sched *s = t->data;
+    int64_t now = burstd_now_ms();
+    for (struct sched_job *j = s->jobs; j != NULL; j = j->next)
+        if (j->next_retry_ms != 0 && j->next_retry_ms <= now) {
+            j->next_retry_ms = 0;
+            j->maybe_ready = true;
+        }
+    /* The loop's clock and the wall clock differ by a little: re-arm for
+     * whatever is not due yet.  sched_pump runs from the loop's prepare
+     * phase right after this. */
+    retry_timer_arm(s);
+}
+
+/* Arms the retry timer for the earliest pending retry of any job. */
+static void
+retry_timer_arm(struct sched *s)
+{
+    int64_t first = 0;
+    for (struct sched_job *j = s->jobs; j != NULL; j = j->next)
+        if (j->next_retry_ms != 0 && (first == 0 || j->next_retry_ms < first))
+            first = j->next_retry_ms;
+    if (first == 0) {
+        uv_timer_stop(&s->retry_timer);
+        return;
+    }
+    int64_t delay = first - burstd_now_ms();
+    uv_timer_start(&s->retry_timer, on_retry_timer, delay > 0 ? (uint64_t)delay : 0, 0);
+}
+
+static void
+job_note_retry(struct sched *s, struct sched_job *j, int64_t at)
+{
+    if (j->next_retry_ms == 0 || at < j->next_retry_ms)
+        j->next_retry_ms = at;
+    retry_timer_arm(s);
+}
+
+/* ---- lifecycle ---- */
+
+int
+sched_new(struct burstd *d, uint32_t quota, struct sched **out)
+{
+    struct sched *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    s->d = d;
+    s->quota = quota > 0 ? quota : 1;
+    uv_timer_init(d->loop, &s->retry_timer);
+    s->retry_timer.data = s;
+    /* Not a reference that keeps the loop alive by itself. */
+    uv_unref((uv_handle_t *)&s->retry_timer);
+    *out = s;
+    return 0;
+}
+
+static void
+on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void
+sched_free(struct sched *s)
+{
+    if (s == NULL)
+        return;
+    while (s->inflight != NULL) {
+        struct sched_disp *sd = s->inflight;
+        s->inflight = sd->next;
+        disp_free(sd);
+    }
+    while (s->jobs != NULL) {
+        struct sched_job *j = s->jobs;
+        s->jobs = j->next;
+        job_free(j);
+    }
+    while (s->owners != NULL) {
+        struct sched_owner *o = s->owners;
+        s->owners = o->next;
+        free(o);
+    }
+    /* The timer handle lives inside s: free s in its close callback. */
+    uv_close((uv_handle_t *)&s->retry_timer, on_timer_closed);
+}
+
+void
+sched_stop(struct sched *s)
+{
+    s->stopping = true;
+    uv_timer_stop(&s->retry_timer);
+}
+
+uint32_t
+sched_quota(const struct sched *s)
+{
+    return s->quota;
+}
+
+uint32_t
+sched_in_use(const struct sched *s)
+{
+    return s->in_use;
+}
+
+void
+sched_set_quota(struct sched *s, uint32_t quota)
+{
+    s->quota = quota > 0 ? quota : 1;
+}
+
+int
+sched_counts(struct sched *s, uint64_t job, uint32_t counts[BURST_TASK_NSTATES])
+{
+    struct sched_job *j = job_find(s, job);
+    if (j == NULL)
+        return -ENOENT;
+    memcpy(counts, j->counts, sizeof(j->counts));
+    return 0;
+}
+
+static int
+fn_copy(struct ledger_fn *dst, const struct ledger_fn *src)
+{
+    dst->kind = src->kind;
+    dst->arg = src->arg ? strdup(src->arg) : NULL;
+    dst->symbol = src->symbol ? strdup(src->symbol) : NULL;
+    if ((src->arg && !dst->arg) || (src->symbol && !dst->symbol))
+        return -ENOMEM;
+    return 0;
+}
+
+/* Loads job id from the ledger into memory (with its counters). */
+static int
+job_load(struct sched *s, uint64_t id, struct sched_job **out)
+{
+    struct burstd *d = s->d;
+    struct ledger_job lj;
+    int rc = ledger_job_get(d->ledger, id, &lj);
+    if (rc != 0)
+        return rc;
+    struct sched_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        ledger_job_free(&lj);
+        return -ENOMEM;
+    }
+    j->id = id;
+    j->kind = lj.kind;
+    j->state = lj.state;
+    j->total = lj.total;
+    j->chunksize = lj.chunksize ? lj.chunksize : 1;
+    j->retries = lj.retries;
+    j->timeout_ms = lj.timeout_ms;
+    j->memory_mb = lj.memory_mb;
+    j->owner = owner_get(s, lj.owner_uid);
+    rc = j->owner ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = fn_copy(&j->fn, &lj.fn);
+    if (rc == 0)
+        rc = fn_copy(&j->reduce, &lj.reduce);
+    ledger_job_free(&lj);
+    if (rc == 0)
+        rc = ledger_job_counts(d->ledger, id, j->counts);
+    if (rc == 0 && j->kind == BURST_KIND_MAP_REDUCE) {
+        struct ledger_task t;
+        rc = ledger_task_get(d->ledger, id, j->total, &t);
+        if (rc == 0)
+            j->reduce_state = t.state;
+    }
+    if (rc != 0) {
+        job_free(j);
+        return rc;
+    }
+    j->maybe_ready = true;
+    j->next = s->jobs;
+    s->jobs = j;
+    *out = j;
+    return 0;
+}
+
+int
+sched_job_added(struct sched *s, uint64_t job)
+{
+    struct sched_job *j;
+    if (job_find(s, job) != NULL)
+        return 0;
+    return job_load(s, job, &j);
+}
+
+/* ---- ending attempts ---- */
+
+static const char *
+status_reason(int status)
+{
+    switch (status) {
+    case INVOC_FAILED: return "failed";
+    case INVOC_SIGNAL: return "killed by a signal";
+    case INVOC_TIMEOUT: return "timed out";
+    case INVOC_OOM: return "out of memory";
+    case INVOC_ERROR: return "could not be run";
+    default: return "";
+    }
+}
+
+/*
+ * Decides what an ended attempt means for the task: success, a retry (when
+ * the job has retries left and the failure may be transient), or a final
+ * failure.  Fills e->state and e->retry_at_ms.
+ */
+static void
+attempt_outcome(struct sched *s, struct sched_job *j, int status, uint32_t attempt,
+                int64_t now, struct ledger_task_end *e)
+{
+    (void)s;
+    if (status == INVOC_OK) {
+        e->state = BURST_TASK_SUCCEEDED;
+        return;
+    }
+    /* A missing library or symbol will not appear by retrying. */
+    bool retryable = status != INVOC_ERROR && !j->cancelled;
+    if (retryable && attempt < j->retries + 1) {
+        e->state = BURST_TASK_RETRYING;
+        e->retry_at_ms = now + retry_delay_ms(attempt);
+        return;
+    }
+    e->state = status == INVOC_TIMEOUT ? BURST_TASK_TIMEOUT : BURST_TASK_FAILED;
+}
+
+/*
+ * Records the end of every task of a dispatch: those in the output object
+ * (results may be NULL) as the worker reported them, the others as lost.
+ * lost_why explains a missing output.  Runs in the loop's open transaction.
+ */
+static void
+disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *results,
+            size_t nres, const char *lost_why)
+{
+    struct burstd *d = s->d;
+    struct sched_job *j = sd->job;
+    int64_t now = burstd_now_ms();
+    int rc = ledger_begin(d->ledger);
+    if (rc != 0) {
+        log_warnx("job %llu: cannot record dispatch %llu: ledger unavailable",
+                  (unsigned long long)j->id, (unsigned long long)sd->d.dispatch);
+        return;
+    }
+    struct ledger_task_end *ends = calloc(sd->n, sizeof(*ends));
+    uint32_t *cancel_idx = calloc(sd->n, sizeof(*cancel_idx));
+    char(*reasons)[192] = calloc(sd->n, sizeof(*reasons));
+    if (ends == NULL || cancel_idx == NULL || reasons == NULL) {
+        log_warnx("job %llu: out of memory recording dispatch %llu",
+                  (unsigned long long)j->id, (unsigned long long)sd->d.dispatch);
+        goto out;
+    }
+    size_t nends = 0;
+    uint32_t ncancel = 0;
+    int prev = sd->started ? BURST_TASK_RUNNING : BURST_TASK_DISPATCHED;
+    for (uint32_t i = 0; i < sd->n; i++) {
+        const struct invoc_result *r = NULL;
+        for (size_t k = 0; k < nres; k++)
+            if (results[k].index == sd->idx[i] && results[k].attempt == sd->attempts[i]) {
+                r = &results[k];
+                break;
+            }
+        if (j->cancelled && (r == NULL || r->status != INVOC_OK)) {
+            cancel_idx[ncancel++] = sd->idx[i];
+            continue;
+        }
+        struct ledger_task_end *e = &ends[nends];
+        e->index = sd->idx[i];
+        e->exit_status = -1;
+        if (r != NULL) {
+            e->exit_status = r->exit_status;
+            e->signal = r->signal;
+            if (r->reason != NULL && r->reason[0] != '\0')
+                snprintf(reasons[nends], sizeof(reasons[0]), "%s", r->reason);
+            else if (r->status != INVOC_OK)
+                snprintf(reasons[nends], sizeof(reasons[0]), "%s",
+                         status_reason(r->status));
+            e->has_out = true;
+            e->out_dispatch = sd->d.dispatch;
+            e->out_n = 0;
+            e->res_off = r->result_off;
+            e->res_len = r->result_len;
+            e->log_off = r->log_off;
+            e->log_len = r->log_len;
+            attempt_outcome(s, j, r->status, sd->attempts[i], now, e);
+        } else if (sd->recon) {
+            /* The daemon, not the task, lost this attempt: it does not count
+             * against the task's retries. */
+            snprintf(reasons[nends], sizeof(reasons[0]), "lost: %s", lost_why);
+            e->state = BURST_TASK_RETRYING;
+            e->retry_at_ms = now;
+        } else {
+            snprintf(reasons[nends], sizeof(reasons[0]), "lost: %s", lost_why);
+            attempt_outcome(s, j, INVOC_SIGNAL, sd->attempts[i], now, e);
+        }
+        e->reason = reasons[nends];
+        nends++;
+    }
+    size_t applied = 0;
+    rc = ledger_tasks_end(d->ledger, j->id, ends, nends, now, &applied);
+    if (rc == 0 && ncancel > 0)
+        rc = ledger_tasks_set_state(d->ledger, j->id, cancel_idx, ncancel,
+                                    BURST_TASK_CANCELLED, now);
+    if (rc != 0) {
+        log_warnx("job %llu: cannot record the end of dispatch %llu",
+                  (unsigned long long)j->id, (unsigned long long)sd->d.dispatch);
+        goto out;
+    }
+    for (size_t i = 0; i < nends; i++) {
+        count_move(j, prev, ends[i].state);
+        events_task(d->events, j->id, ends[i].index, ends[i].state, 0);
+        if (ends[i].index == j->total && j->kind == BURST_KIND_MAP_REDUCE)
+            j->reduce_state = ends[i].state;
+        if (ends[i].state == BURST_TASK_RETRYING) {
+            j->maybe_ready = true;
+            job_note_retry(s, j, ends[i].retry_at_ms);
+        }
+    }
+    for (uint32_t i = 0; i < ncancel; i++) {
+        count_move(j, prev, BURST_TASK_CANCELLED);
+        events_task(d->events, j->id, cancel_idx[i], BURST_TASK_CANCELLED, 0);
+        if (cancel_idx[i] == j->total && j->kind == BURST_KIND_MAP_REDUCE)
+            j->reduce_state = BURST_TASK_CANCELLED;
+    }
+    if (applied != nends) {
+        /* Some task had already ended (a late duplicate): trust the ledger. */
+        ledger_job_counts(d->ledger, j->id, j->counts);
+    }
+out:
+    free(ends);
+    free(cancel_idx);
+    free(reasons);
+}
+
+static void
+disp_unlink(struct sched *s, struct sched_disp *sd)
+{
+    struct sched_disp **pp = &s->inflight;
+    while (*pp != NULL && *pp != sd)
+        pp = &(*pp)->next;
+    if (*pp == sd)
+        *pp = sd->next;
+}
+
+static void
+disp_free(struct sched_disp *sd)
+{
+    free(sd->d.spec_key);
+    free(sd->idx);
+    free(sd->attempts);
+    free(sd->spec);
+    free(sd->out.data);
+    free(sd);
+}
+
+/* The dispatch is over: release its quota and look at its job. */
+static void
+disp_done(struct sched *s, struct sched_disp *sd)
+{
+    struct sched_job *j = sd->job;
+    disp_unlink(s, sd);
+    if (s->in_use > 0)
+        s->in_use--;
+    if (j->running > 0)
+        j->running--;
+    if (j->owner->running > 0)
+        j->owner->running--;
+    disp_free(sd);
+    job_check_end(s, j);
+}
+
+static void
+on_output_read(void *arg, int status)
+{
+    struct sched_disp *sd = arg;
+    struct sched *s = sd->s;
+    if (s->stopping)
+        return; /* handed back: reconciled at the next start */
+    const char *why = "the worker ended without writing its output";
+    struct invoc_result *results = NULL;
+    size_t nres = 0;
+    uint64_t job, dispatch;
+    uint32_t n_inv;
+    if (status == 0 && sd->out.status == 0) {
+        if (invoc_out_decode(sd->out.data, sd->out.got, &job, &dispatch, &n_inv, &results,
+                             &nres) != 0 ||
+            job != sd->job->id || dispatch != sd->d.dispatch) {
+            why = "the worker's output is malformed";
+            if (results != NULL)
+                invoc_results_free(results, nres);
+            results = NULL;
+            nres = 0;
+        }
+    } else if (sd->out.status != -ENOENT) {
+        why = "the worker's output could not be read";
+    }
+    char lost[160];
+    snprintf(lost, sizeof(lost), "%s", why);
+    disp_record(s, sd, results, nres, lost);
+    if (results != NULL)
+        invoc_results_free(results, nres);
+    disp_done(s, sd);
+}
+
+static void
+on_started(struct dispatch *d, uint32_t inv)
+{
+    struct sched_disp *sd = d->data;
+    struct sched *s = sd->s;
+    (void)inv;
+    if (s->stopping || sd->started)
+        return;
+    sd->started = true;
+    struct sched_job *j = sd->job;
+    int64_t now = burstd_now_ms();
+    if (ledger_begin(s->d->ledger) != 0 ||
+        ledger_tasks_set_state(s->d->ledger, j->id, sd->idx, sd->n, BURST_TASK_RUNNING,
+                               now) != 0) {
+        log_warnx("job %llu: cannot record dispatch %llu as running",
+                  (unsigned long long)j->id, (unsigned long long)d->dispatch);
+        return;
+    }
+    for (uint32_t i = 0; i < sd->n; i++) {
+        count_move(j, BURST_TASK_DISPATCHED, BURST_TASK_RUNNING);
+        events_task(s->d->events, j->id, sd->idx[i], BURST_TASK_RUNNING, sd->attempts[i]);
+    }
+}
+
+static void
+on_ended(struct dispatch *d, uint32_t inv, const struct compute_exit *ex)
+{
+    struct sched_disp *sd = d->data;
+    struct sched *s = sd->s;
+    if (s->stopping)
+        return;
+    /* The worker's own account is in its output object; the exit status
+     * only explains a missing one. */
+    char why[160];
+    if (ex->why != NULL)
+        snprintf(why, sizeof(why), "%s", ex->why);
+    else if (ex->term_signal != 0)
+        snprintf(why, sizeof(why), "worker killed by signal %d", ex->term_signal);
+    else
+        snprintf(why, sizeof(why), "worker exited with status %lld",
+                 (long long)ex->exit_status);
+    if (invoc_key_output(sd->out_key, sizeof(sd->out_key), sd->job->id, d->dispatch,
+                         inv) != 0)
+        goto lost;
+    sd->out.key = sd->out_key;
+    sd->out.off = 0;
+    sd->out.len = UINT64_MAX;
+    if (storage_getv(s->d->storage, &sd->out, 1, on_output_read, sd) == 0)
+        return;
+lost:
+    disp_record(s, sd, NULL, 0, why);
+    disp_done(s, sd);
+}
+
+/* ---- dispatching ---- */
+
+/* The dispatch could not be started at all: hand its tasks back. */
+static void
+disp_fail(struct sched *s, struct sched_disp *sd, const char *why)
+{
+    log_warnx("job %llu: dispatch %llu failed: %s", (unsigned long long)sd->job->id,
+              (unsigned long long)sd->d.dispatch, why);
+    disp_record(s, sd, NULL, 0, why);
+    disp_done(s, sd);
+}
+
+static void
+on_spec_written(void *arg, int status)
+{
+    struct sched_disp *sd = arg;
+    struct sched *s = sd->s;
+    free(sd->spec);
+    sd->spec = NULL;
+    if (s->stopping)
+        return;
+    if (status != 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "cannot write the invocation spec: %s",
+                 uv_strerror(status));
+        disp_fail(s, sd, why);
+        return;
+    }
+    int rc = s->d->compute->ops->submit(s->d->compute, &sd->d);
+    if (rc != 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "cannot start the worker: %s", uv_strerror(rc));
+        disp_fail(s, sd, why);
+        return;
+    }
+    sd->submitted = true;
+    if (sd->job->cancelled)
+        s->d->compute->ops->cancel(s->d->compute, &sd->d, CANCEL_GRACE_MS);
+}
+
+static int
+disp_encode_spec(struct sched_disp *sd)
+{
+    struct sched_job *j = sd->job;
+    const struct ledger_fn *fn = sd->reduce ? &j->reduce : &j->fn;
+    char fn_key[128];
+    struct invoc_task *tasks = calloc(sd->n, sizeof(*tasks));
+    if (tasks == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < sd->n; i++)
+        tasks[i] = (struct invoc_task){sd->idx[i], sd->attempts[i]};
+    struct invoc_spec spec = {
+        .job = j->id,
+        .dispatch = sd->d.dispatch,
+        .fn_kind = fn->kind,
+        .timeout_ms = j->timeout_ms,
+        .memory_mb = j->memory_mb,
+        .reduce = sd->reduce,
+        .ninvocations = 1,
+        .ntasks = &sd->n,
+        .tasks = &tasks,
+    };
+    if (fn->kind == BURST_FN_EXEC) {
+        spec.cmd = fn->arg;
+    } else {
+        if (invoc_key_fn(fn_key, sizeof(fn_key), fn->arg) != 0) {
+            free(tasks);
+            return -EINVAL;
+        }
+        spec.fn_key = fn_key;
+        spec.symbol = fn->symbol;
+    }
+    int rc = invoc_spec_encode(&spec, &sd->spec, &sd->spec_len);
+    free(tasks);
+    return rc;
+}
+
+/* Marks the job running on its first dispatch. */
+static void
+job_mark_running(struct sched *s, struct sched_job *j, int64_t now)
+{
+    if (j->state != BURST_JOB_QUEUED)
+        return;
+    if (ledger_job_set_state(s->d->ledger, j->id, BURST_JOB_RUNNING, NULL, now) == 0) {
+        j->state = BURST_JOB_RUNNING;
+        events_job_state(s->d->events, j->id, BURST_JOB_RUNNING);
+    }
+}
+
+/* Dispatches idx[0..n) of j.  Returns 0 or a negative code (nothing done). */
+static int
+disp_start(struct sched *s, struct sched_job *j, const uint32_t *idx, uint32_t n,
+           bool reduce)
+{
+    struct burstd *d = s->d;
+    int64_t now = burstd_now_ms();
+    struct sched_disp *sd = calloc(1, sizeof(*sd));
+    if (sd == NULL)
+        return -ENOMEM;
+    sd->s = s;
+    sd->job = j;
+    sd->n = n;
+    sd->reduce = reduce;
+    sd->idx = malloc(n * sizeof(*sd->idx));
+    sd->attempts = malloc(n * sizeof(*sd->attempts));
+    sd->d.spec_key = malloc(128);
+    int rc = -ENOMEM;
+    if (sd->idx == NULL || sd->attempts == NULL || sd->d.spec_key == NULL)
+        goto fail;
+    memcpy(sd->idx, idx, n * sizeof(*idx));
+    rc = ledger_begin(d->ledger);
+    if (rc == 0)
+        rc = ledger_next_dispatch(d->ledger, &sd->d.dispatch);
+    if (rc == 0)
+        rc = ledger_tasks_dispatch(d->ledger, j->id, idx, n, sd->d.dispatch, now,
+                                   sd->attempts);
+    if (rc != 0)
+        goto fail;
+    for (uint32_t i = 0; i < n; i++)
+        count_move(j, sd->attempts[i] > 1 ? BURST_TASK_RETRYING : BURST_TASK_QUEUED,
+                   BURST_TASK_DISPATCHED);
+    if (reduce)
+        j->reduce_state = BURST_TASK_DISPATCHED;
+    job_mark_running(s, j, now);
+
+    sd->d.job = j->id;
+    sd->d.ninv = 1;
+    sd->d.memory_mb = j->memory_mb;
+    sd->d.deadline_ms = j->timeout_ms ? j->timeout_ms * n + DEADLINE_SLACK_MS : 0;
+    sd->d.started_cb = on_started;
+    sd->d.ended_cb = on_ended;
+    sd->d.data = sd;
+    invoc_key_spec(sd->d.spec_key, 128, j->id, sd->d.dispatch);
+
+    s->in_use++;
+    j->running++;
+    j->owner->running++;
+    sd->next = s->inflight;
+    s->inflight = sd;
+
+    rc = disp_encode_spec(sd);
+    if (rc == 0) {
+        sd->buf = uv_buf_init(sd->spec, (unsigned)sd->spec_len);
+        /* Not durable: a spec lost in a crash means the dispatch is lost,
+         * and reconciliation hands its tasks back anyway. */
+        rc = storage_put(d->storage, sd->d.spec_key, &sd->buf, 1, false, on_spec_written,
+                         sd);
+    }
+    if (rc != 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "cannot prepare the invocation: %s", uv_strerror(rc));
+        disp_fail(s, sd, why);
+    }
+    return 0;
+fail:
+    disp_free(sd);
+    return rc;
+}
+
+/* The job (of the owner with the fewest running invocations, then the job
+ * of that owner with the fewest) that should get the next invocation. */
+static struct sched_job *
+pick_job(struct sched *s)
+{
+    struct sched_job *best = NULL;
+    for (struct sched_job *j = s->jobs; j != NULL; j = j->next) {
+        if (!j->maybe_ready || j->cancelled)
+            continue;
+        if (best == NULL) {
+            best = j;
+            continue;
+        }
+        struct sched_owner *o = j->owner, *bo = best->owner;
+        if (o != bo) {
+            if (o->running < bo->running ||
+                (o->running == bo->running && o->served < bo->served))
+                best = j;
+            continue;
+        }
+        if (j->running < best->running ||
+            (j->running == best->running && j->served < best->served))
+            best = j;
+    }
+    return best;
+}
+
+void
+sched_pump(struct sched *s)
+{
+    if (!s->started || s->stopping)
+        return;
+    uint32_t *idx = NULL;
+    uint32_t cap = 0;
+    int64_t now = burstd_now_ms();
+    while (s->in_use < s->quota) {
+        struct sched_job *j = pick_job(s);
+        if (j == NULL)
+            break;
+        uint32_t want = j->chunksize;
+        uint32_t limit = j->total;
+        bool reduce = false;
+        if (j->kind == BURST_KIND_MAP_REDUCE && j->reduce_ready &&
+            (j->reduce_state == BURST_TASK_QUEUED || j->reduce_state == BURST_TASK_RETRYING)) {
+            limit = j->total + 1;
+        }
+        if (want > cap) {
+            uint32_t *n = realloc(idx, want * sizeof(*idx));
+            if (n == NULL)
+                break;
+            idx = n;
+            cap = want;
+        }
+        uint32_t got = 0;
+        if (ledger_tasks_pending(s->d->ledger, j->id, limit, now, want, idx, &got) != 0) {
+            j->maybe_ready = false;
+            continue;
+        }
+        if (got > 0 && idx[got - 1] == j->total && j->kind == BURST_KIND_MAP_REDUCE) {
+            /* The reducer runs alone, as its own invocation. */
+            if (got > 1)
+                got--;
+            else
+                reduce = true;
+        }
+        if (got == 0) {
+            j->maybe_ready = false;
+            bool found = false;
+            int64_t at;
+            if (ledger_tasks_next_retry(s->d->ledger, j->id, &at, &found) == 0 && found)
+                job_note_retry(s, j, at);
+            continue;
+        }
+        s->pass++;
+        j->served = s->pass;
+        j->owner->served = s->pass;
+        if (disp_start(s, j, idx, got, reduce) != 0) {
+            log_warnx("job %llu: cannot dispatch tasks now", (unsigned long long)j->id);
+            j->maybe_ready = false;
+            job_note_retry(s, j, now + RETRY_BASE_MS);
+            break;
+        }
+    }
+    free(idx);
+}
+
+/* ---- the end of a job ---- */
+
+struct manifest_ctx {
+    struct sched *s;
+    struct sched_job *j;
+    struct invoc_part *parts;
+    size_t n;
+    int err;
+    char *buf;
+    size_t len;
+    uv_buf_t ub;
+    char key[128];
+};
+
+static int
+manifest_add(void *arg, const struct ledger_task *t)
+{
+    struct manifest_ctx *m = arg;
+    if (t->index >= m->j->total || !t->has_out)
+        return 0;
+    struct invoc_part *p = &m->parts[m->n];
+    char key[128];
+    if (invoc_key_output(key, sizeof(key), m->j->id, t->out_dispatch, t->out_n) != 0)
+        return -EINVAL;
+    p->key = strdup(key);
+    if (p->key == NULL)
+        return -ENOMEM;
+    p->off = t->res_off;
+    p->len = t->res_len;
+    m->n++;
+    return 0;
+}
+
+static void
+manifest_free(struct manifest_ctx *m)
+{
+    if (m->parts != NULL)
+        invoc_manifest_free(m->parts, m->n);
+    free(m->buf);
+    free(m);
+}
+
+static void
+on_manifest_written(void *arg, int status)
+{
+    struct manifest_ctx *m = arg;
+    struct sched *s = m->s;
+    struct sched_job *j = m->j;
+    j->reduce_preparing = false;
+    if (!s->stopping) {
+        if (status == 0) {
+            j->reduce_ready = true;
+            j->maybe_ready = true;
+        } else {
+            log_warnx("job %llu: cannot write the reducer's input: %s; will retry",
+                      (unsigned long long)j->id, uv_strerror(status));
+            job_note_retry(s, j, burstd_now_ms() + RETRY_BASE_MS);
+        }
+    }
+    manifest_free(m);
+    if (!s->stopping)
+        job_check_end(s, j);
+}
+
+/* Writes the reducer's manifest: where each map result is, in task order. */
+static void
+reduce_prepare(struct sched *s, struct sched_job *j)
+{
+    struct manifest_ctx *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return;
+    m->s = s;
+    m->j = j;
+    m->parts = calloc(j->total ? j->total : 1, sizeof(*m->parts));
+    int rc = m->parts ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = ledger_tasks_foreach(s->d->ledger, j->id, BURST_TASK_SUCCEEDED, 0, j->total,
+                                  manifest_add, m);
+    if (rc == 0)
+        rc = invoc_manifest_encode(m->parts, m->n, &m->buf, &m->len);
+    if (rc == 0)
+        rc = invoc_key_reduce_manifest(m->key, sizeof(m->key), j->id);
+    if (rc == 0) {
+        m->ub = uv_buf_init(m->buf, (unsigned)m->len);
+        j->reduce_preparing = true;
+        rc = storage_put(s->d->storage, m->key, &m->ub, 1, true, on_manifest_written, m);
+        if (rc != 0)
+            j->reduce_preparing = false;
+    }
+    if (rc != 0) {
+        log_warnx("job %llu: cannot prepare the reducer: %s", (unsigned long long)j->id,
+                  uv_strerror(rc));
+        manifest_free(m);
+        job_note_retry(s, j, burstd_now_ms() + RETRY_BASE_MS);
+    }
+}
+
+static void
+job_finish(struct sched *s, struct sched_job *j, int state, const char *error)
+{
+    int64_t now = burstd_now_ms();
+    if (ledger_begin(s->d->ledger) != 0 ||
+        ledger_job_set_state(s->d->ledger, j->id, state, error, now) != 0) {
+        log_warnx("job %llu: cannot record its end", (unsigned long long)j->id);
+        return;
+    }
+    events_job_state(s->d->events, j->id, state);
+    log_info("job %llu %s%s%s", (unsigned long long)j->id, burst_job_state_name(state),
+             error ? ": " : "", error ? error : "");
+    job_remove(s, j);
+}
+
+/* Moves a job on when nothing of it is in flight: starts the reducer, or
+ * records the job's final state. */
+static void
+job_check_end(struct sched *s, struct sched_job *j)
+{
+    if (s->stopping || j->running > 0 || j->reduce_preparing)
+        return;
+    uint32_t nonfinal = job_nonfinal(j);
+    if (j->kind == BURST_KIND_MAP_REDUCE && !j->cancelled) {
+        bool reducer_open = is_nonfinal(j->reduce_state);
+        uint32_t maps_open = nonfinal - (reducer_open ? 1 : 0);
+        if (maps_open == 0 && j->reduce_state == BURST_TASK_QUEUED && !j->reduce_ready) {
+            if (j->counts[BURST_TASK_SUCCEEDED] == j->total) {
+                reduce_prepare(s, j);
+                return;
+            }
+            /* A map failed for good: the reducer will never run. */
+            uint32_t r = j->total;
+            if (ledger_begin(s->d->ledger) == 0 &&
+                ledger_tasks_set_state(s->d->ledger, j->id, &r, 1, BURST_TASK_CANCELLED,
+                                       burstd_now_ms()) == 0) {
+                count_move(j, BURST_TASK_QUEUED, BURST_TASK_CANCELLED);
+                j->reduce_state = BURST_TASK_CANCELLED;
+                events_task(s->d->events, j->id, r, BURST_TASK_CANCELLED, 0);
+                nonfinal = job_nonfinal(j);
+            }
+        }
+    }
+    if (nonfinal > 0)
+        return;
+    if (j->cancelled) {
+        job_finish(s, j, BURST_JOB_CANCELLED, "cancelled");
+        return;
+    }
+    uint32_t rows = j->total + (j->kind == BURST_KIND_MAP_REDUCE ? 1 : 0);
+    if (j->counts[BURST_TASK_SUCCEEDED] == rows) {
+        job_finish(s, j, BURST_JOB_SUCCEEDED, NULL);
+        return;
+    }
+    char err[160];
+    uint32_t bad = j->counts[BURST_TASK_FAILED] + j->counts[BURST_TASK_TIMEOUT];
+    if (j->kind == BURST_KIND_MAP_REDUCE && j->reduce_state != BURST_TASK_SUCCEEDED &&
+        j->counts[BURST_TASK_SUCCEEDED] == j->total)
+        snprintf(err, sizeof(err), "the reducer %s",
+                 burst_task_state_name(j->reduce_state));
+    else
+        snprintf(err, sizeof(err), "%u of %u tasks failed", bad, j->total);
+    job_finish(s, j, BURST_JOB_FAILED, err);
+}
+
+int
+sched_cancel(struct sched *s, uint64_t job, int *state)
+{
+    struct burstd *d = s->d;
+    struct sched_job *j = job_find(s, job);
+    if (j == NULL) {
+        struct ledger_job lj;
+        int rc = ledger_job_get(d->ledger, job, &lj);
+        if (rc != 0)
+            return rc;
+        *state = lj.state;
+        ledger_job_free(&lj);
+        return 0;
+    }
+    if (!j->cancelled) {
+        j->cancelled = true;
+        uint32_t n = 0;
+        int rc = ledger_begin(d->ledger);
+        if (rc == 0)
+            rc = ledger_job_cancel_pending(d->ledger, job, burstd_now_ms(), &n);
+        if (rc != 0)
+            return rc;
+        j->counts[BURST_TASK_CANCELLED] += j->counts[BURST_TASK_QUEUED] +
+                                           j->counts[BURST_TASK_RETRYING];
+        j->counts[BURST_TASK_QUEUED] = j->counts[BURST_TASK_RETRYING] = 0;
+        if (is_nonfinal(j->reduce_state) && j->reduce_state != BURST_TASK_DISPATCHED &&
+            j->reduce_state != BURST_TASK_RUNNING)
+            j->reduce_state = BURST_TASK_CANCELLED;
+        for (struct sched_disp *sd = s->inflight; sd != NULL; sd = sd->next)
+            if (sd->job == j && sd->submitted)
+                d->compute->ops->cancel(d->compute, &sd->d, CANCEL_GRACE_MS);
+        log_info("job %llu: cancel requested (%u queued tasks cancelled)",
+                 (unsigned long long)job, n);
+    }
+    *state = j->state;
+    job_check_end(s, j);
+    /* j may be gone now; the ledger has the final word. */
+    if (job_find(s, job) == NULL)
+        *state = BURST_JOB_CANCELLED;
+    return 0;
+}
+
+/* ---- start-up reconciliation ---- */
+
+struct recon {
+    struct sched *s;
+    struct sched_disp *sd; /* a dispatch rebuilt from the ledger */
+};
+
+static int
+load_active(void *arg, const struct ledger_job *lj)
+{
+    struct sched *s = arg;
+    struct sched_job *j;
+    if (job_find(s, lj->id) != NULL)
+        return 0;
+    return job_load(s, lj->id, &j);
+}
+
+static void
+recon_done_one(struct sched *s)
+{
+    if (--s->pending_io > 0)
+        return;
+    s->started = true;
+    for (struct sched_job *j = s->jobs; j != NULL;) {
+        struct sched_job *next = j->next;
+        job_check_end(s, j);
+        j = next;
+    }
+    unsigned n = 0;
+    for (struct sched_job *j = s->jobs; j != NULL; j = j->next)
+        n++;
+    log_info("scheduler started: %u active jobs, quota %u", n, s->quota);
+}
+
+static int
+inflight_add(void *arg, uint64_t job, const struct ledger_task *t)
+{
+    struct sched *s = arg;
+    struct sched_job *j = job_find(s, job);
+    if (j == NULL)
+        return 0; /* a finished job cannot have tasks in flight; ignore */
+    struct sched_disp *sd = s->inflight;
+    if (sd == NULL || sd->job != j || sd->d.dispatch != t->dispatch) {
+        sd = calloc(1, sizeof(*sd));
+        if (sd == NULL)
+            return -ENOMEM;
+        sd->s = s;
+        sd->job = j;
+        sd->d.dispatch = t->dispatch;
+        sd->d.data = sd;
+        sd->recon = true;
+        sd->next = s->inflight;
+        s->inflight = sd;
+        s->in_use++;
+        j->running++;
+        j->owner->running++;
+    }
+    uint32_t *idx = realloc(sd->idx, (sd->n + 1) * sizeof(*idx));
+    if (idx == NULL)
+        return -ENOMEM;
+    sd->idx = idx;
+    uint32_t *att = realloc(sd->attempts, (sd->n + 1) * sizeof(*att));
+    if (att == NULL)
+        return -ENOMEM;
+    sd->attempts = att;
+    sd->idx[sd->n] = t->index;
+    sd->attempts[sd->n] = t->attempts;
+    if (t->state == BURST_TASK_RUNNING)
+        sd->started = true;
+    sd->n++;
+    return 0;
+}
+
+static void
+on_recon_read(void *arg, int status)
+{
+    struct sched_disp *sd = arg;
+    struct sched *s = sd->s;
+    /* The normal path records what the output says and hands the rest
+     * back as lost. */
+    on_output_read(sd, status);
+    recon_done_one(s);
+}
+
+int
+sched_start(struct sched *s)
+{
+    struct burstd *d = s->d;
+    int rc = ledger_jobs_foreach(d->ledger, -1, true, load_active, s);
+    if (rc != 0)
+        return rc;
+    rc = ledger_tasks_inflight(d->ledger, inflight_add, s);
+    if (rc != 0)
+        return rc;
+    s->pending_io = 1; /* released below, after every read has started */
+    /* Reading may end a dispatch (and unlink it) before the walk moves on. */
+    struct sched_disp *sd = s->inflight, *next;
+    for (; sd != NULL; sd = next) {
+        next = sd->next;
+        log_info("job %llu: reconciling %u tasks of dispatch %llu left by the last run",
+                 (unsigned long long)sd->job->id, sd->n, (unsigned long long)sd->d.dispatch);
+        /* Dispatches of this scheduler are single invocations (JOB_INDEX 0). */
+        if (invoc_key_output(sd->out_key, sizeof(sd->out_key), sd->job->id, sd->d.dispatch,
+                             0) != 0)
+            continue;
+        sd->out.key = sd->out_key;
+        sd->out.len = UINT64_MAX;
+        s->pending_io++;
+        if (storage_getv(d->storage, &sd->out, 1, on_recon_read, sd) != 0) {
+            s->pending_io--;
+            sd->out.status = -ENOENT;
+            on_output_read(sd, 0);
+        }
+    }
+    recon_done_one(s);
+    return 0;
+}

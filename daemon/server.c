@@ -1,0 +1,530 @@
+/*
+ * daemon/server.c - the Unix-socket server (see server.h and DESIGN.md,
+ * "Security model").  It owns the listening socket and every connection:
+ * accepting (with SO_PEERCRED identity and a connection limit), reading into
+ * a frame reader, handing complete frames to api.c, writing replies, and
+ * closing through uv_close so that nothing is freed in the middle of its own
+ * callback.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "burstd.h"
+#include "log.h"
+
+struct server {
+    struct burstd *d;          /* borrowed */
+    uv_pipe_t listener;
+    bool listening;
+    bool closing;
+    char *path;                /* owned: unlinked on close */
+    struct conn *conns;        /* owned list */
+    uint32_t nconns;
+    uint64_t next_serial;
+    unsigned open_handles;     /* listener + conns still to be closed */
+    void (*close_cb)(struct server *s);
+};
+
+struct write_req {
+    uv_write_t req;
+    struct conn *conn; /* held (busy) until the write completes */
+    char *data;        /* owned */
+};
+
+static void conn_maybe_free(struct conn *c);
+static void conn_process(struct conn *c);
+
+int
+server_new(struct burstd *d, struct server **out)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    s->d = d;
+    s->next_serial = 1;
+    *out = s;
+    return 0;
+}
+
+uint32_t
+server_connections(const struct server *s)
+{
+    return s->nconns;
+}
+
+/* Is uid a member of gid, by primary or supplementary group? */
+static bool
+uid_in_group(uid_t uid, gid_t primary, gid_t gid)
+{
+    if (primary == gid)
+        return true;
+    struct passwd pw, *res = NULL;
+    char buf[4096];
+    if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
+        return false;
+    gid_t groups[256];
+    int n = 256;
+    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (groups[i] == gid)
+            return true;
+    return false;
+}
+
+static void
+on_idle_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    log_info("client %llu (uid %u): dropped, a frame stayed incomplete too long",
+             (unsigned long long)c->serial, (unsigned)c->uid);
+    conn_close(c);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    char *base;
+    size_t avail;
+    if (suggested < 65536)
+        suggested = 65536;
+    if (frame_reader_space(&c->reader, suggested, &base, &avail) != 0) {
+        /* libuv reports UV_ENOBUFS to on_read, which closes the conn. */
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = base;
+    buf->len = avail;
+}
+
+static void
+on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = stream->data;
+    (void)buf;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            log_debug("client %llu: read: %s", (unsigned long long)c->serial,
+                      uv_strerror((int)nread));
+        conn_close(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    frame_reader_commit(&c->reader, (size_t)nread);
+    conn_process(c);
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    (void)status;
+    free(req);
+    conn_close(c);
+    conn_release(c);
+}
+
+/* Sends what is queued, then closes: used after a fatal protocol error so
+ * the client can read why it is being dropped. */
+static void
+conn_close_after_flush(struct conn *c)
+{
+    if (c->closing)
+        return;
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    c->paused = true;
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    if (req == NULL) {
+        conn_close(c);
+        return;
+    }
+    req->data = c;
+    conn_hold(c);
+    if (uv_shutdown(req, (uv_stream_t *)&c->pipe, on_shutdown) != 0) {
+        free(req);
+        conn_release(c);
+        conn_close(c);
+    }
+}
+
+/* Hands every complete buffered frame to the API layer, until one of them
+ * starts an asynchronous operation (which pauses the conn). */
+static void
+conn_process(struct conn *c)
+{
+    struct burstd *d = c->server->d;
+    while (!c->paused && !c->closing) {
+        const char *payload;
+        size_t len;
+        int rc = frame_next(&c->reader, &payload, &len);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            if (rc == BURST_ETOOBIG)
+                conn_send_error(c, 0, rc, "frame larger than the limit of %u bytes",
+                                d->cfg->limits.max_frame);
+            else
+                conn_send_error(c, 0, rc, "malformed frame: zero length");
+            log_info("client %llu (uid %u): dropped: %s", (unsigned long long)c->serial,
+                     (unsigned)c->uid, burst_strerror(rc));
+            conn_close_after_flush(c);
+            return;
+        }
+        rc = api_handle(d, c, payload, len);
+        if (rc < 0) {
+            conn_close_after_flush(c);
+            return;
+        }
+    }
+    if (c->closing)
+        return;
+    if (frame_reader_partial(&c->reader)) {
+        if (!uv_is_active((uv_handle_t *)&c->idle))
+            uv_timer_start(&c->idle, on_idle_timeout, d->cfg->idle_timeout_ms, 0);
+    } else {
+        uv_timer_stop(&c->idle);
+    }
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    /* Two handles (pipe, idle timer) each count once. */
+    c->busy--;
+    conn_maybe_free(c);
+}
+
+static void
+conn_maybe_free(struct conn *c)
+{
+    if (!c->closing || c->busy > 0)
+        return;
+    struct server *s = c->server;
+    frame_reader_free(&c->reader);
+    while (c->cancel_jobs != NULL) {
+        struct conn_job *j = c->cancel_jobs;
+        c->cancel_jobs = j->next;
+        free(j);
+    }
+    free(c);
+    s->open_handles--;
+    if (s->closing && s->open_handles == 0 && s->close_cb != NULL)
+        s->close_cb(s);
+}
+
+void
+conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    struct server *s = c->server;
+    c->closing = true;
+    api_conn_closed(s->d, c);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    s->nconns--;
+    c->busy += 2;
+    uv_close((uv_handle_t *)&c->pipe, on_handle_closed);
+    uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+}
+
+void
+conn_hold(struct conn *c)
+{
+    c->busy++;
+    if (!c->paused) {
+        c->paused = true;
+        if (!c->closing)
+            uv_read_stop((uv_stream_t *)&c->pipe);
+    }
+}
+
+void
+conn_release(struct conn *c)
+{
+    c->busy--;
+    conn_maybe_free(c);
+}
+
+void
+conn_resume(struct conn *c)
+{
+    if (c->closing || !c->paused)
+        return;
+    c->paused = false;
+    conn_process(c);
+    if (!c->paused && !c->closing)
+        uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct conn *c = w->conn;
+    free(w->data);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && !c->closing) {
+        log_debug("client %llu: write: %s", (unsigned long long)c->serial,
+                  uv_strerror(status));
+        conn_close(c);
+    }
+    conn_release(c);
+}
+
+int
+conn_send(struct conn *c, struct proto_buf *buf)
+{
+    if (buf->len == 0)
+        return 0;
+    if (c->closing) {
+        proto_buf_free(buf);
+        return UV_ECANCELED;
+    }
+    struct write_req *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        proto_buf_free(buf);
+        conn_close(c);
+        return -ENOMEM;
+    }
+    /* Ownership of the bytes moves to the write request. */
+    w->data = buf->data;
+    w->conn = c;
+    uv_buf_t b = uv_buf_init(buf->data, (unsigned)buf->len);
+    buf->data = NULL;
+    buf->len = buf->cap = 0;
+    c->busy++;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
+    if (rc != 0) {
+        free(w->data);
+        free(w);
+        c->busy--;
+        conn_close(c);
+        return rc;
+    }
+    return 0;
+}
+
+void
+conn_send_error(struct conn *c, uint64_t re, int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct proto_buf b;
+    proto_buf_init(&b);
+    if (proto_encode_error(&b, re, code, "%s", msg) == 0)
+        conn_send(c, &b);
+    proto_buf_free(&b);
+}
+
+static void
+reject_conn_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void
+on_connection(uv_stream_t *listener, int status)
+{
+    struct server *s = listener->data;
+    struct burstd *d = s->d;
+    if (status < 0) {
+        log_warnx("accept: %s", uv_strerror(status));
+        return;
+    }
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        /* Accept and drop, so the backlog does not fill with a client we
+         * cannot serve; libuv needs a handle to accept into. */
+        uv_pipe_t *p = malloc(sizeof(*p));
+        if (p != NULL && uv_pipe_init(d->loop, p, 0) == 0) {
+            if (uv_accept(listener, (uv_stream_t *)p) != 0)
+                log_warnx("accept failed while out of memory");
+            uv_close((uv_handle_t *)p, reject_conn_closed);
+        } else {
+            free(p);
+        }
+        return;
+    }
+    c->server = s;
+    c->serial = s->next_serial++;
+    frame_reader_init(&c->reader, d->cfg->limits.max_frame);
+    uv_pipe_init(d->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    uv_timer_init(d->loop, &c->idle);
+    c->idle.data = c;
+    s->open_handles++;
+    c->next = s->conns;
+    if (s->conns != NULL)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+
+    if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_os_fd_t fd;
+    struct ucred cred;
+    socklen_t clen = sizeof(cred);
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+        log_warn("client %llu: cannot read peer credentials; dropped",
+                 (unsigned long long)c->serial);
+        conn_close(c);
+        return;
+    }
+    c->uid = cred.uid;
+    c->pid = cred.pid;
+    c->admin = cred.uid == 0 || cred.uid == d->uid ||
+               (d->has_admin_gid && uid_in_group(cred.uid, cred.gid, d->admin_gid));
+    if (s->nconns > d->cfg->max_connections || d->stopping) {
+        int code = d->stopping ? BURST_ESHUTDOWN : BURST_EBUSY;
+        conn_send_error(c, 0, code, "%s",
+                        d->stopping ? "burstd is shutting down"
+                                    : "too many connections; try again later");
+        conn_close_after_flush(c);
+        return;
+    }
+    log_debug("client %llu: connected (uid %u, pid %d%s)", (unsigned long long)c->serial,
+              (unsigned)c->uid, (int)c->pid, c->admin ? ", admin" : "");
+    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+/* Refuses to take over a socket a live daemon still answers on; removes a
+ * stale one left by a crash. */
+static int
+prepare_socket_path(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode)) {
+        log_warnx("%s exists and is not a socket; refusing to replace it", path);
+        return -EEXIST;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int e = errno;
+    close(fd);
+    if (rc == 0) {
+        log_warnx("another burstd is already listening on %s", path);
+        return -EADDRINUSE;
+    }
+    if (e != ECONNREFUSED && e != ENOENT) {
+        log_warnx("cannot probe existing socket %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (unlink(path) != 0 && errno != ENOENT)
+        return -errno;
+    log_info("removed stale socket %s", path);
+    return 0;
+}
+
+int
+server_listen(struct server *s, const char *path)
+{
+    struct burstd *d = s->d;
+    struct sockaddr_un sa;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        log_warnx("socket path too long (at most %zu bytes): %s", sizeof(sa.sun_path) - 1,
+                  path);
+        return -ENAMETOOLONG;
+    }
+    int rc = prepare_socket_path(path);
+    if (rc != 0)
+        return rc;
+    s->path = strdup(path);
+    if (s->path == NULL)
+        return -ENOMEM;
+    rc = uv_pipe_init(d->loop, &s->listener, 0);
+    if (rc != 0)
+        return rc;
+    s->listener.data = s;
+    s->open_handles++;
+    s->listening = true;
+    /* The socket is the trust boundary: create it 0600 from the start so no
+     * other user can connect in the window before chmod. */
+    mode_t old = umask(0177);
+    rc = uv_pipe_bind(&s->listener, path);
+    umask(old);
+    if (rc != 0) {
+        log_warnx("cannot create socket %s: %s", path, uv_strerror(rc));
+        return rc;
+    }
+    if (chmod(path, 0600) != 0) {
+        rc = -errno;
+        log_warn("chmod %s", path);
+        return rc;
+    }
+    rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+    if (rc != 0) {
+        log_warnx("cannot listen on %s: %s", path, uv_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
+static void
+on_listener_closed(uv_handle_t *h)
+{
+    struct server *s = h->data;
+    s->open_handles--;
+    if (s->closing && s->open_handles == 0 && s->close_cb != NULL)
+        s->close_cb(s);
+}
+
+void
+server_close(struct server *s, void (*cb)(struct server *s))
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    s->close_cb = cb;
+    if (s->path != NULL) {
+        unlink(s->path);
+    }
+    while (s->conns != NULL)
+        conn_close(s->conns);
+    if (s->listening) {
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    } else if (s->open_handles == 0 && cb != NULL) {
+        cb(s);
+    }
+}
+
+void
+server_free(struct server *s)
+{
+    if (s == NULL)
+        return;
+    free(s->path);
+    free(s);
+}

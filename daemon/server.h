@@ -1,0 +1,66 @@
+/*
+ * daemon/server.h - the Unix-socket server: listening, connections, framing,
+ * and the write side.  Each complete frame is handed to api.c; replies and
+ * events come back through conn_send().  Peer identity comes from
+ * SO_PEERCRED at accept time and never from the wire.
+ */
+#ifndef BURST_DAEMON_SERVER_H
+#define BURST_DAEMON_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "frame.h"
+#include "msg.h"
+
+struct burstd;
+struct server;
+
+/* A job a connection asked to cancel when it goes away. */
+struct conn_job {
+    uint64_t job;
+    struct conn_job *next;
+};
+
+struct conn {
+    uv_pipe_t pipe;           /* the client socket; pipe.data = this */
+    struct server *server;    /* borrowed */
+    uint64_t serial;          /* for log lines */
+    uid_t uid;                /* from SO_PEERCRED */
+    pid_t pid;
+    bool admin;               /* root, the daemon's uid, or the admin group */
+    bool hello;               /* said hello with a supported version */
+    bool closing;
+    bool paused;              /* an asynchronous request is in progress */
+    unsigned busy;            /* async operations that still point at this conn */
+    struct frame_reader reader;
+    uv_timer_t idle;          /* drops a client stuck mid-frame */
+    struct conn_job *cancel_jobs; /* owned list */
+    struct conn *prev, *next; /* the server's list */
+};
+
+int server_new(struct burstd *d, struct server **out);
+/* Binds path (0600, refusing to steal a live daemon's socket) and listens. */
+int server_listen(struct server *s, const char *path);
+/* Stops accepting and closes every connection; cb runs when all are closed. */
+void server_close(struct server *s, void (*cb)(struct server *s));
+void server_free(struct server *s);
+uint32_t server_connections(const struct server *s);
+
+/* Queues the frames in buf for writing; takes buf's memory (buf is left
+ * empty).  Returns 0 or a negative code (the conn is then being closed). */
+int conn_send(struct conn *c, struct proto_buf *buf);
+/* Encodes and sends an error reply. */
+void conn_send_error(struct conn *c, uint64_t re, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* An async request holds the conn: reading stops until conn_resume, and the
+ * memory stays until the matching conn_release. */
+void conn_hold(struct conn *c);
+void conn_release(struct conn *c);
+void conn_resume(struct conn *c);
+/* Closes the connection (through uv_close; memory is freed later). */
+void conn_close(struct conn *c);
+
+#endif /* BURST_DAEMON_SERVER_H */

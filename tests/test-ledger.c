@@ -1,0 +1,1442 @@
+/*
+ * tests/test-ledger.c - unit tests of daemon/ledger.c against real SQLite
+ * files, each test in its own temporary directory.  Besides the API's
+ * behaviour they inject faults: a read-only directory and file, garbage and
+ * damaged files, a newer schema, a full database (max_page_count) and a
+ * COMMIT whose write fails (RLIMIT_FSIZE, in a child process).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "ledger.h"
+
+struct fx {
+    char dir[64];
+    char path[128];
+    struct ledger *l; /* owned; NULL while a test has it closed */
+};
+
+static int
+rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)sb;
+    (void)type;
+    (void)ftw;
+    return remove(path);
+}
+
+static int
+setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof(*fx));
+    if (fx == NULL)
+        return -1;
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/test-ledger.XXXXXX");
+    if (mkdtemp(fx->dir) == NULL) {
+        free(fx);
+        return -1;
+    }
+    snprintf(fx->path, sizeof(fx->path), "%s/ledger.db", fx->dir);
+    if (ledger_open(fx->path, &fx->l) != 0) {
+        free(fx);
+        return -1;
+    }
+    *state = fx;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *fx = *state;
+    ledger_close(fx->l);
+    /* A test may have made parts read-only; make them removable again. */
+    chmod(fx->dir, 0700);
+    nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return 0;
+}
+
+static void
+reopen(struct fx *fx)
+{
+    ledger_close(fx->l);
+    fx->l = NULL;
+    assert_int_equal(ledger_open(fx->path, &fx->l), 0);
+}
+
+/* A job with every field set to something recognisable. */
+static void
+job_fill(struct ledger_job *j, uint32_t owner, uint32_t total)
+{
+    memset(j, 0, sizeof(*j));
+    j->owner_uid = owner;
+    j->kind = BURST_KIND_MAP;
+    j->state = BURST_JOB_QUEUED;
+    j->total = total;
+    j->chunksize = 1;
+    j->backend = "local";
+    j->fn.kind = BURST_FN_EXEC;
+    j->fn.arg = "tr a-z A-Z";
+    j->reduce.kind = -1;
+    j->created_ms = 1000;
+}
+
+static uint64_t
+add_job(struct ledger *l, uint32_t owner, uint32_t nrows)
+{
+    struct ledger_job j;
+    job_fill(&j, owner, nrows);
+    assert_int_equal(ledger_begin(l), 0);
+    assert_int_equal(ledger_job_insert(l, &j, nrows), 0);
+    assert_int_equal(ledger_commit(l), 0);
+    assert_true(j.id > 0);
+    return j.id;
+}
+
+static struct ledger_task
+task(struct ledger *l, uint64_t job, uint32_t idx)
+{
+    struct ledger_task t;
+    assert_int_equal(ledger_task_get(l, job, idx, &t), 0);
+    return t;
+}
+
+static void
+end_one(struct ledger *l, uint64_t job, uint32_t idx, int state, int64_t retry_at,
+        size_t *applied)
+{
+    struct ledger_task_end e = {
+        .index = idx, .state = state, .exit_status = 1, .retry_at_ms = retry_at};
+    assert_int_equal(ledger_begin(l), 0);
+    assert_int_equal(ledger_tasks_end(l, job, &e, 1, 50, applied), 0);
+    assert_int_equal(ledger_commit(l), 0);
+}
+
+static void
+dispatch_one(struct ledger *l, uint64_t job, uint32_t idx, uint32_t *attempts)
+{
+    uint64_t d;
+    assert_int_equal(ledger_begin(l), 0);
+    assert_int_equal(ledger_next_dispatch(l, &d), 0);
+    assert_int_equal(ledger_tasks_dispatch(l, job, &idx, 1, d, 10, attempts), 0);
+    assert_int_equal(ledger_commit(l), 0);
+}
+
+/* ---- opening, persistence, transactions --------------------------------- */
+
+static void
+test_open_mode(void **state)
+{
+    struct fx *fx = *state;
+    struct stat sb;
+    assert_int_equal(stat(fx->path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    add_job(fx->l, 1, 3); /* makes the -wal file exist */
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+    assert_int_equal(stat(wal, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_false(ledger_in_txn(fx->l));
+}
+
+static void
+test_reopen_persists(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 7, 5);
+    uint64_t seq;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_event_append(fx->l, id, "abc", 3, &seq), 0);
+    assert_int_equal(ledger_quota_set(fx->l, 12), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    uint32_t attempts;
+    dispatch_one(fx->l, id, 2, &attempts);
+    end_one(fx->l, id, 2, BURST_TASK_SUCCEEDED, 0, NULL);
+
+    reopen(fx);
+    struct ledger_job j;
+    assert_int_equal(ledger_job_get(fx->l, id, &j), 0);
+    assert_int_equal(j.owner_uid, 7);
+    assert_int_equal(j.total, 5);
+    assert_int_equal(j.last_seq, 1);
+    ledger_job_free(&j);
+    uint32_t counts[BURST_TASK_NSTATES];
+    assert_int_equal(ledger_job_counts(fx->l, id, counts), 0);
+    assert_int_equal(counts[BURST_TASK_QUEUED], 4);
+    assert_int_equal(counts[BURST_TASK_SUCCEEDED], 1);
+    uint32_t q;
+    bool found;
+    assert_int_equal(ledger_quota_get(fx->l, &q, &found), 0);
+    assert_true(found);
+    assert_int_equal(q, 12);
+}
+
+static void
+test_transactions(void **state)
+{
+    struct fx *fx = *state;
+    assert_false(ledger_in_txn(fx->l));
+    assert_int_equal(ledger_commit(fx->l), 0); /* none open: no-op */
+    ledger_rollback(fx->l);                    /* none open: no-op */
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_true(ledger_in_txn(fx->l));
+    assert_int_equal(ledger_begin(fx->l), 0); /* already open: kept */
+    struct ledger_job j;
+    job_fill(&j, 1, 3);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 3), 0);
+    ledger_rollback(fx->l);
+    assert_false(ledger_in_txn(fx->l));
+    struct ledger_job got;
+    assert_int_equal(ledger_job_get(fx->l, j.id, &got), BURST_ENOJOB);
+}
+
+static int
+count_cb(void *arg, const struct ledger_job *job)
+{
+    (void)job;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* An admin's sqlite3 shell reading the ledger must not stop the daemon. */
+static void
+test_reader_does_not_block(void **state)
+{
+    struct fx *fx = *state;
+    add_job(fx->l, 1, 2);
+    sqlite3 *rd;
+    assert_int_equal(sqlite3_open_v2(fx->path, &rd, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM tasks;", NULL, NULL, NULL),
+        SQLITE_OK);
+    add_job(fx->l, 1, 2); /* commits while the reader holds its snapshot */
+    int n = 0;
+    assert_int_equal(ledger_jobs_foreach(fx->l, -1, false, count_cb, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(rd);
+}
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+static void
+test_job_roundtrip(void **state)
+{
+    struct fx *fx = *state;
+    struct ledger_job j = {
+        .owner_uid = 1234,
+        .kind = BURST_KIND_MAP_REDUCE,
+        .state = BURST_JOB_QUEUED,
+        .total = 9,
+        .chunksize = 3,
+        .retries = 2,
+        .timeout_ms = 60000,
+        .memory_mb = 512,
+        .cancel_on_disconnect = true,
+        .backend = "codeengine",
+        .name = "nightly \xc3\xa9t\xc3\xa9",
+        .error = NULL,
+        .fn = {.kind = BURST_FN_SO, .arg = "ab12cd", .symbol = "square"},
+        .reduce = {.kind = BURST_FN_EXEC, .arg = "wc -l", .symbol = NULL},
+        .created_ms = 1700000000123,
+        .started_ms = 0,
+        .finished_ms = 0,
+        .last_seq = 0,
+    };
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, j.total + 1), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+
+    struct ledger_job g;
+    assert_int_equal(ledger_job_get(fx->l, j.id, &g), 0);
+    assert_int_equal(g.id, j.id);
+    assert_int_equal(g.owner_uid, 1234);
+    assert_int_equal(g.kind, BURST_KIND_MAP_REDUCE);
+    assert_int_equal(g.state, BURST_JOB_QUEUED);
+    assert_int_equal(g.total, 9);
+    assert_int_equal(g.chunksize, 3);
+    assert_int_equal(g.retries, 2);
+    assert_int_equal(g.timeout_ms, 60000);
+    assert_int_equal(g.memory_mb, 512);
+    assert_true(g.cancel_on_disconnect);
+    assert_string_equal(g.backend, "codeengine");
+    assert_string_equal(g.name, "nightly \xc3\xa9t\xc3\xa9");
+    assert_null(g.error);
+    assert_int_equal(g.fn.kind, BURST_FN_SO);
+    assert_string_equal(g.fn.arg, "ab12cd");
+    assert_string_equal(g.fn.symbol, "square");
+    assert_int_equal(g.reduce.kind, BURST_FN_EXEC);
+    assert_string_equal(g.reduce.arg, "wc -l");
+    assert_null(g.reduce.symbol);
+    assert_int_equal(g.created_ms, 1700000000123);
+    assert_int_equal(g.started_ms, 0);
+    assert_int_equal(g.finished_ms, 0);
+    assert_int_equal(g.last_seq, 0);
+    ledger_job_free(&g);
+
+    /* Task rows 0..total, the reducer included, all queued with defaults. */
+    struct ledger_task t = task(fx->l, j.id, 9);
+    assert_int_equal(t.index, 9);
+    assert_int_equal(t.state, BURST_TASK_QUEUED);
+    assert_int_equal(t.attempts, 0);
+    assert_int_equal(t.exit_status, -1);
+    assert_int_equal(t.signal, 0);
+    assert_string_equal(t.reason, "");
+    assert_false(t.has_out);
+    assert_int_equal(t.dispatch, 0);
+    assert_int_equal(ledger_task_get(fx->l, j.id, 10, &t), BURST_ENOTASK);
+
+    /* Ids grow and are never handed out twice. */
+    uint64_t id2 = add_job(fx->l, 1, 0);
+    assert_true(id2 > j.id);
+}
+
+static void
+test_reserve_job_id(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t r1, r2, r0;
+    /* Reserved before any job exists. */
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_reserve_job_id(fx->l, &r1), 0);
+    assert_int_equal(ledger_reserve_job_id(fx->l, &r2), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(r1, 1);
+    assert_int_equal(r2, 2);
+
+    /* A job inserted under a reserved id keeps it; others skip past it. */
+    struct ledger_job j;
+    job_fill(&j, 1, 2);
+    j.id = r2;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 2), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(j.id, r2);
+    uint64_t fresh = add_job(fx->l, 1, 1);
+    assert_int_equal(fresh, 3);
+    job_fill(&j, 1, 2);
+    j.id = r1;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 2), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    struct ledger_job g;
+    assert_int_equal(ledger_job_get(fx->l, r1, &g), 0);
+    assert_int_equal(g.total, 2);
+    ledger_job_free(&g);
+
+    /* An id already in use is refused. */
+    job_fill(&j, 1, 1);
+    j.id = fresh;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 1), BURST_ELEDGER);
+    ledger_rollback(fx->l);
+
+    /* A rolled-back reservation is forgotten; a committed one never is. */
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_reserve_job_id(fx->l, &r0), 0);
+    assert_int_equal(r0, 4);
+    ledger_rollback(fx->l);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_reserve_job_id(fx->l, &r0), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(r0, 4);
+    reopen(fx);
+    assert_int_equal(add_job(fx->l, 1, 1), 5);
+}
+
+static void
+test_job_set_state(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 1);
+    struct ledger_job g;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_set_state(fx->l, id, BURST_JOB_RUNNING, NULL, 2000), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(ledger_job_get(fx->l, id, &g), 0);
+    assert_int_equal(g.state, BURST_JOB_RUNNING);
+    assert_int_equal(g.started_ms, 2000);
+    assert_int_equal(g.finished_ms, 0);
+    ledger_job_free(&g);
+
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(
+        ledger_job_set_state(fx->l, id, BURST_JOB_FAILED, "task 0 failed", 3000), 0);
+    /* A later call without an error keeps the recorded one and end time. */
+    assert_int_equal(ledger_job_set_state(fx->l, id, BURST_JOB_FAILED, NULL, 4000), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(ledger_job_get(fx->l, id, &g), 0);
+    assert_int_equal(g.state, BURST_JOB_FAILED);
+    assert_int_equal(g.started_ms, 2000);
+    assert_int_equal(g.finished_ms, 3000);
+    assert_string_equal(g.error, "task 0 failed");
+    ledger_job_free(&g);
+
+    /* A job cancelled before it ran gets both times. */
+    uint64_t id2 = add_job(fx->l, 1, 1);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_set_state(fx->l, id2, BURST_JOB_CANCELLED, NULL, 5000),
+                     0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(ledger_job_get(fx->l, id2, &g), 0);
+    assert_int_equal(g.started_ms, 5000);
+    assert_int_equal(g.finished_ms, 5000);
+    ledger_job_free(&g);
+}
+
+static void
+test_counts(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 6);
+    uint32_t a;
+    dispatch_one(fx->l, id, 0, &a);
+    dispatch_one(fx->l, id, 1, &a);
+    dispatch_one(fx->l, id, 2, &a);
+    end_one(fx->l, id, 1, BURST_TASK_SUCCEEDED, 0, NULL);
+    end_one(fx->l, id, 2, BURST_TASK_RETRYING, 99, NULL);
+    uint32_t idx = 0;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_set_state(fx->l, id, &idx, 1, BURST_TASK_RUNNING, 20),
+                     0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+
+    uint32_t c[BURST_TASK_NSTATES];
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_QUEUED], 3);
+    assert_int_equal(c[BURST_TASK_DISPATCHED], 0);
+    assert_int_equal(c[BURST_TASK_RUNNING], 1);
+    assert_int_equal(c[BURST_TASK_SUCCEEDED], 1);
+    assert_int_equal(c[BURST_TASK_RETRYING], 1);
+    assert_int_equal(c[BURST_TASK_FAILED], 0);
+    assert_int_equal(c[BURST_TASK_CANCELLED], 0);
+    assert_int_equal(task(fx->l, id, 0).started_ms, 20);
+}
+
+struct jobs_seen {
+    uint64_t ids[16];
+    int n;
+    int stop_after;
+};
+
+static int
+jobs_cb(void *arg, const struct ledger_job *job)
+{
+    struct jobs_seen *s = arg;
+    assert_non_null(job->backend);
+    s->ids[s->n++] = job->id;
+    return s->stop_after != 0 && s->n == s->stop_after ? 42 : 0;
+}
+
+static void
+test_jobs_foreach(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t a = add_job(fx->l, 100, 1);
+    uint64_t b = add_job(fx->l, 200, 1);
+    uint64_t c = add_job(fx->l, 100, 1);
+    uint64_t d = add_job(fx->l, 100, 1);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_set_state(fx->l, c, BURST_JOB_SUCCEEDED, NULL, 1), 0);
+    assert_int_equal(ledger_job_set_state(fx->l, d, BURST_JOB_RUNNING, NULL, 1), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+
+    struct jobs_seen s = {0};
+    assert_int_equal(ledger_jobs_foreach(fx->l, -1, false, jobs_cb, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_int_equal(s.ids[0], a);
+    assert_int_equal(s.ids[1], b);
+    assert_int_equal(s.ids[2], c);
+    assert_int_equal(s.ids[3], d);
+
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_jobs_foreach(fx->l, -1, true, jobs_cb, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_int_equal(s.ids[2], d);
+
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_jobs_foreach(fx->l, 100, false, jobs_cb, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_int_equal(s.ids[0], a);
+    assert_int_equal(s.ids[1], c);
+
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_jobs_foreach(fx->l, 100, true, jobs_cb, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.ids[0], a);
+    assert_int_equal(s.ids[1], d);
+
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_jobs_foreach(fx->l, 300, false, jobs_cb, &s), 0);
+    assert_int_equal(s.n, 0);
+
+    memset(&s, 0, sizeof(s));
+    s.stop_after = 2;
+    assert_int_equal(ledger_jobs_foreach(fx->l, -1, false, jobs_cb, &s), 42);
+    assert_int_equal(s.n, 2);
+    /* The walk was closed properly: a new one starts from the beginning. */
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_jobs_foreach(fx->l, -1, false, jobs_cb, &s), 0);
+    assert_int_equal(s.n, 4);
+}
+
+struct nested {
+    struct ledger *l;
+    int inner_rc;
+    uint32_t queued;
+};
+
+static int
+nested_cb(void *arg, const struct ledger_job *job)
+{
+    struct nested *n = arg;
+    uint32_t c[BURST_TASK_NSTATES];
+    /* Other statements are fine inside a walk... */
+    assert_int_equal(ledger_job_counts(n->l, job->id, c), 0);
+    n->queued += c[BURST_TASK_QUEUED];
+    /* ...the walk's own statement is not. */
+    int dummy = 0;
+    n->inner_rc = ledger_jobs_foreach(n->l, -1, false, count_cb, &dummy);
+    return 0;
+}
+
+static void
+test_nested_walk(void **state)
+{
+    struct fx *fx = *state;
+    add_job(fx->l, 1, 4);
+    add_job(fx->l, 1, 5);
+    struct nested n = {.l = fx->l};
+    assert_int_equal(ledger_jobs_foreach(fx->l, -1, false, nested_cb, &n), 0);
+    assert_int_equal(n.inner_rc, BURST_EINTERNAL);
+    assert_int_equal(n.queued, 9);
+}
+
+/* ---- tasks --------------------------------------------------------------- */
+
+static void
+test_pending_order_and_limit(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 10);
+    uint32_t idx[16], n;
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 10, 0, 3, idx, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(idx[0], 0);
+    assert_int_equal(idx[1], 1);
+    assert_int_equal(idx[2], 2);
+
+    /* idx_limit holds back the reducer (or the rest of a job). */
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 2, 0, 16, idx, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 10, 0, 0, idx, &n), 0);
+    assert_int_equal(n, 0);
+
+    uint32_t take[] = {0, 1, 2, 5}, att[4];
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_dispatch(fx->l, id, take, 4, 1, 10, att), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 10, 0, 16, idx, &n), 0);
+    assert_int_equal(n, 6);
+    const uint32_t want[] = {3, 4, 6, 7, 8, 9};
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(idx[i], want[i]);
+}
+
+static void
+test_retrying(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 3);
+    uint32_t a, idx[8], n;
+    int64_t at;
+    bool found;
+    assert_int_equal(ledger_tasks_next_retry(fx->l, id, &at, &found), 0);
+    assert_false(found);
+
+    for (uint32_t i = 0; i < 3; i++)
+        dispatch_one(fx->l, id, i, &a);
+    end_one(fx->l, id, 1, BURST_TASK_RETRYING, 1000, NULL);
+    end_one(fx->l, id, 2, BURST_TASK_RETRYING, 700, NULL);
+    assert_int_equal(task(fx->l, id, 1).retry_at_ms, 1000);
+
+    assert_int_equal(ledger_tasks_next_retry(fx->l, id, &at, &found), 0);
+    assert_true(found);
+    assert_int_equal(at, 700);
+
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 3, 500, 8, idx, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 3, 700, 8, idx, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(idx[0], 2);
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 3, 1000, 8, idx, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(idx[0], 1);
+    assert_int_equal(idx[1], 2);
+
+    /* Once dispatched again a task is no longer waiting for its retry. */
+    dispatch_one(fx->l, id, 2, &a);
+    assert_int_equal(a, 2);
+    assert_int_equal(ledger_tasks_next_retry(fx->l, id, &at, &found), 0);
+    assert_true(found);
+    assert_int_equal(at, 1000);
+    dispatch_one(fx->l, id, 1, &a);
+    assert_int_equal(ledger_tasks_next_retry(fx->l, id, &at, &found), 0);
+    assert_false(found);
+}
+
+static void
+test_dispatch_attempts(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 4);
+    uint64_t d1, d2;
+    uint32_t idx[] = {0, 1, 2}, att[3];
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &d1), 0);
+    assert_int_equal(ledger_tasks_dispatch(fx->l, id, idx, 3, d1, 100, att), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(att[i], 1);
+    struct ledger_task t = task(fx->l, id, 1);
+    assert_int_equal(t.state, BURST_TASK_DISPATCHED);
+    assert_int_equal(t.dispatch, d1);
+    assert_int_equal(t.attempts, 1);
+    assert_int_equal(t.started_ms, 100);
+
+    /* A lost attempt handed back keeps its count; the next adds one. */
+    uint32_t back = 1;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_set_state(fx->l, id, &back, 1, BURST_TASK_QUEUED, 150),
+                     0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    t = task(fx->l, id, 1);
+    assert_int_equal(t.state, BURST_TASK_QUEUED);
+    assert_int_equal(t.attempts, 1);
+
+    end_one(fx->l, id, 2, BURST_TASK_SUCCEEDED, 0, NULL);
+    uint32_t again[] = {1, 2, 3, 77};
+    uint32_t att2[4];
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &d2), 0);
+    assert_true(d2 > d1);
+    assert_int_equal(ledger_tasks_dispatch(fx->l, id, again, 4, d2, 200, att2), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(att2[0], 2);
+    assert_int_equal(att2[1], 0); /* final: left alone */
+    assert_int_equal(att2[2], 1);
+    assert_int_equal(att2[3], 0); /* no such task */
+    t = task(fx->l, id, 2);
+    assert_int_equal(t.state, BURST_TASK_SUCCEEDED);
+    assert_int_equal(t.dispatch, d1);
+    assert_int_equal(task(fx->l, id, 1).dispatch, d2);
+}
+
+static void
+test_end_exactly_once(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 3);
+    uint32_t a;
+    for (uint32_t i = 0; i < 3; i++)
+        dispatch_one(fx->l, id, i, &a);
+
+    struct ledger_task_end ok = {.index = 0,
+                                 .state = BURST_TASK_SUCCEEDED,
+                                 .exit_status = 0,
+                                 .has_out = true,
+                                 .out_dispatch = 5,
+                                 .out_n = 2,
+                                 .res_off = 10,
+                                 .res_len = 20,
+                                 .log_off = 30,
+                                 .log_len = 40};
+    struct ledger_task_end batch[] = {
+        ok,
+        {.index = 1,
+         .state = BURST_TASK_FAILED,
+         .exit_status = -1,
+         .signal = 9,
+         .reason = "killed"},
+    };
+    size_t applied = 99;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_end(fx->l, id, batch, 2, 500, &applied), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(applied, 2);
+
+    struct ledger_task t = task(fx->l, id, 0);
+    assert_int_equal(t.state, BURST_TASK_SUCCEEDED);
+    assert_int_equal(t.exit_status, 0);
+    assert_true(t.has_out);
+    assert_int_equal(t.out_dispatch, 5);
+    assert_int_equal(t.out_n, 2);
+    assert_int_equal(t.res_off, 10);
+    assert_int_equal(t.res_len, 20);
+    assert_int_equal(t.log_off, 30);
+    assert_int_equal(t.log_len, 40);
+    assert_int_equal(t.finished_ms, 500);
+    t = task(fx->l, id, 1);
+    assert_int_equal(t.state, BURST_TASK_FAILED);
+    assert_int_equal(t.signal, 9);
+    assert_string_equal(t.reason, "killed");
+    assert_false(t.has_out);
+
+    /* A duplicate report of task 0 (another output, a different verdict)
+     * and a late one for task 1 change nothing; task 2 is new. */
+    struct ledger_task_end dup[] = {
+        {.index = 0,
+         .state = BURST_TASK_FAILED,
+         .exit_status = 3,
+         .has_out = true,
+         .out_dispatch = 6,
+         .res_len = 1},
+        {.index = 1, .state = BURST_TASK_SUCCEEDED},
+        {.index = 2, .state = BURST_TASK_TIMEOUT, .reason = ""},
+        {.index = 9, .state = BURST_TASK_SUCCEEDED}, /* no such task */
+    };
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_end(fx->l, id, dup, 4, 600, &applied), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(applied, 1);
+    t = task(fx->l, id, 0);
+    assert_int_equal(t.state, BURST_TASK_SUCCEEDED);
+    assert_int_equal(t.out_dispatch, 5);
+    assert_int_equal(t.res_len, 20);
+    assert_int_equal(t.finished_ms, 500);
+    assert_int_equal(task(fx->l, id, 1).state, BURST_TASK_FAILED);
+    assert_int_equal(task(fx->l, id, 2).state, BURST_TASK_TIMEOUT);
+    assert_string_equal(task(fx->l, id, 2).reason, "");
+
+    /* Nor do set_state and cancel touch a final task. */
+    uint32_t zero = 0;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(
+        ledger_tasks_set_state(fx->l, id, &zero, 1, BURST_TASK_CANCELLED, 700), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(task(fx->l, id, 0).state, BURST_TASK_SUCCEEDED);
+
+    /* A state that is not an end is refused before anything changes. */
+    struct ledger_task_end bad[] = {
+        {.index = 2, .state = BURST_TASK_SUCCEEDED},
+        {.index = 2, .state = BURST_TASK_RUNNING},
+    };
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_end(fx->l, id, bad, 2, 800, NULL), -EINVAL);
+    ledger_rollback(fx->l);
+}
+
+static void
+test_end_keeps_last_output_and_reason(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 1);
+    uint32_t a;
+    dispatch_one(fx->l, id, 0, &a);
+    struct ledger_task_end e = {.index = 0,
+                                .state = BURST_TASK_RETRYING,
+                                .exit_status = 2,
+                                .retry_at_ms = 900,
+                                .reason = "exit 2",
+                                .has_out = true,
+                                .out_dispatch = 1,
+                                .out_n = 0,
+                                .log_len = 7};
+    size_t applied;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_end(fx->l, id, &e, 1, 100, &applied), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(applied, 1);
+
+    /* The second attempt dies without output: the first one's log stays. */
+    dispatch_one(fx->l, id, 0, &a);
+    assert_int_equal(a, 2);
+    assert_int_equal(task(fx->l, id, 0).retry_at_ms, 0);
+    char longr[400];
+    /* 199 two-byte characters: the cut must land between two of them. */
+    for (int i = 0; i < 199; i++) {
+        longr[2 * i] = '\xc3';
+        longr[2 * i + 1] = '\xa9';
+    }
+    longr[398] = '\0';
+    struct ledger_task_end e2 = {.index = 0,
+                                 .state = BURST_TASK_FAILED,
+                                 .exit_status = -1,
+                                 .signal = 11,
+                                 .reason = longr};
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_end(fx->l, id, &e2, 1, 200, &applied), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    struct ledger_task t = task(fx->l, id, 0);
+    assert_int_equal(t.state, BURST_TASK_FAILED);
+    assert_int_equal(t.retry_at_ms, 0);
+    assert_true(t.has_out);
+    assert_int_equal(t.out_dispatch, 1);
+    assert_int_equal(t.log_len, 7);
+    size_t rl = strlen(t.reason);
+    assert_int_equal(rl, 158); /* 79 whole characters in 159 bytes */
+    assert_memory_equal(t.reason, longr, rl);
+}
+
+static void
+test_cancel_pending(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 5);
+    uint32_t a;
+    dispatch_one(fx->l, id, 1, &a); /* dispatched */
+    dispatch_one(fx->l, id, 2, &a);
+    end_one(fx->l, id, 2, BURST_TASK_RETRYING, 5000, NULL);
+    dispatch_one(fx->l, id, 3, &a);
+    end_one(fx->l, id, 3, BURST_TASK_SUCCEEDED, 0, NULL);
+
+    uint32_t n = 0;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_cancel_pending(fx->l, id, 777, &n), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(n, 3); /* 0, 4 (queued) and 2 (retrying) */
+    assert_int_equal(task(fx->l, id, 0).state, BURST_TASK_CANCELLED);
+    assert_int_equal(task(fx->l, id, 0).finished_ms, 777);
+    assert_int_equal(task(fx->l, id, 1).state, BURST_TASK_DISPATCHED);
+    assert_int_equal(task(fx->l, id, 2).state, BURST_TASK_CANCELLED);
+    assert_int_equal(task(fx->l, id, 3).state, BURST_TASK_SUCCEEDED);
+    assert_int_equal(task(fx->l, id, 4).state, BURST_TASK_CANCELLED);
+    uint32_t idx[4];
+    int64_t at;
+    bool found;
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 5, INT64_MAX, 4, idx, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ledger_tasks_next_retry(fx->l, id, &at, &found), 0);
+    assert_false(found);
+
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_cancel_pending(fx->l, id, 778, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+}
+
+struct seen_tasks {
+    uint64_t job[16];
+    uint32_t idx[16];
+    uint64_t dispatch[16];
+    int state[16];
+    int n;
+    int stop_after;
+};
+
+static int
+inflight_cb(void *arg, uint64_t job, const struct ledger_task *t)
+{
+    struct seen_tasks *s = arg;
+    s->job[s->n] = job;
+    s->idx[s->n] = t->index;
+    s->dispatch[s->n] = t->dispatch;
+    s->state[s->n] = t->state;
+    s->n++;
+    return s->stop_after != 0 && s->n == s->stop_after ? -5 : 0;
+}
+
+static void
+test_inflight(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t j1 = add_job(fx->l, 1, 6);
+    uint64_t j2 = add_job(fx->l, 2, 3);
+    uint32_t att[3];
+    uint32_t first[] = {4, 5}, second[] = {0, 1}, other[] = {2};
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_dispatch(fx->l, j2, other, 1, 1, 1, att), 0);
+    assert_int_equal(ledger_tasks_dispatch(fx->l, j1, first, 2, 2, 1, att), 0);
+    assert_int_equal(ledger_tasks_dispatch(fx->l, j1, second, 2, 3, 1, att), 0);
+    assert_int_equal(
+        ledger_tasks_set_state(fx->l, j1, &first[1], 1, BURST_TASK_RUNNING, 2), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    end_one(fx->l, j1, 0, BURST_TASK_SUCCEEDED, 0, NULL);
+
+    struct seen_tasks s = {0};
+    assert_int_equal(ledger_tasks_inflight(fx->l, inflight_cb, &s), 0);
+    assert_int_equal(s.n, 4);
+    /* (job, dispatch, index) order. */
+    assert_int_equal(s.job[0], j1);
+    assert_int_equal(s.dispatch[0], 2);
+    assert_int_equal(s.idx[0], 4);
+    assert_int_equal(s.state[0], BURST_TASK_DISPATCHED);
+    assert_int_equal(s.idx[1], 5);
+    assert_int_equal(s.state[1], BURST_TASK_RUNNING);
+    assert_int_equal(s.dispatch[2], 3);
+    assert_int_equal(s.idx[2], 1);
+    assert_int_equal(s.job[3], j2);
+    assert_int_equal(s.idx[3], 2);
+
+    memset(&s, 0, sizeof(s));
+    s.stop_after = 1;
+    assert_int_equal(ledger_tasks_inflight(fx->l, inflight_cb, &s), -5);
+    assert_int_equal(s.n, 1);
+}
+
+static int
+tasks_cb(void *arg, const struct ledger_task *t)
+{
+    struct seen_tasks *s = arg;
+    s->idx[s->n] = t->index;
+    s->state[s->n] = t->state;
+    s->n++;
+    return 0;
+}
+
+static void
+test_tasks_foreach(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 8);
+    uint32_t a;
+    dispatch_one(fx->l, id, 3, &a);
+    end_one(fx->l, id, 3, BURST_TASK_FAILED, 0, NULL);
+    dispatch_one(fx->l, id, 6, &a);
+    end_one(fx->l, id, 6, BURST_TASK_FAILED, 0, NULL);
+
+    struct seen_tasks s = {0};
+    assert_int_equal(ledger_tasks_foreach(fx->l, id, -1, 0, 0, tasks_cb, &s), 0);
+    assert_int_equal(s.n, 8);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(s.idx[i], i);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_tasks_foreach(fx->l, id, -1, 5, 2, tasks_cb, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.idx[0], 5);
+    assert_int_equal(s.idx[1], 6);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(
+        ledger_tasks_foreach(fx->l, id, BURST_TASK_FAILED, 0, 0, tasks_cb, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.idx[0], 3);
+    assert_int_equal(s.idx[1], 6);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(
+        ledger_tasks_foreach(fx->l, id, BURST_TASK_FAILED, 4, 0, tasks_cb, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.idx[0], 6);
+}
+
+/* ---- events -------------------------------------------------------------- */
+
+struct seen_events {
+    uint64_t seq[16];
+    char body[16][16];
+    size_t len[16];
+    int n;
+};
+
+static int
+events_cb(void *arg, uint64_t seq, const void *body, size_t len)
+{
+    struct seen_events *s = arg;
+    assert_true(len < sizeof(s->body[0]));
+    s->seq[s->n] = seq;
+    if (len > 0)
+        memcpy(s->body[s->n], body, len);
+    s->len[s->n] = len;
+    s->n++;
+    return 0;
+}
+
+static void
+test_events(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 1);
+    uint64_t other = add_job(fx->l, 1, 1);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    for (int i = 1; i <= 5; i++) {
+        char b[16];
+        int n = snprintf(b, sizeof(b), "ev%d", i);
+        uint64_t seq = 0;
+        assert_int_equal(ledger_event_append(fx->l, id, b, (size_t)n, &seq), 0);
+        assert_int_equal(seq, (uint64_t)i);
+    }
+    uint64_t seq = 0;
+    assert_int_equal(ledger_event_append(fx->l, other, "x", 1, &seq), 0);
+    assert_int_equal(seq, 1); /* numbered per job */
+    assert_int_equal(ledger_event_append(fx->l, id, NULL, 0, &seq), 0);
+    assert_int_equal(seq, 6);
+    assert_int_equal(ledger_commit(fx->l), 0);
+
+    struct seen_events s = {0};
+    assert_int_equal(ledger_events_since(fx->l, id, 0, 0, events_cb, &s), 0);
+    assert_int_equal(s.n, 6);
+    for (int i = 0; i < 5; i++) {
+        char b[16];
+        snprintf(b, sizeof(b), "ev%d", i + 1);
+        assert_int_equal(s.seq[i], i + 1);
+        assert_int_equal(s.len[i], strlen(b));
+        assert_memory_equal(s.body[i], b, s.len[i]);
+    }
+    assert_int_equal(s.len[5], 0);
+
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_events_since(fx->l, id, 2, 0, events_cb, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_int_equal(s.seq[0], 3);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_events_since(fx->l, id, 2, 2, events_cb, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.seq[0], 3);
+    assert_int_equal(s.seq[1], 4);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_events_since(fx->l, id, 6, 0, events_cb, &s), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(ledger_events_since(fx->l, id, UINT64_MAX, 0, events_cb, &s), 0);
+    assert_int_equal(s.n, 0);
+
+    struct ledger_job j;
+    assert_int_equal(ledger_job_get(fx->l, id, &j), 0);
+    assert_int_equal(j.last_seq, 6);
+    ledger_job_free(&j);
+}
+
+/* ---- settings ------------------------------------------------------------ */
+
+static void
+test_quota(void **state)
+{
+    struct fx *fx = *state;
+    uint32_t q = 5;
+    bool found = true;
+    assert_int_equal(ledger_quota_get(fx->l, &q, &found), 0);
+    assert_false(found);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_quota_set(fx->l, 42), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(ledger_quota_get(fx->l, &q, &found), 0);
+    assert_true(found);
+    assert_int_equal(q, 42);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_quota_set(fx->l, UINT32_MAX), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    reopen(fx);
+    assert_int_equal(ledger_quota_get(fx->l, &q, &found), 0);
+    assert_int_equal(q, UINT32_MAX);
+}
+
+static void
+test_next_dispatch_monotonic(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t d[3];
+    assert_int_equal(ledger_begin(fx->l), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ledger_next_dispatch(fx->l, &d[i]), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(d[0], 1); /* 0 is "never dispatched" */
+    assert_int_equal(d[1], 2);
+    assert_int_equal(d[2], 3);
+    reopen(fx);
+    uint64_t e;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &e), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(e, 4);
+}
+
+/* ---- unknown jobs ---------------------------------------------------------- */
+
+static int
+never_cb(void *arg, const struct ledger_task *t)
+{
+    (void)arg;
+    (void)t;
+    fail();
+    return 0;
+}
+
+static int
+never_ev_cb(void *arg, uint64_t seq, const void *body, size_t len)
+{
+    (void)arg;
+    (void)seq;
+    (void)body;
+    (void)len;
+    fail();
+    return 0;
+}
+
+static void
+test_unknown_job(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 1);
+    uint64_t bad = id + 100;
+    struct ledger_job j;
+    struct ledger_task t;
+    uint32_t c[BURST_TASK_NSTATES], idx[2], n;
+    int64_t at;
+    bool found;
+    uint64_t seq;
+    assert_int_equal(ledger_job_get(fx->l, bad, &j), BURST_ENOJOB);
+    assert_int_equal(ledger_job_counts(fx->l, bad, c), BURST_ENOJOB);
+    assert_int_equal(ledger_task_get(fx->l, bad, 0, &t), BURST_ENOJOB);
+    assert_int_equal(ledger_task_get(fx->l, id, 1, &t), BURST_ENOTASK);
+    assert_int_equal(ledger_tasks_foreach(fx->l, bad, -1, 0, 0, never_cb, NULL),
+                     BURST_ENOJOB);
+    assert_int_equal(ledger_tasks_pending(fx->l, bad, 10, 0, 2, idx, &n), BURST_ENOJOB);
+    assert_int_equal(ledger_tasks_next_retry(fx->l, bad, &at, &found), BURST_ENOJOB);
+    assert_int_equal(ledger_events_since(fx->l, bad, 0, 0, never_ev_cb, NULL),
+                     BURST_ENOJOB);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_set_state(fx->l, bad, BURST_JOB_RUNNING, NULL, 1),
+                     BURST_ENOJOB);
+    assert_int_equal(ledger_job_cancel_pending(fx->l, bad, 1, &n), BURST_ENOJOB);
+    assert_int_equal(ledger_event_append(fx->l, bad, "x", 1, &seq), BURST_ENOJOB);
+    ledger_rollback(fx->l);
+}
+
+/* ---- fault injection ------------------------------------------------------- */
+
+/* Both a missing ledger in a read-only directory and an existing read-only
+ * ledger must fail cleanly.  Returns 0 when both did. */
+static int
+readonly_opens(const char *dir)
+{
+    char path[160];
+    struct ledger *l = NULL;
+    snprintf(path, sizeof(path), "%s/ro/ledger.db", dir);
+    int rc = ledger_open(path, &l);
+    if (l != NULL || (rc != -EACCES && rc != BURST_ELEDGER))
+        return 1;
+    snprintf(path, sizeof(path), "%s/ro/new.db", dir);
+    rc = ledger_open(path, &l);
+    if (l != NULL || (rc != -EACCES && rc != BURST_ELEDGER))
+        return 2;
+    return 0;
+}
+
+static void
+test_fault_readonly(void **state)
+{
+    struct fx *fx = *state;
+    char ro[128], path[160];
+    snprintf(ro, sizeof(ro), "%s/ro", fx->dir);
+    assert_int_equal(mkdir(ro, 0700), 0);
+    snprintf(path, sizeof(path), "%s/ledger.db", ro);
+    struct ledger *l;
+    assert_int_equal(ledger_open(path, &l), 0);
+    ledger_close(l);
+    assert_int_equal(chmod(path, 0444), 0);
+    assert_int_equal(chmod(ro, 0555), 0);
+
+    if (geteuid() != 0) {
+        assert_int_equal(readonly_opens(fx->dir), 0);
+    } else {
+        /* root ignores permission bits: test as an unprivileged user. */
+        assert_int_equal(chmod(fx->dir, 0755), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            if (setgid(65534) != 0 || setuid(65534) != 0)
+                _exit(77);
+            _exit(readonly_opens(fx->dir));
+        }
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 77)
+            skip();
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    /* And a path whose directory does not exist. */
+    snprintf(path, sizeof(path), "%s/missing/ledger.db", fx->dir);
+    assert_int_equal(ledger_open(path, &l), -ENOENT);
+}
+
+static void
+write_file(const char *path, off_t off, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, data, len, off), (ssize_t)len);
+    close(fd);
+}
+
+static void
+test_fault_garbage_file(void **state)
+{
+    struct fx *fx = *state;
+    char path[160], junk[8192];
+    snprintf(path, sizeof(path), "%s/junk.db", fx->dir);
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (char)(i * 7 + 3);
+    write_file(path, 0, junk, sizeof(junk));
+    struct ledger *l = NULL;
+    assert_int_equal(ledger_open(path, &l), BURST_ELEDGER);
+    assert_null(l);
+}
+
+static void
+test_fault_damaged_pages(void **state)
+{
+    struct fx *fx = *state;
+    add_job(fx->l, 1, 20000);
+    add_job(fx->l, 1, 20000);
+    ledger_close(fx->l); /* checkpoints everything into the main file */
+    fx->l = NULL;
+    struct stat sb;
+    assert_int_equal(stat(fx->path, &sb), 0);
+    assert_true(sb.st_size > 64 * 1024);
+    size_t len = (size_t)sb.st_size / 3;
+    char *junk = malloc(len);
+    assert_non_null(junk);
+    memset(junk, 0x5a, len);
+    write_file(fx->path, sb.st_size / 3, junk, len);
+    free(junk);
+    assert_int_equal(ledger_open(fx->path, &fx->l), BURST_ELEDGER);
+    assert_null(fx->l);
+}
+
+static void
+test_fault_schema(void **state)
+{
+    struct fx *fx = *state;
+    ledger_close(fx->l);
+    fx->l = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), 0);
+    sqlite3_close(db);
+    assert_int_equal(ledger_open(fx->path, &fx->l), BURST_ELEDGER);
+
+    /* Some other application's database is not taken over either. */
+    char other[160];
+    snprintf(other, sizeof(other), "%s/other.db", fx->dir);
+    assert_int_equal(sqlite3_open(other, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), 0);
+    sqlite3_close(db);
+    struct ledger *l = NULL;
+    assert_int_equal(ledger_open(other, &l), BURST_ELEDGER);
+    assert_null(l);
+}
+
+static void
+test_fault_full(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 10);
+    uint64_t seq;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_event_append(fx->l, id, "hello", 5, &seq), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+
+    /* A cap below the current size holds the file where it is. */
+    assert_int_equal(ledger_set_max_size(fx->l, 1), 0);
+    struct ledger_job big;
+    job_fill(&big, 2, 200000);
+    int rc = ledger_begin(fx->l);
+    if (rc == 0) {
+        rc = ledger_job_insert(fx->l, &big, 200000);
+        if (rc == 0)
+            rc = ledger_commit(fx->l);
+    }
+    assert_int_equal(rc, BURST_ELEDGER);
+    ledger_rollback(fx->l);
+    assert_false(ledger_in_txn(fx->l));
+
+    /* Committed data is intact and readable. */
+    struct ledger_job j;
+    assert_int_equal(ledger_job_get(fx->l, id, &j), 0);
+    assert_int_equal(j.total, 10);
+    assert_int_equal(j.last_seq, 1);
+    ledger_job_free(&j);
+    int n = 0;
+    assert_int_equal(ledger_jobs_foreach(fx->l, -1, false, count_cb, &n), 0);
+    assert_int_equal(n, 1);
+    struct seen_events s = {0};
+    assert_int_equal(ledger_events_since(fx->l, id, 0, 0, events_cb, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_memory_equal(s.body[0], "hello", 5);
+
+    /* Small writes that fit the existing pages still work. */
+    uint32_t a;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_set_state(fx->l, id, BURST_JOB_RUNNING, NULL, 5), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    dispatch_one(fx->l, id, 0, &a);
+    end_one(fx->l, id, 0, BURST_TASK_SUCCEEDED, 0, NULL);
+    assert_int_equal(task(fx->l, id, 0).state, BURST_TASK_SUCCEEDED);
+
+    /* With room again, the large job goes in. */
+    assert_int_equal(ledger_set_max_size(fx->l, 0), 0);
+    uint64_t id2 = add_job(fx->l, 2, 200000);
+    uint32_t c[BURST_TASK_NSTATES];
+    assert_int_equal(ledger_job_counts(fx->l, id2, c), 0);
+    assert_int_equal(c[BURST_TASK_QUEUED], 200000);
+    reopen(fx);
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_SUCCEEDED], 1);
+    assert_int_equal(c[BURST_TASK_QUEUED], 9);
+}
+
+/* In a child: a COMMIT whose WAL write fails (file size limit) must return
+ * BURST_ELEDGER and leave no transaction open; the ledger then works on. */
+static int
+commit_failure_child(const char *path)
+{
+    struct ledger *l;
+    if (ledger_open(path, &l) != 0)
+        return 10;
+    uint64_t id = 0;
+    struct ledger_job j;
+    job_fill(&j, 1, 3);
+    if (ledger_begin(l) != 0 || ledger_job_insert(l, &j, 3) != 0 || ledger_commit(l) != 0)
+        return 11;
+    id = j.id;
+
+    char wal[160];
+    struct stat sb;
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    if (stat(wal, &sb) != 0)
+        return 12;
+    off_t limit = sb.st_size;
+    if (stat(path, &sb) != 0)
+        return 13;
+    if (sb.st_size > limit)
+        limit = sb.st_size;
+    struct rlimit old, lim;
+    if (getrlimit(RLIMIT_FSIZE, &old) != 0)
+        return 14;
+    lim = old;
+    lim.rlim_cur = (rlim_t)limit;
+    signal(SIGXFSZ, SIG_IGN);
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0)
+        return 15;
+
+    /* Small enough to stay in the page cache until COMMIT writes it. */
+    struct ledger_job k;
+    job_fill(&k, 1, 50);
+    if (ledger_begin(l) != 0 || ledger_job_insert(l, &k, 50) != 0)
+        return 16;
+    if (ledger_commit(l) != BURST_ELEDGER)
+        return 17;
+    if (ledger_in_txn(l))
+        return 18;
+    if (setrlimit(RLIMIT_FSIZE, &old) != 0)
+        return 19;
+
+    struct ledger_job g;
+    if (ledger_job_get(l, id, &g) != 0)
+        return 20;
+    ledger_job_free(&g);
+    if (ledger_begin(l) != 0 ||
+        ledger_job_set_state(l, id, BURST_JOB_RUNNING, NULL, 1) != 0 ||
+        ledger_commit(l) != 0)
+        return 21;
+    int n = 0;
+    if (ledger_jobs_foreach(l, -1, false, count_cb, &n) != 0 || n != 1)
+        return 22;
+    ledger_close(l);
+    return 0;
+}
+
+static void
+test_fault_commit_fails(void **state)
+{
+    struct fx *fx = *state;
+    ledger_close(fx->l);
+    fx->l = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(commit_failure_child(fx->path));
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* And the file is sound for the next daemon. */
+    assert_int_equal(ledger_open(fx->path, &fx->l), 0);
+    struct ledger_job g;
+    assert_int_equal(ledger_job_get(fx->l, 1, &g), 0);
+    assert_int_equal(g.state, BURST_JOB_RUNNING);
+    ledger_job_free(&g);
+    assert_int_equal(ledger_job_get(fx->l, 2, &g), BURST_ENOJOB);
+}
+
+/* ---- size ------------------------------------------------------------------ */
+
+static void
+test_large_insert(void **state)
+{
+    struct fx *fx = *state;
+    const uint32_t n = 200000;
+    uint64_t id = add_job(fx->l, 1, n + 1);
+    uint32_t c[BURST_TASK_NSTATES];
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_QUEUED], n + 1);
+    assert_int_equal(task(fx->l, id, n).index, n);
+    struct ledger_task t;
+    assert_int_equal(ledger_task_get(fx->l, id, n + 1, &t), BURST_ENOTASK);
+    uint32_t idx[4], got;
+    assert_int_equal(ledger_tasks_pending(fx->l, id, n, 0, 4, idx, &got), 0);
+    assert_int_equal(got, 4);
+    assert_int_equal(idx[3], 3);
+    /* A second job numbers its tasks from 0 again. */
+    uint64_t id2 = add_job(fx->l, 1, n);
+    assert_int_equal(ledger_job_counts(fx->l, id2, c), 0);
+    assert_int_equal(c[BURST_TASK_QUEUED], n);
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_QUEUED], n + 1);
+}
+
+int
+main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_open_mode),
+        T(test_reopen_persists),
+        T(test_transactions),
+        T(test_reader_does_not_block),
+        T(test_job_roundtrip),
+        T(test_reserve_job_id),
+        T(test_job_set_state),
+        T(test_counts),
+        T(test_jobs_foreach),
+        T(test_nested_walk),
+        T(test_pending_order_and_limit),
+        T(test_retrying),
+        T(test_dispatch_attempts),
+        T(test_end_exactly_once),
+        T(test_end_keeps_last_output_and_reason),
+        T(test_cancel_pending),
+        T(test_inflight),
+        T(test_tasks_foreach),
+        T(test_events),
+        T(test_quota),
+        T(test_next_dispatch_monotonic),
+        T(test_unknown_job),
+        T(test_fault_readonly),
+        T(test_fault_garbage_file),
+        T(test_fault_damaged_pages),
+        T(test_fault_schema),
+        T(test_fault_full),
+        T(test_fault_commit_fails),
+        T(test_large_insert),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

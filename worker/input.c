@@ -1,0 +1,205 @@
+/*
+ * worker/input.c - loading task inputs from storage (see run.h).
+ *
+ * A map task's input is [idx[i], idx[i+1]) of jobs/<job>/in.data, where idx
+ * is the little-endian uint64 array in jobs/<job>/in.idx (invoc.h).  Only
+ * the two index entries a task needs and its own bytes are read, with
+ * ranged reads, so a worker touches a small part of a large job's input.
+ * A reducer's input is the list of map results named by the manifest
+ * jobs/<job>/reduce.in, each a range of an output object.
+ *
+ * Everything read here is checked before use: an index entry pointing
+ * backwards, beyond the data or above RUN_INPUT_MAX fails the task with a
+ * reason, never the worker.
+ */
+#include "run.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INPUT_KEY_MAX 256
+
+struct input_src {
+    struct store *store;           /* borrowed */
+    const struct invoc_spec *spec; /* borrowed */
+    char data_key[INPUT_KEY_MAX];
+    char index_key[INPUT_KEY_MAX];
+    char manifest_key[INPUT_KEY_MAX];
+};
+
+int
+input_src_new(struct store *st, const struct invoc_spec *spec, struct input_src **out)
+{
+    struct input_src *src = calloc(1, sizeof(*src));
+    if (src == NULL)
+        return -ENOMEM;
+    src->store = st;
+    src->spec = spec;
+    if (invoc_key_input_data(src->data_key, sizeof(src->data_key), spec->job) != 0 ||
+        invoc_key_input_index(src->index_key, sizeof(src->index_key), spec->job) != 0 ||
+        invoc_key_reduce_manifest(src->manifest_key, sizeof(src->manifest_key),
+                                  spec->job) != 0) {
+        free(src); /* cannot happen: a uint64 job id fits */
+        return -ENAMETOOLONG;
+    }
+    *out = src;
+    return 0;
+}
+
+void
+input_src_free(struct input_src *src)
+{
+    free(src);
+}
+
+void
+input_release(struct run_input *in)
+{
+    if (in->parts != NULL) {
+        for (size_t i = 0; i < in->nparts; i++)
+            free(in->parts[i].iov_base);
+    }
+    free(in->parts);
+    memset(in, 0, sizeof(*in));
+}
+
+static int fail(int rc, char *reason, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Writes the reason and returns rc, so callers can `return fail(...)`. */
+static int
+fail(int rc, char *reason, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, size, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static uint64_t
+le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Reads exactly [off, off + len) of key into *data (malloc'ed; NULL when len
+ * is 0).  A short object is an error: -ENODATA. */
+static int
+read_exact(struct input_src *src, const char *key, uint64_t off, uint64_t len,
+           char **data, char *reason, size_t size)
+{
+    size_t got = 0;
+    *data = NULL;
+    if (len == 0)
+        return 0;
+    int rc = store_read(src->store, key, off, len, data, &got);
+    if (rc != 0)
+        return fail(rc, reason, size, "cannot read %s: %s", key, strerror(-rc));
+    if (got != len) {
+        free(*data);
+        *data = NULL;
+        return fail(-ENODATA, reason, size,
+                    "%s is truncated: %" PRIu64 " bytes at offset %" PRIu64
+                    " expected, %zu found",
+                    key, len, off, got);
+    }
+    return 0;
+}
+
+static int
+load_map(struct input_src *src, uint32_t task, struct run_input *in, char *reason,
+         size_t size)
+{
+    char *idx = NULL;
+    int rc = read_exact(src, src->index_key, (uint64_t)task * 8, 16, &idx, reason, size);
+    if (rc != 0)
+        return rc;
+    uint64_t a = le64((const unsigned char *)idx);
+    uint64_t b = le64((const unsigned char *)idx + 8);
+    free(idx);
+    if (b < a)
+        return fail(-EINVAL, reason, size, "bad input index for task %" PRIu32, task);
+    if (b - a > RUN_INPUT_MAX)
+        return fail(-EFBIG, reason, size,
+                    "input of task %" PRIu32 " is too large (%" PRIu64 " bytes)", task,
+                    b - a);
+    in->parts = calloc(1, sizeof(*in->parts));
+    if (in->parts == NULL)
+        return fail(-ENOMEM, reason, size, "out of memory");
+    in->nparts = 1;
+    char *data;
+    rc = read_exact(src, src->data_key, a, b - a, &data, reason, size);
+    if (rc != 0)
+        return rc;
+    in->parts[0].iov_base = data; /* owned by in */
+    in->parts[0].iov_len = (size_t)(b - a);
+    in->total = b - a;
+    return 0;
+}
+
+static int
+load_reduce(struct input_src *src, struct run_input *in, char *reason, size_t size)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    struct invoc_part *parts = NULL;
+    size_t n = 0;
+    int rc = store_read(src->store, src->manifest_key, 0, STORE_TO_END, &buf, &len);
+    if (rc != 0)
+        return fail(rc, reason, size, "cannot read %s: %s", src->manifest_key,
+                    strerror(-rc));
+    rc = invoc_manifest_decode(buf, len, &parts, &n);
+    free(buf);
+    if (rc != 0)
+        return fail(rc, reason, size, "%s is malformed", src->manifest_key);
+
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (parts[i].len > RUN_INPUT_MAX || parts[i].len > RUN_REDUCE_MAX - total) {
+            rc = fail(-EFBIG, reason, size, "reducer input is too large (part %zu)", i);
+            goto out;
+        }
+        total += parts[i].len;
+    }
+    in->parts = calloc(n ? n : 1, sizeof(*in->parts));
+    if (in->parts == NULL) {
+        rc = fail(-ENOMEM, reason, size, "out of memory");
+        goto out;
+    }
+    in->nparts = n;
+    for (size_t i = 0; i < n; i++) {
+        char *data;
+        rc = read_exact(src, parts[i].key, parts[i].off, parts[i].len, &data, reason,
+                        size);
+        if (rc != 0)
+            goto out;
+        in->parts[i].iov_base = data; /* owned by in */
+        in->parts[i].iov_len = (size_t)parts[i].len;
+    }
+    in->total = total;
+    rc = 0;
+out:
+    invoc_manifest_free(parts, n);
+    return rc;
+}
+
+int
+input_load(struct input_src *src, uint32_t task_index, struct run_input *in, char *reason,
+           size_t reason_size)
+{
+    memset(in, 0, sizeof(*in));
+    reason[0] = '\0';
+    int rc = src->spec->reduce ? load_reduce(src, in, reason, reason_size)
+                               : load_map(src, task_index, in, reason, reason_size);
+    if (rc != 0)
+        input_release(in);
+    return rc;
+}

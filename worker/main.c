@@ -1,0 +1,236 @@
+/*
+ * worker/main.c - burst-worker: runs one invocation of a dispatch.
+ *
+ * Everything it needs comes from its environment and storage (invoc.h), so
+ * the same binary runs under the local compute backend and inside a Code
+ * Engine container:
+ *
+ *   BURST_STORAGE  where storage is ("file:/abs/dir")
+ *   BURST_SPEC     the spec key ("jobs/<job>/spec/<dispatch>")
+ *   JOB_INDEX      which invocation of the spec to run (default 0)
+ *
+ * It reads the spec, runs the invocation's tasks in order (run_exec.c or
+ * run_so.c) and writes one output object, jobs/<job>/out/<dispatch>.<n>,
+ * atomically.  On SIGTERM or SIGINT it kills the task in flight and writes
+ * the output with the tasks finished so far.
+ *
+ * Exit status: 0 when the output object was written, whatever became of the
+ * tasks; otherwise, with a message on stderr,
+ *   2  bad environment (a variable missing or malformed, unknown storage)
+ *   3  the spec could not be read or is malformed
+ *   4  the output object could not be written
+ *   5  out of memory or another internal failure before any task ran
+ */
+#include "burst_config.h"
+#include "run.h"
+
+#include <burst.h>
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    EXIT_ENV = 2,
+    EXIT_SPEC = 3,
+    EXIT_OUTPUT = 4,
+    EXIT_INTERNAL = 5,
+};
+
+/* Pipes and files we open must never land on 0, 1 or 2: the children dup2
+ * onto those numbers.  A worker started with one of them closed gets
+ * /dev/null there. */
+static int
+std_fds_open(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0)
+            continue;
+        int n = open("/dev/null", O_RDWR);
+        if (n < 0)
+            return -errno;
+        if (n != fd)
+            return -EBADF; /* cannot happen: open takes the lowest free fd */
+    }
+    return 0;
+}
+
+/* Parses JOB_INDEX: unset or empty means 0; anything but a decimal uint32
+ * is an error. */
+static int
+parse_job_index(const char *s, uint32_t *out)
+{
+    if (s == NULL || s[0] == '\0') {
+        *out = 0;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        v = v * 10 + (uint64_t)(*p - '0');
+        if (v > UINT32_MAX)
+            return -ERANGE;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* run_ctx.done: every finished task goes straight into the output. */
+static int
+add_result(void *arg, const struct invoc_result *r)
+{
+    struct invoc_out_writer *w = arg;
+    int rc = invoc_out_writer_add(w, r);
+    if (rc != 0)
+        warnx("cannot record task %" PRIu32 ": %s", r->index, strerror(-rc));
+    return rc;
+}
+
+/* Reads and decodes the spec; exits on failure. */
+static int
+load_spec(struct store *st, const char *key, struct invoc_spec *spec)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = store_read(st, key, 0, STORE_TO_END, &buf, &len);
+    if (rc != 0) {
+        warnx("cannot read spec %s: %s", key, strerror(-rc));
+        return rc;
+    }
+    rc = invoc_spec_decode(buf, len, spec);
+    free(buf);
+    if (rc == -ENOMEM)
+        warnx("cannot decode spec %s: out of memory", key);
+    else if (rc != 0)
+        warnx("spec %s is malformed", key);
+    return rc;
+}
+
+/* Finishes the output and writes it; returns 0 or the failure. */
+static int
+write_output(struct store *st, const struct invoc_spec *spec, uint32_t inv,
+             struct invoc_out_writer *w)
+{
+    char key[256];
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = invoc_key_output(key, sizeof(key), spec->job, spec->dispatch, inv);
+    if (rc == 0)
+        rc = invoc_out_writer_finish(w, &buf, &len);
+    if (rc != 0) {
+        warnx("cannot build the output object: %s", strerror(-rc));
+        return rc;
+    }
+    struct iovec iov = {buf, len};
+    rc = store_put(st, key, &iov, 1);
+    if (rc != 0)
+        warnx("cannot write output %s: %s", key, strerror(-rc));
+    free(buf);
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc > 1) {
+        if (strcmp(argv[1], "--version") == 0) {
+            printf("burst-worker %s\n", BURST_VERSION);
+            return 0;
+        }
+        fprintf(stderr, "usage: burst-worker (configured by BURST_STORAGE, BURST_SPEC "
+                        "and JOB_INDEX in the environment)\n");
+        return EXIT_ENV;
+    }
+    if (std_fds_open() != 0 || run_signals_init() != 0) {
+        warn("cannot set up the process");
+        return EXIT_INTERNAL;
+    }
+
+    const char *url = getenv("BURST_STORAGE");
+    const char *spec_key = getenv("BURST_SPEC");
+    const char *job_index = getenv("JOB_INDEX");
+    uint32_t inv;
+    if (url == NULL || url[0] == '\0') {
+        warnx("BURST_STORAGE is not set");
+        return EXIT_ENV;
+    }
+    if (spec_key == NULL || !store_key_valid(spec_key)) {
+        warnx(spec_key == NULL ? "BURST_SPEC is not set"
+                               : "BURST_SPEC is not a valid key");
+        return EXIT_ENV;
+    }
+    if (parse_job_index(job_index, &inv) != 0) {
+        warnx("JOB_INDEX is not a number: %s", job_index);
+        return EXIT_ENV;
+    }
+
+    int status = EXIT_INTERNAL;
+    struct store *st = NULL;
+    struct invoc_spec spec;
+    struct input_src *src = NULL;
+    struct invoc_out_writer *w = NULL;
+    memset(&spec, 0, sizeof(spec));
+
+    int rc = store_open(url, &st);
+    if (rc != 0) {
+        const char *why = strerror(-rc);
+        if (rc == -EPROTONOSUPPORT || rc == -EINVAL)
+            why = "expected file:/absolute/dir";
+        warnx("cannot open storage %s: %s", url, why);
+        return EXIT_ENV;
+    }
+    rc = load_spec(st, spec_key, &spec);
+    if (rc != 0) {
+        status = rc == -ENOMEM ? EXIT_INTERNAL : EXIT_SPEC;
+        goto out_store;
+    }
+    if (inv >= spec.ninvocations) {
+        warnx("JOB_INDEX %" PRIu32 " is out of range: spec %s has %" PRIu32
+              " invocations",
+              inv, spec_key, spec.ninvocations);
+        status = EXIT_ENV;
+        goto out_spec;
+    }
+    if (spec.reduce && spec.ntasks[inv] != 1) {
+        warnx("spec %s is malformed: a reduce invocation has exactly one task", spec_key);
+        status = EXIT_SPEC;
+        goto out_spec;
+    }
+    if (input_src_new(st, &spec, &src) != 0 ||
+        invoc_out_writer_new(spec.job, spec.dispatch, inv, &w) != 0) {
+        warnx("out of memory");
+        goto out_writer;
+    }
+
+    struct run_ctx ctx = {
+        .spec = &spec,
+        .tasks = spec.tasks[inv],
+        .ntasks = spec.ntasks[inv],
+        .input = src,
+        .store = st,
+        .done = add_result,
+        .arg = w,
+    };
+    rc = spec.fn_kind == BURST_FN_SO ? run_so(&ctx) : run_exec(&ctx);
+    /* A failure to record a task leaves the writer as it was: the tasks
+     * recorded so far are still worth writing, the rest count as lost. */
+    if (rc != 0)
+        warnx("stopped early; the tasks not in the output did not finish");
+    if (run_stop_requested())
+        warnx("stopped by a signal; writing the tasks finished so far");
+    status = write_output(st, &spec, inv, w) == 0 ? 0 : EXIT_OUTPUT;
+
+out_writer:
+    invoc_out_writer_free(w);
+    input_src_free(src);
+out_spec:
+    invoc_spec_free(&spec);
+out_store:
+    store_close(st);
+    return status;
+}

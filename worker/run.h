@@ -1,0 +1,125 @@
+/*
+ * worker/run.h - private declarations shared by burst-worker's files.
+ *
+ * The flow (main.c): read the spec, then hand the invocation's tasks to the
+ * runner of the function's kind (run_exec.c: a shell command per task;
+ * run_so.c: a C function called in an executor child), which loads each
+ * task's input (input.c) and reports each finished task, in order, through
+ * run_ctx.done.  run.c holds what both runners need: signal handling,
+ * waiting with a deadline, and turning a wait status into a task status.
+ */
+#ifndef BURST_WORKER_RUN_H
+#define BURST_WORKER_RUN_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "invoc.h"
+#include "store.h"
+
+/* A task's result above this fails the task (INVOC_ERROR "result too large"). */
+#define RUN_RESULT_MAX (1024u * 1024u * 1024u)
+/* A single task input (or reducer part) above this is refused. */
+#define RUN_INPUT_MAX (1024ull * 1024u * 1024u)
+/* All reducer parts together. */
+#define RUN_REDUCE_MAX (4ull * 1024u * 1024u * 1024u)
+/* Room for a reason text, NUL included. */
+#define RUN_REASON_MAX 1024
+/* How long to keep draining a task's pipes after its process ended and its
+ * process group was killed: only a process that left the group can still
+ * hold them open, and we do not wait for it. */
+#define RUN_DRAIN_GRACE_MS 1000
+
+/* ---- task inputs (input.c) --------------------------------------------------- */
+
+/* One task's input: a map task has one part, a reducer one per map result. */
+struct run_input {
+    struct iovec *parts; /* owned, and so is every parts[i].iov_base */
+    size_t nparts;
+    uint64_t total; /* sum of the parts' lengths */
+};
+
+struct input_src;
+
+/* Prepares to read the inputs of spec's job from st (both borrowed, and must
+ * outlive the source).  Returns 0 or -ENOMEM; *out is freed with
+ * input_src_free. */
+int input_src_new(struct store *st, const struct invoc_spec *spec,
+                  struct input_src **out);
+void input_src_free(struct input_src *src);
+
+/*
+ * Loads the input of task task_index (for a reduce spec: the manifest's parts)
+ * with ranged reads.  Returns 0 and fills *in (release with input_release),
+ * or a negative code with a sentence for the task's reason in reason.
+ */
+int input_load(struct input_src *src, uint32_t task_index, struct run_input *in,
+               char *reason, size_t reason_size);
+void input_release(struct run_input *in);
+
+/* ---- running an invocation (run_exec.c, run_so.c) ----------------------------- */
+
+struct run_ctx {
+    const struct invoc_spec *spec;  /* borrowed */
+    const struct invoc_task *tasks; /* borrowed: the invocation's tasks, in order */
+    uint32_t ntasks;
+    struct input_src *input; /* borrowed */
+    struct store *store;     /* borrowed: the so runner fetches its library */
+    /* Called once for every task that ended, in execution order.  r and all
+     * it points to are borrowed for the duration of the call.  A non-zero
+     * return stops the run, and the runner returns that value. */
+    int (*done)(void *arg, const struct invoc_result *r);
+    void *arg;
+};
+
+/*
+ * Run every task of ctx in order and report each through ctx->done.  A task
+ * that cannot even be started is reported with INVOC_ERROR, so these return
+ * 0 both when all tasks ran and when a stop was requested (SIGTERM: the task
+ * in flight is killed and not reported).  A negative return is what done
+ * returned.
+ */
+int run_exec(const struct run_ctx *ctx);
+int run_so(const struct run_ctx *ctx);
+
+/* ---- shared plumbing (run.c) ---------------------------------------------------- */
+
+/* Blocks SIGTERM, SIGINT and SIGCHLD everywhere but inside run_poll, where
+ * they interrupt the wait; ignores SIGPIPE.  Call once, first thing. */
+int run_signals_init(void);
+/* True once SIGTERM or SIGINT arrived. */
+bool run_stop_requested(void);
+/* In a freshly forked child: default dispositions, nothing blocked, and
+ * SIGKILL when the worker dies.  crash_defaults also restores the default
+ * action of the crash signals (undoing any handler a sanitizer installed) so
+ * that a crash is seen as the signal it is. */
+void run_child_setup(pid_t parent, bool crash_defaults);
+
+/* Milliseconds on the monotonic clock. */
+int64_t run_now_ms(void);
+/* now + ms, or -1 (no deadline) for 0 or an absurdly large ms. */
+int64_t run_deadline(uint64_t ms);
+/* ppoll until an fd is ready, a signal arrives or deadline_ms passes (-1: no
+ * deadline).  revents are cleared first.  Returns ppoll's count, 0 on signal
+ * or deadline, or -errno. */
+int run_poll(struct pollfd *fds, nfds_t nfds, int64_t deadline_ms);
+
+/* If child pid has ended: kills what is left of its process group (while
+ * the zombie still pins the group id), reaps it, stores its wait status in
+ * *wstatus and returns 1.  Returns 0 while it runs.  block: wait for it. */
+int run_reap(pid_t pid, bool block, int *wstatus);
+
+/* Fills r->status, exit_status and signal from a wait status, and writes
+ * the reason ("exit status 3", "killed by signal 11 (Segmentation fault)"). */
+void run_describe_wait(int wstatus, struct invoc_result *r, char *reason, size_t size);
+
+/* Writes all len bytes to fd, blocking.  Returns 0 or -errno. */
+int run_write_all(int fd, const void *data, size_t len);
+/* Marks fd non-blocking.  Returns 0 or -errno. */
+int run_set_nonblock(int fd);
+
+#endif /* BURST_WORKER_RUN_H */
