@@ -151,6 +151,12 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
     if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 || dup2(logfd, STDOUT_FILENO) < 0 ||
         dup2(logfd, STDERR_FILENO) < 0)
         _exit(4);
+    /* A crash in the user's function must end this process by its signal,
+     * so the parent can report it: drop any handler inherited from the
+     * worker (a sanitizer's, for one) that would turn it into an exit. */
+    static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP};
+    for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++)
+        signal(fatal_signals[i], SIG_DFL);
     if (ctx->spec->memory_mb > 0) {
         rlim_t lim = (rlim_t)ctx->spec->memory_mb * 1024u * 1024u;
         struct rlimit rl = {lim, lim};

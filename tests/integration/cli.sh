@@ -27,6 +27,9 @@ cleanup() {
     rm -rf "$D"
 }
 trap cleanup EXIT
+# A signal ends the script through exit, so the EXIT trap stops burstd.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 "$BURSTD" --socket "$S" --state-dir "$D/state" >"$D/burstd.log" 2>&1 &
 DAEMON_PID=$!

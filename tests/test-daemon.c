@@ -1,0 +1,603 @@
+/*
+ * tests/test-daemon.c - a live burstd against hostile and broken input.
+ *
+ * Starts the real daemon on a temporary socket and state dir, throws a table
+ * of bad frames at it (each must get the documented error, and either keep
+ * the connection usable or drop it), checks start-up errors and a clean
+ * SIGTERM, and proves after every abuse that another client is still served
+ * correctly through libburst.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <msgpack.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "burst.h"
+#include "frame.h"
+#include "msg.h"
+
+struct daemon {
+    char dir[64];
+    char sock[128];
+    pid_t pid;
+};
+
+static struct daemon D;
+
+static void
+sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Starts burstd with extra config lines; waits for its socket. */
+static void
+daemon_start(struct daemon *d, const char *config)
+{
+    snprintf(d->dir, sizeof(d->dir), "/tmp/burst-test-daemon.XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    snprintf(d->sock, sizeof(d->sock), "%s/burst.sock", d->dir);
+    char cfg[128], state[128], log[128];
+    snprintf(cfg, sizeof(cfg), "%s/burstd.conf", d->dir);
+    snprintf(state, sizeof(state), "%s/state", d->dir);
+    snprintf(log, sizeof(log), "%s/burstd.log", d->dir);
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fputs(config ? config : "", f);
+    fclose(f);
+    const char *burstd = getenv("BURSTD");
+    assert_non_null(burstd);
+    d->pid = fork();
+    assert_true(d->pid >= 0);
+    if (d->pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0)
+            dup2(fd, 2);
+        execl(burstd, "burstd", "--socket", d->sock, "--state-dir", state, "--config", cfg,
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 600; i++) {
+        struct stat st;
+        if (stat(d->sock, &st) == 0)
+            return;
+        int status;
+        assert_int_equal(waitpid(d->pid, &status, WNOHANG), 0);
+        sleep_ms(50);
+    }
+    fail_msg("burstd did not create its socket");
+}
+
+/* SIGTERM, and the daemon must exit 0 by itself. */
+static void
+daemon_stop(struct daemon *d)
+{
+    assert_int_equal(kill(d->pid, SIGTERM), 0);
+    int status = 0;
+    for (int i = 0; i < 600; i++) {
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+        if (r == d->pid)
+            break;
+        sleep_ms(50);
+        if (i == 599) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &status, 0);
+            fail_msg("burstd did not stop on SIGTERM");
+        }
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    struct stat st;
+    assert_int_not_equal(stat(d->sock, &st), 0); /* socket removed */
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static int
+raw_connect(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(path) < sizeof(sa.sun_path));
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+static void
+write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return; /* the daemon may already have dropped us */
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Reads one frame; returns its payload length, or -1 at EOF / timeout. */
+static ssize_t
+read_frame(int fd, char **payload)
+{
+    char hdr[4];
+    size_t got = 0;
+    while (got < 4) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 20000) <= 0)
+            return -1;
+        ssize_t n = read(fd, hdr + got, 4 - got);
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    uint32_t len = ((uint32_t)(unsigned char)hdr[0] << 24) |
+                   ((uint32_t)(unsigned char)hdr[1] << 16) |
+                   ((uint32_t)(unsigned char)hdr[2] << 8) | (unsigned char)hdr[3];
+    char *buf = malloc(len ? len : 1);
+    assert_non_null(buf);
+    got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n <= 0) {
+            free(buf);
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    *payload = buf;
+    return (ssize_t)len;
+}
+
+/* The error code of the next reply (0 if it was ok), or 1 at EOF. */
+static int
+reply_code(int fd, enum proto_op op, char *msg, size_t msgsize)
+{
+    char *payload;
+    ssize_t len = read_frame(fd, &payload);
+    if (len < 0)
+        return 1;
+    struct proto_limits lim;
+    proto_limits_default(&lim);
+    struct proto_reply rep;
+    int rc = proto_decode_reply(payload, (size_t)len, op, &lim, &rep);
+    assert_int_equal(rc, 0);
+    int code = rep.ok ? 0 : rep.u.error.code;
+    if (!rep.ok && msg != NULL)
+        proto_str_copy(msg, msgsize, rep.u.error.message);
+    proto_reply_free(&rep);
+    free(payload);
+    return code;
+}
+
+/* True when the daemon closed the connection (EOF within the timeout). */
+static bool
+is_closed(int fd)
+{
+    char c;
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 20000) <= 0)
+        return false;
+    return read(fd, &c, 1) == 0;
+}
+
+static void
+send_payload(int fd, const char *payload, size_t len)
+{
+    char hdr[4];
+    frame_put_header(hdr, (uint32_t)len);
+    write_all(fd, hdr, 4);
+    write_all(fd, payload, len);
+}
+
+static void
+send_hello(int fd)
+{
+    struct proto_buf b;
+    proto_buf_init(&b);
+    struct proto_request req = {.op = PROTO_OP_HELLO, .id = 1};
+    req.u.hello.version = PROTO_VERSION;
+    req.u.hello.client = proto_str_c("test-daemon");
+    assert_int_equal(proto_encode_request(&b, &req), 0);
+    write_all(fd, b.data, b.len);
+    proto_buf_free(&b);
+    assert_int_equal(reply_code(fd, PROTO_OP_HELLO, NULL, 0), 0);
+}
+
+/* A payload built with the msgpack packer: {"op": op, "id": 9, extra...} */
+static void
+pack_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* The proof after each abuse: a fresh client still gets correct work done. */
+static void
+still_serves(void)
+{
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "tr a-z A-Z"};
+    burst_bytes in[2] = {{"ab\n", 3}, {"cd\n", 3}};
+    burst_opts opts = BURST_OPTS_INIT;
+    burst_bytes *out = NULL;
+    assert_int_equal(burst_map(c, &fn, in, 2, &opts, &out), 0);
+    assert_int_equal(out[0].len, 3);
+    assert_memory_equal(out[0].data, "AB\n", 3);
+    assert_memory_equal(out[1].data, "CD\n", 3);
+    burst_free_results(out, 2);
+    burst_close(c);
+}
+
+static int
+group_setup(void **state)
+{
+    (void)state;
+    daemon_start(&D, "idle_timeout_ms = 500\nlimits.max_frame = 65536\n");
+    return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+    (void)state;
+    daemon_stop(&D);
+    return 0;
+}
+
+/* ---- frame-level abuse: error, then the connection is dropped ---- */
+
+static void
+test_oversized_frame(void **state)
+{
+    (void)state;
+    int fd = raw_connect(D.sock);
+    char hdr[4];
+    frame_put_header(hdr, 1u << 30); /* 1 GiB announced: refused at once */
+    write_all(fd, hdr, 4);
+    char msg[256] = "";
+    assert_int_equal(reply_code(fd, PROTO_OP_HELLO, msg, sizeof(msg)), BURST_ETOOBIG);
+    assert_non_null(strstr(msg, "limit"));
+    assert_true(is_closed(fd));
+    close(fd);
+    still_serves();
+}
+
+static void
+test_zero_frame(void **state)
+{
+    (void)state;
+    int fd = raw_connect(D.sock);
+    char hdr[4] = {0, 0, 0, 0};
+    write_all(fd, hdr, 4);
+    assert_int_equal(reply_code(fd, PROTO_OP_HELLO, NULL, 0), BURST_EPROTO);
+    assert_true(is_closed(fd));
+    close(fd);
+    still_serves();
+}
+
+static void
+test_garbage(void **state)
+{
+    (void)state;
+    /* Not msgpack at all, a truncated map, and a map inside an array. */
+    const char *payloads[] = {"\xc1\xc1\xc1 garbage", "\x82\xa2op", "\x91\x80"};
+    size_t lens[] = {11, 4, 2};
+    for (int i = 0; i < 3; i++) {
+        int fd = raw_connect(D.sock);
+        send_payload(fd, payloads[i], lens[i]);
+        assert_int_equal(reply_code(fd, PROTO_OP_HELLO, NULL, 0), BURST_EPROTO);
+        assert_true(is_closed(fd));
+        close(fd);
+    }
+    still_serves();
+}
+
+static void
+test_random_bytes(void **state)
+{
+    (void)state;
+    srandom(42);
+    for (int i = 0; i < 50; i++) {
+        int fd = raw_connect(D.sock);
+        char buf[300];
+        for (size_t k = 0; k < sizeof(buf); k++)
+            buf[k] = (char)random();
+        size_t n = 1 + (size_t)random() % sizeof(buf);
+        write_all(fd, buf, n);
+        close(fd);
+    }
+    still_serves();
+}
+
+static void
+test_slow_half_frame(void **state)
+{
+    (void)state;
+    int fd = raw_connect(D.sock);
+    send_hello(fd);
+    char hdr[4];
+    frame_put_header(hdr, 100);
+    write_all(fd, hdr, 4);
+    write_all(fd, "\x82", 1); /* and then nothing: dropped after idle_timeout_ms */
+    assert_true(is_closed(fd));
+    close(fd);
+    still_serves();
+}
+
+/* ---- request-level errors: an error reply, the connection stays ---- */
+
+struct bad_case {
+    const char *name;
+    void (*pack)(msgpack_packer *pk);
+    enum proto_op op;
+    int code;
+    const char *words; /* must appear in the message */
+};
+
+static void
+pk_unknown_op(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 2);
+    pack_str(pk, "op");
+    pack_str(pk, "explode");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+}
+
+static void
+pk_status_str_job(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "op");
+    pack_str(pk, "status");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+    pack_str(pk, "job");
+    pack_str(pk, "seven");
+}
+
+static void
+pk_status_unknown_job(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "op");
+    pack_str(pk, "status");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+    pack_str(pk, "job");
+    msgpack_pack_uint64(pk, 987654);
+}
+
+static void
+pk_submit_missing_fn(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 4);
+    pack_str(pk, "op");
+    pack_str(pk, "submit");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+    pack_str(pk, "kind");
+    pack_str(pk, "map");
+    pack_str(pk, "lines");
+    msgpack_pack_bin(pk, 2);
+    msgpack_pack_bin_body(pk, "a\n", 2);
+}
+
+static void
+pk_submit_unknown_library(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 5);
+    pack_str(pk, "op");
+    pack_str(pk, "submit");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+    pack_str(pk, "kind");
+    pack_str(pk, "map");
+    pack_str(pk, "fn");
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "kind");
+    pack_str(pk, "so");
+    pack_str(pk, "hash");
+    pack_str(pk, "0000000000000000000000000000000000000000000000000000000000000000");
+    pack_str(pk, "symbol");
+    pack_str(pk, "nothing");
+    pack_str(pk, "lines");
+    msgpack_pack_bin(pk, 2);
+    msgpack_pack_bin_body(pk, "a\n", 2);
+}
+
+static void
+pk_put_fn_wrong_hash(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 4);
+    pack_str(pk, "op");
+    pack_str(pk, "put_fn");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+    pack_str(pk, "hash");
+    pack_str(pk, "1111111111111111111111111111111111111111111111111111111111111111");
+    pack_str(pk, "data");
+    msgpack_pack_bin(pk, 5);
+    msgpack_pack_bin_body(pk, "hello", 5);
+}
+
+static void
+pk_cancel_unknown(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "op");
+    pack_str(pk, "cancel");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+    pack_str(pk, "job");
+    msgpack_pack_uint64(pk, 424242);
+}
+
+static void
+pk_deep(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "op");
+    pack_str(pk, "status");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+    pack_str(pk, "x");
+    for (int i = 0; i < 30; i++)
+        msgpack_pack_array(pk, 1);
+    msgpack_pack_nil(pk);
+}
+
+static const struct bad_case bad_cases[] = {
+    {"unknown op", pk_unknown_op, PROTO_OP_STATUS, BURST_EUNKNOWNOP, "explode"},
+    {"job as a string", pk_status_str_job, PROTO_OP_STATUS, BURST_EBADFIELD, "job"},
+    {"unknown job", pk_status_unknown_job, PROTO_OP_STATUS, BURST_ENOJOB, "987654"},
+    {"submit without fn", pk_submit_missing_fn, PROTO_OP_SUBMIT, BURST_EBADFIELD, "fn"},
+    {"library never uploaded", pk_submit_unknown_library, PROTO_OP_SUBMIT, BURST_ENOFN,
+     "library"},
+    {"put_fn with a wrong hash", pk_put_fn_wrong_hash, PROTO_OP_PUT_FN, BURST_EBADFIELD,
+     "SHA-256"},
+    {"cancel of an unknown job", pk_cancel_unknown, PROTO_OP_CANCEL, BURST_ENOJOB, "424242"},
+    {"nesting too deep", pk_deep, PROTO_OP_STATUS, BURST_ETOOBIG, "deep"},
+};
+
+static void
+test_bad_requests(void **state)
+{
+    (void)state;
+    int fd = raw_connect(D.sock);
+    send_hello(fd);
+    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+        const struct bad_case *bc = &bad_cases[i];
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        bc->pack(&pk);
+        send_payload(fd, sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
+        char msg[512] = "";
+        int code = reply_code(fd, bc->op, msg, sizeof(msg));
+        print_message("%-26s -> %s: %s\n", bc->name, burst_error_name(code), msg);
+        assert_int_equal(code, bc->code);
+        assert_non_null(strstr(msg, bc->words));
+    }
+    /* The same connection still works after all of that. */
+    send_hello(fd);
+    close(fd);
+    still_serves();
+}
+
+static void
+test_hello_first_and_version(void **state)
+{
+    (void)state;
+    int fd = raw_connect(D.sock);
+    struct proto_buf b;
+    proto_buf_init(&b);
+    struct proto_request req = {.op = PROTO_OP_QUOTA, .id = 3};
+    assert_int_equal(proto_encode_request(&b, &req), 0);
+    write_all(fd, b.data, b.len);
+    char msg[256] = "";
+    assert_int_equal(reply_code(fd, PROTO_OP_QUOTA, msg, sizeof(msg)), BURST_EPROTO);
+    assert_non_null(strstr(msg, "hello"));
+    proto_buf_reset(&b);
+    req = (struct proto_request){.op = PROTO_OP_HELLO, .id = 4};
+    req.u.hello.version = 99;
+    assert_int_equal(proto_encode_request(&b, &req), 0);
+    write_all(fd, b.data, b.len);
+    assert_int_equal(reply_code(fd, PROTO_OP_HELLO, msg, sizeof(msg)), BURST_EVERSION);
+    assert_non_null(strstr(msg, "99"));
+    proto_buf_free(&b);
+    close(fd);
+}
+
+/* libburst's view of the same errors: codes and the daemon's message. */
+static void
+test_client_errors(void **state)
+{
+    (void)state;
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_job_info info;
+    assert_int_equal(burst_status(c, 31337, &info), BURST_ENOJOB);
+    assert_non_null(strstr(burst_last_error(c), "31337"));
+    burst_fn fn = {.kind = BURST_FN_SO, .path = "/nonexistent/lib.so", .symbol = "f"};
+    uint64_t job;
+    burst_opts opts = BURST_OPTS_INIT;
+    assert_int_not_equal(burst_submit_map_lines(c, &fn, "a\n", 2, &opts, &job), 0);
+    assert_non_null(strstr(burst_last_error(c), "/nonexistent/lib.so"));
+    burst_close(c);
+    burst_client *none;
+    assert_int_equal(burst_connect("/nonexistent/burst.sock", &none), BURST_ECONNECT);
+}
+
+/* Start-up errors are clear and the process exits non-zero. */
+static void
+test_startup_errors(void **state)
+{
+    (void)state;
+    const char *burstd = getenv("BURSTD");
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "%s --socket /nonexistent-dir/b.sock --state-dir %s/s2 2>&1 | grep -q "
+             "'cannot create socket /nonexistent-dir/b.sock'",
+             burstd, D.dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd),
+             "%s --socket %s/x.sock --state-dir /proc/burst-state 2>&1 | grep -q "
+             "'cannot create state directory /proc/burst-state'",
+             burstd, D.dir);
+    assert_int_equal(system(cmd), 0);
+    /* A second daemon on a live socket refuses to steal it. */
+    snprintf(cmd, sizeof(cmd),
+             "%s --socket %s --state-dir %s/s3 2>&1 | grep -q 'already listening'", burstd,
+             D.sock, D.dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "printf 'quota = lots\\n' > %s/bad.conf && %s --config "
+                               "%s/bad.conf 2>&1 | grep -q 'bad.conf:1: quota must be'",
+             D.dir, burstd, D.dir);
+    assert_int_equal(system(cmd), 0);
+    still_serves();
+}
+
+int
+main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_oversized_frame),
+        cmocka_unit_test(test_zero_frame),
+        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_slow_half_frame),
+        cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_hello_first_and_version),
+        cmocka_unit_test(test_client_errors),
+        cmocka_unit_test(test_startup_errors),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
