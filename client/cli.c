@@ -16,7 +16,7 @@
 #define SUBMIT_OPTIONS                                                                   \
     "  --input-lines FILE|-  every line of FILE (or stdin), newline included, is\n"      \
     "                        the input of one task; without it: one task, empty input\n" \
-    "  --chunksize N         tasks per invocation (default 1)\n"                        \
+    "  --chunksize N         tasks per invocation (default 1)\n"                         \
     "  --retries N           extra attempts after a failure (default 0)\n"               \
     "  --timeout SEC         per task, decimal seconds allowed (default none)\n"         \
     "  --memory MB           memory per task (default none)\n"                           \
@@ -26,7 +26,8 @@
     "Prints the job id alone on the first line.\n"
 
 static const struct cli_cmd cli_cmds[] = {
-    {"map", "burst map (--exec CMD | --so LIB.so:SYMBOL) [--input-lines FILE|-] [options]",
+    {"map",
+     "burst map (--exec CMD | --so LIB.so:SYMBOL) [--input-lines FILE|-] [options]",
      "Runs a function once per input.\n"
      "  --exec CMD            run `/bin/sh -c CMD` with the input on stdin; its\n"
      "                        stdout is the result\n"
@@ -71,7 +72,8 @@ static const struct cli_cmd cli_cmds[] = {
      "Shows the job's progress until it ends (a bar on a terminal, a line per\n"
      "change otherwise), then exits as `burst wait` does.\n",
      cli_cmd_watch},
-    {"cancel", "burst cancel JOB", "Cancels a job: no new task starts.\n", cli_cmd_cancel},
+    {"cancel", "burst cancel JOB", "Cancels a job: no new task starts.\n",
+     cli_cmd_cancel},
     {"logs", "burst logs JOB TASK", "Prints the stderr of the task's last attempt.\n",
      cli_cmd_logs},
     {"quota", "burst quota [--set N]",
@@ -132,7 +134,8 @@ cli_usage(struct cli *cli, const char *fmt, ...)
     if (cli->cmd != NULL)
         fprintf(stderr, "usage: %s\n", cli->cmd->usage);
     else
-        fprintf(stderr, "usage: burst [--socket PATH] COMMAND [ARGS] (see burst --help)\n");
+        fprintf(stderr,
+                "usage: burst [--socket PATH] COMMAND [ARGS] (see burst --help)\n");
     return CLI_EXIT_USAGE;
 }
 

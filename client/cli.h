@@ -31,9 +31,9 @@ enum cli_exit {
 struct cli_cmd;
 
 struct cli {
-    const char *socket;         /* borrowed from argv/env; NULL = default */
-    burst_client *c;            /* owned: connected on first use */
-    const struct cli_cmd *cmd;  /* the command being run */
+    const char *socket;        /* borrowed from argv/env; NULL = default */
+    burst_client *c;           /* owned: connected on first use */
+    const struct cli_cmd *cmd; /* the command being run */
 };
 
 struct cli_cmd {
@@ -50,7 +50,8 @@ int cli_connect(struct cli *cli);
 int cli_fail(struct cli *cli, int code);
 /* Prints "burst: <message>" and the command's usage line; returns
  * CLI_EXIT_USAGE. */
-int cli_usage(struct cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage(struct cli *cli, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Prints "burst: <message>"; returns CLI_EXIT_ERROR. */
 int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the command's --help text on stdout; returns CLI_EXIT_OK. */
@@ -90,8 +91,8 @@ struct cli_opt {
  * *npos receives the count).  Returns 0, CLI_PARSE_HELP for --help/-h, or
  * -EINVAL with a message naming the argument in err.
  */
-int cli_parse(int argc, char **argv, const struct cli_opt *opts, size_t nopts,
-              char **pos, size_t maxpos, size_t *npos, char *err, size_t errsize);
+int cli_parse(int argc, char **argv, const struct cli_opt *opts, size_t nopts, char **pos,
+              size_t maxpos, size_t *npos, char *err, size_t errsize);
 
 /* "--chunksize must be an integer from 1 to 100000, got 'x'" on failure.
  * Each returns 0 or -EINVAL with the message in err. */
@@ -117,10 +118,10 @@ int cli_read_file(const char *path, char **data, size_t *len, char *err, size_t 
 #define JSON_MAX_DEPTH 16
 
 struct json {
-    FILE *f;                      /* borrowed */
+    FILE *f; /* borrowed */
     int depth;
-    bool first[JSON_MAX_DEPTH];   /* no member written yet at this depth */
-    bool after_key;               /* a key was written; its value comes next */
+    bool first[JSON_MAX_DEPTH]; /* no member written yet at this depth */
+    bool after_key;             /* a key was written; its value comes next */
 };
 
 /* Writes s[0 .. len) as a JSON string, quotes included: quotes, backslashes
@@ -151,7 +152,8 @@ struct table {
     size_t nrows, cap;
 };
 
-void table_init(struct table *t, size_t ncols, const char *const *headers, uint32_t right);
+void table_init(struct table *t, size_t ncols, const char *const *headers,
+                uint32_t right);
 /* Copies ncols cells (control characters become spaces so that no cell
  * can break the layout).  Returns 0 or -ENOMEM. */
 int table_add(struct table *t, const char *const *cells);

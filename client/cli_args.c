@@ -76,8 +76,8 @@ cli_parse(int argc, char **argv, const struct cli_opt *opts, size_t nopts, char 
 }
 
 int
-cli_parse_u32(const char *what, const char *s, uint32_t min, uint32_t max,
-              uint32_t *out, char *err, size_t errsize)
+cli_parse_u32(const char *what, const char *s, uint32_t min, uint32_t max, uint32_t *out,
+              char *err, size_t errsize)
 {
     unsigned long long v = 0;
     size_t i = 0;
@@ -89,8 +89,8 @@ cli_parse_u32(const char *what, const char *s, uint32_t min, uint32_t max,
             break;
     }
     if (i == 0 || s[i] != '\0' || v < min || v > max) {
-        snprintf(err, errsize, "%s must be an integer from %u to %u, got '%s'", what,
-                 min, max, s);
+        snprintf(err, errsize, "%s must be an integer from %u to %u, got '%s'", what, min,
+                 max, s);
         return -EINVAL;
     }
     *out = (uint32_t)v;

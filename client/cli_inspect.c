@@ -40,8 +40,9 @@ cli_job_args(struct cli *cli, int argc, char **argv, const struct cli_opt *opts,
 int
 cli_cmd_jobs(struct cli *cli, int argc, char **argv)
 {
-    static const char *const headers[] = {"JOBID", "NAME",    "OWNER",  "STATE",  "TASKS",
-                                          "DONE",  "FAILED",  "ELAPSED", "FUNCTION"};
+    static const char *const headers[] = {"JOBID",  "NAME",    "OWNER",
+                                          "STATE",  "TASKS",   "DONE",
+                                          "FAILED", "ELAPSED", "FUNCTION"};
     bool all = false, json = false;
     const struct cli_opt opts[] = {{"--all", NULL, &all}, {"--json", NULL, &json}};
     burst_job_info *jobs = NULL;
@@ -86,10 +87,10 @@ cli_cmd_jobs(struct cli *cli, int argc, char **argv)
         snprintf(done, sizeof(done), "%u", ji->counts[BURST_TASK_SUCCEEDED]);
         snprintf(failed, sizeof(failed), "%u", cli_job_failed(ji));
         cli_format_elapsed(cli_job_elapsed_ms(ji, now), elapsed, sizeof(elapsed));
-        const char *cells[] = {id,     ji->name[0] ? ji->name : "-",
-                               owner,  state,
-                               total,  done,
-                               failed, elapsed,
+        const char *cells[] = {id,          ji->name[0] ? ji->name : "-",
+                               owner,       state,
+                               total,       done,
+                               failed,      elapsed,
                                ji->function};
         if (table_add(&t, cells) < 0)
             rc = cli_error("out of memory");
@@ -175,7 +176,8 @@ cli_cmd_tasks(struct cli *cli, int argc, char **argv)
                                           "SIGNAL", "ELAPSED", "REASON"};
     const char *state_arg = NULL;
     bool json = false;
-    const struct cli_opt opts[] = {{"--state", &state_arg, NULL}, {"--json", NULL, &json}};
+    const struct cli_opt opts[] = {{"--state", &state_arg, NULL},
+                                   {"--json", NULL, &json}};
     burst_task_info *tasks = NULL;
     size_t n = 0;
     char err[512];
@@ -187,7 +189,8 @@ cli_cmd_tasks(struct cli *cli, int argc, char **argv)
         return cli_help(cli->cmd);
     if (rc != 0)
         return rc;
-    if (state_arg != NULL && cli_parse_task_state(state_arg, &state, err, sizeof(err)) < 0)
+    if (state_arg != NULL &&
+        cli_parse_task_state(state_arg, &state, err, sizeof(err)) < 0)
         return cli_usage(cli, "%s", err);
     rc = cli_connect(cli);
     if (rc != 0)
@@ -227,9 +230,8 @@ cli_cmd_tasks(struct cli *cli, int argc, char **argv)
         else
             snprintf(sig, sizeof(sig), "-");
         cli_format_elapsed(cli_task_elapsed_ms(ti, now), elapsed, sizeof(elapsed));
-        const char *cells[] = {index, st,      attempts,
-                               exit_s, sig,    elapsed,
-                               ti->reason[0] ? ti->reason : "-"};
+        const char *cells[] = {
+            index, st, attempts, exit_s, sig, elapsed, ti->reason[0] ? ti->reason : "-"};
         if (table_add(&t, cells) < 0)
             rc = cli_error("out of memory");
     }

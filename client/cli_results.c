@@ -12,17 +12,16 @@
 #include "cli.h"
 
 struct results_out {
-    const char *dir;     /* borrowed: --output, or NULL for stdout */
-    int width;           /* digits of the largest task index */
-    bool reduce;         /* map_reduce: only the reducer's output */
+    const char *dir; /* borrowed: --output, or NULL for stdout */
+    int width;       /* digits of the largest task index */
+    bool reduce;     /* map_reduce: only the reducer's output */
     uint32_t total;
-    uint32_t written;    /* results written */
-    int err;             /* an exit code once something failed */
+    uint32_t written; /* results written */
+    int err;          /* an exit code once something failed */
 };
 
 static int
-results_write_file(struct results_out *o, const char *name, const void *data,
-                   size_t len)
+results_write_file(struct results_out *o, const char *name, const void *data, size_t len)
 {
     char path[PATH_MAX];
 

@@ -56,18 +56,12 @@ cli_submit(struct cli *cli, int argc, char **argv, bool reduce)
     bool wait = false, json = false;
     /* The reducer's options come last so that map can leave them out. */
     const struct cli_opt opts[] = {
-        {"--exec", &exec, NULL},
-        {"--so", &so, NULL},
-        {"--input-lines", &input, NULL},
-        {"--chunksize", &chunksize, NULL},
-        {"--retries", &retries, NULL},
-        {"--timeout", &timeout, NULL},
-        {"--memory", &memory, NULL},
-        {"--name", &name, NULL},
-        {"--wait", NULL, &wait},
-        {"--json", NULL, &json},
-        {"--reduce-exec", &rexec, NULL},
-        {"--reduce-so", &rso, NULL},
+        {"--exec", &exec, NULL},         {"--so", &so, NULL},
+        {"--input-lines", &input, NULL}, {"--chunksize", &chunksize, NULL},
+        {"--retries", &retries, NULL},   {"--timeout", &timeout, NULL},
+        {"--memory", &memory, NULL},     {"--name", &name, NULL},
+        {"--wait", NULL, &wait},         {"--json", NULL, &json},
+        {"--reduce-exec", &rexec, NULL}, {"--reduce-so", &rso, NULL},
     };
     size_t nopts = sizeof(opts) / sizeof(opts[0]) - (reduce ? 0 : 2);
     burst_opts bo = BURST_OPTS_INIT;
@@ -85,9 +79,8 @@ cli_submit(struct cli *cli, int argc, char **argv, bool reduce)
     if (rc < 0)
         return cli_usage(cli, "%s", err);
 
-    if (chunksize != NULL &&
-        cli_parse_u32("--chunksize", chunksize, 1, 100000, &bo.chunksize, err,
-                      sizeof(err)) < 0)
+    if (chunksize != NULL && cli_parse_u32("--chunksize", chunksize, 1, 100000,
+                                           &bo.chunksize, err, sizeof(err)) < 0)
         return cli_usage(cli, "%s", err);
     if (retries != NULL &&
         cli_parse_u32("--retries", retries, 0, 100, &bo.retries, err, sizeof(err)) < 0)
@@ -95,9 +88,8 @@ cli_submit(struct cli *cli, int argc, char **argv, bool reduce)
     if (timeout != NULL &&
         cli_parse_seconds("--timeout", timeout, &bo.timeout_ms, err, sizeof(err)) < 0)
         return cli_usage(cli, "%s", err);
-    if (memory != NULL &&
-        cli_parse_u32("--memory", memory, 1, 1024u * 1024u, &bo.memory_mb, err,
-                      sizeof(err)) < 0)
+    if (memory != NULL && cli_parse_u32("--memory", memory, 1, 1024u * 1024u,
+                                        &bo.memory_mb, err, sizeof(err)) < 0)
         return cli_usage(cli, "%s", err);
     if (name != NULL && strlen(name) > 127)
         return cli_usage(cli, "--name must be at most 127 bytes");
@@ -135,9 +127,9 @@ cli_submit(struct cli *cli, int argc, char **argv, bool reduce)
     } else {
         /* No input file: a single task with empty input. */
         burst_bytes one = {"", 0};
-        rc = reduce ? burst_submit_map_reduce(cli->c, &fn->fn, &rfn->fn, &one, 1, &bo,
-                                              &job)
-                    : burst_submit_map(cli->c, &fn->fn, &one, 1, &bo, &job);
+        rc = reduce
+                 ? burst_submit_map_reduce(cli->c, &fn->fn, &rfn->fn, &one, 1, &bo, &job)
+                 : burst_submit_map(cli->c, &fn->fn, &one, 1, &bo, &job);
     }
     if (rc < 0) {
         rc = cli_fail(cli, rc);

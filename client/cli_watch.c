@@ -59,10 +59,10 @@ cli_cmd_wait(struct cli *cli, int argc, char **argv)
 
 struct watch {
     bool tty;
-    bool dirty;           /* an event came since the last status */
-    int64_t started;      /* when watching began (our clock) */
-    int64_t last_print;   /* plain mode: when the last line was printed */
-    char last_line[512];  /* plain mode: the last line without elapsed time */
+    bool dirty;          /* an event came since the last status */
+    int64_t started;     /* when watching began (our clock) */
+    int64_t last_print;  /* plain mode: when the last line was printed */
+    char last_line[512]; /* plain mode: the last line without elapsed time */
 };
 
 static void
@@ -123,9 +123,8 @@ watch_draw(struct watch *w, const burst_job_info *info, int64_t now, bool final)
 
     if (w->tty) {
         struct winsize ws;
-        int cols = ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0
-                       ? ws.ws_col
-                       : 80;
+        int cols =
+            ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
         int bar = cols - 70;
         bar = bar < 10 ? 10 : bar > 40 ? 40 : bar;
         int filled = (int)(pct * (unsigned)bar / 100);
@@ -144,8 +143,8 @@ watch_draw(struct watch *w, const burst_job_info *info, int64_t now, bool final)
     }
 
     watch_counts(info, " ", counts, sizeof(counts));
-    snprintf(line, sizeof(line), "job %llu %s %u%% %s", (unsigned long long)info->id, state,
-             pct, counts);
+    snprintf(line, sizeof(line), "job %llu %s %u%% %s", (unsigned long long)info->id,
+             state, pct, counts);
     bool changed = strcmp(line, w->last_line) != 0;
     if (!final && (!changed || (w->last_print > 0 && now - w->last_print < 1000)))
         return;

@@ -24,10 +24,10 @@
  * told to stop only when neither does. */
 struct conn_sub {
     uint64_t job;
-    uint64_t last_seq;  /* newest event sequence number queued for this job */
-    burst_event_cb cb;  /* the user's, or NULL */
-    void *arg;          /* borrowed: the user's */
-    unsigned internal;  /* how many library wait loops hold it */
+    uint64_t last_seq; /* newest event sequence number queued for this job */
+    burst_event_cb cb; /* the user's, or NULL */
+    void *arg;         /* borrowed: the user's */
+    unsigned internal; /* how many library wait loops hold it */
 };
 
 /* A wait loop in progress (burst_wait, burst_imap_unordered).  It lives on
@@ -36,29 +36,29 @@ struct conn_sub {
 struct conn_waiter {
     uint64_t job;
     void (*fn)(void *arg, const burst_event *ev);
-    void *arg;                 /* borrowed */
-    struct conn_waiter *next;  /* borrowed: the next waiter in the list */
+    void *arg;                /* borrowed */
+    struct conn_waiter *next; /* borrowed: the next waiter in the list */
 };
 
 struct burst_client {
-    int fd;                           /* owned */
-    uint64_t next_id;                 /* last request id used */
-    struct frame_reader rd;           /* owned: bytes from the daemon */
-    struct proto_limits limits;       /* the daemon's, from the hello reply */
+    int fd;                            /* owned */
+    uint64_t next_id;                  /* last request id used */
+    struct frame_reader rd;            /* owned: bytes from the daemon */
+    struct proto_limits limits;        /* the daemon's, from the hello reply */
     struct proto_limits decode_limits; /* what we accept in the daemon's replies */
-    uint32_t uid;                     /* the uid the daemon saw */
+    uint32_t uid;                      /* the uid the daemon saw */
     bool admin;
-    bool dead;                        /* the stream is unusable */
+    bool dead; /* the stream is unusable */
     int dead_code;
-    char err[1024];                   /* burst_last_error() */
+    char err[1024]; /* burst_last_error() */
 
-    burst_event *q;                   /* owned ring of undelivered events */
+    burst_event *q; /* owned ring of undelivered events */
     size_t qhead, qlen, qcap;
-    struct conn_sub *subs;            /* owned array */
+    struct conn_sub *subs; /* owned array */
     size_t nsubs, subcap;
-    struct conn_waiter *waiters;      /* borrowed: stack frames of wait loops */
+    struct conn_waiter *waiters; /* borrowed: stack frames of wait loops */
 
-    char (*uploaded)[65];             /* owned: libraries put on this connection */
+    char (*uploaded)[65]; /* owned: libraries put on this connection */
     size_t nuploaded;
 };
 
@@ -94,9 +94,10 @@ void conn_reply_release(struct conn_reply *r);
 
 /*
  * Reads what the socket has within timeout_ms (-1: block, 0: do not wait)
- * and queues the events among it.  Returns 1 when something was read or
- * was already buffered, 0 on timeout, or a negative code when the connection
- * died.
+ * and queues the events among it.  Returns 1 when something was read, was
+ * already buffered or events wait in the queue (a blocking read never waits
+ * while there is something to deliver), 0 on timeout, or a negative code
+ * when the connection died.
  */
 int conn_read(burst_client *c, int timeout_ms);
 

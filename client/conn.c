@@ -417,7 +417,8 @@ conn_process(burst_client *c, uint64_t want, enum proto_op op, struct conn_reply
         if (rc < 0) {
             free(out->payload);
             out->payload = NULL;
-            return conn_seterr(c, rc, "malformed %s reply from burstd", proto_op_name(op));
+            return conn_seterr(c, rc, "malformed %s reply from burstd",
+                               proto_op_name(op));
         }
         return 1;
     }
@@ -462,6 +463,11 @@ conn_read(burst_client *c, int timeout_ms)
 
     if (c->dead)
         return c->dead_code;
+    /* Events queued by a call made since the last delivery (a results
+     * fetch in imap_unordered, a user callback's call) are progress too:
+     * the socket will not announce them again. */
+    if (timeout_ms != 0 && c->qlen > 0)
+        return 1;
     /* Frames left over from a previous call count as progress, so nobody
      * blocks on the socket while an event sits in our buffer. */
     int rc = conn_process(c, 0, PROTO_OP_HELLO, NULL, &handled);

@@ -189,8 +189,7 @@ client_remember_upload(burst_client *c, const char *hash)
  * written into hash, which pf->hash then points to.
  */
 static int
-client_prepare_fn(burst_client *c, const burst_fn *fn, struct proto_fn *pf,
-                  char hash[65])
+client_prepare_fn(burst_client *c, const burst_fn *fn, struct proto_fn *pf, char hash[65])
 {
     char msg[sizeof(c->err)];
     char *data = NULL;
@@ -271,8 +270,8 @@ client_check_inputs(burst_client *c, const burst_bytes *inputs, size_t n)
             return conn_seterr(c, -EINVAL, "input %zu has no data", i);
         if (inputs[i].len > c->limits.max_input)
             return conn_seterr(c, BURST_ETOOBIG,
-                               "input %zu is %zu bytes, more than burstd accepts (%u)",
-                               i, inputs[i].len, c->limits.max_input);
+                               "input %zu is %zu bytes, more than burstd accepts (%u)", i,
+                               inputs[i].len, c->limits.max_input);
     }
     return 0;
 }
@@ -323,10 +322,10 @@ client_opts(struct proto_opts *po, const burst_opts *opts)
 struct submission {
     int kind;
     const burst_fn *fn;
-    const burst_fn *reduce;   /* map_reduce only */
+    const burst_fn *reduce;    /* map_reduce only */
     const burst_bytes *inputs; /* array mode */
     size_t n;
-    const void *blob;          /* lines mode when non-NULL or lines is set */
+    const void *blob; /* lines mode when non-NULL or lines is set */
     size_t len;
     bool lines;
 };
@@ -390,8 +389,8 @@ out:
 }
 
 int
-burst_submit_map(burst_client *c, const burst_fn *fn, const burst_bytes *inputs,
-                 size_t n, const burst_opts *opts, uint64_t *job)
+burst_submit_map(burst_client *c, const burst_fn *fn, const burst_bytes *inputs, size_t n,
+                 const burst_opts *opts, uint64_t *job)
 {
     struct submission s = {.kind = BURST_KIND_MAP, .fn = fn, .inputs = inputs, .n = n};
     return client_submit(c, &s, opts, job);
@@ -420,9 +419,9 @@ burst_submit_map_reduce(burst_client *c, const burst_fn *fn, const burst_fn *red
 }
 
 int
-burst_submit_map_reduce_lines(burst_client *c, const burst_fn *fn,
-                              const burst_fn *reduce, const void *blob, size_t len,
-                              const burst_opts *opts, uint64_t *job)
+burst_submit_map_reduce_lines(burst_client *c, const burst_fn *fn, const burst_fn *reduce,
+                              const void *blob, size_t len, const burst_opts *opts,
+                              uint64_t *job)
 {
     struct submission s = {.kind = BURST_KIND_MAP_REDUCE,
                            .fn = fn,
@@ -739,7 +738,8 @@ client_results_page(burst_client *c, uint64_t job, uint32_t from, uint32_t max_b
 {
     struct proto_request req = {.op = PROTO_OP_RESULTS};
 
-    req.u.results = (struct proto_results){.job = job, .from = from, .max_bytes = max_bytes};
+    req.u.results =
+        (struct proto_results){.job = job, .from = from, .max_bytes = max_bytes};
     return conn_call(c, &req, rep);
 }
 
@@ -856,7 +856,7 @@ burst_map(burst_client *c, const burst_fn *fn, const burst_bytes *inputs, size_t
         return rc;
     }
     memcpy(c->err, saved, sizeof(saved)); /* keep why the job failed */
-    *results = col.res; /* ownership passes to the caller */
+    *results = col.res;                   /* ownership passes to the caller */
     return outcome;
 }
 
@@ -921,12 +921,12 @@ burst_call(burst_client *c, const burst_fn *fn, const void *input, size_t len,
 
 struct imap {
     uint64_t job;
-    uint32_t limit;     /* indices 0 .. limit-1 are tracked (reducer included) */
-    unsigned char *seen; /* owned bitmap: reported already */
-    uint32_t *pending;  /* owned: final tasks not yet reported */
-    int *pstate;        /* owned: their states */
+    uint32_t limit;             /* indices 0 .. limit-1 are tracked (reducer included) */
+    unsigned char *seen;        /* owned bitmap: reported already */
+    uint32_t *pending;          /* owned: final tasks not yet reported */
+    int *pstate;                /* owned: their states */
     size_t head, npending, cap; /* pending[head .. npending) wait */
-    bool done;          /* the job ended */
+    bool done;                  /* the job ended */
     int err;
 };
 
@@ -1036,7 +1036,7 @@ burst_imap_unordered(burst_client *c, uint64_t job, burst_result_cb cb, void *ar
         return rc;
     /* map_reduce keeps its reducer at index total. */
     m.limit = st.kind == BURST_KIND_MAP_REDUCE && st.total < UINT32_MAX ? st.total + 1
-                                                                         : st.total;
+                                                                        : st.total;
     m.seen = calloc((size_t)m.limit / 8 + 1, 1);
     if (m.seen == NULL)
         return conn_seterr(c, -ENOMEM, "out of memory for %u tasks", m.limit);

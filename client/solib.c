@@ -167,19 +167,43 @@ struct elf_layout {
 };
 
 static const struct elf_layout elf64_layout = {
-    .e_type = 16, .e_shoff = 40, .e_shentsize = 58, .e_shnum = 60,
-    .e_shstrndx = 62, .ehsize = sizeof(Elf64_Ehdr),
-    .sh_type = 4, .sh_link = 40, .sh_offset = 24, .sh_size = 32,
-    .sh_entsize = 56, .shdr_size = sizeof(Elf64_Shdr), .addr = 8,
-    .st_name = 0, .st_info = 4, .st_shndx = 6, .sym_size = sizeof(Elf64_Sym),
+    .e_type = 16,
+    .e_shoff = 40,
+    .e_shentsize = 58,
+    .e_shnum = 60,
+    .e_shstrndx = 62,
+    .ehsize = sizeof(Elf64_Ehdr),
+    .sh_type = 4,
+    .sh_link = 40,
+    .sh_offset = 24,
+    .sh_size = 32,
+    .sh_entsize = 56,
+    .shdr_size = sizeof(Elf64_Shdr),
+    .addr = 8,
+    .st_name = 0,
+    .st_info = 4,
+    .st_shndx = 6,
+    .sym_size = sizeof(Elf64_Sym),
 };
 
 static const struct elf_layout elf32_layout = {
-    .e_type = 16, .e_shoff = 32, .e_shentsize = 46, .e_shnum = 48,
-    .e_shstrndx = 50, .ehsize = sizeof(Elf32_Ehdr),
-    .sh_type = 4, .sh_link = 24, .sh_offset = 16, .sh_size = 20,
-    .sh_entsize = 36, .shdr_size = sizeof(Elf32_Shdr), .addr = 4,
-    .st_name = 0, .st_info = 12, .st_shndx = 14, .sym_size = sizeof(Elf32_Sym),
+    .e_type = 16,
+    .e_shoff = 32,
+    .e_shentsize = 46,
+    .e_shnum = 48,
+    .e_shstrndx = 50,
+    .ehsize = sizeof(Elf32_Ehdr),
+    .sh_type = 4,
+    .sh_link = 24,
+    .sh_offset = 16,
+    .sh_size = 20,
+    .sh_entsize = 36,
+    .shdr_size = sizeof(Elf32_Shdr),
+    .addr = 4,
+    .st_name = 0,
+    .st_info = 12,
+    .st_shndx = 14,
+    .sym_size = sizeof(Elf32_Sym),
 };
 
 int

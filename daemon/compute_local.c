@@ -398,7 +398,7 @@ cl_submit(struct compute *c, struct dispatch *d)
     if (bytes > (uint64_t)(SIZE_MAX - sizeof(struct local_dispatch)))
         return -ENOMEM;
 
-    int rc = -ENOMEM;
+    int rc = 0;
     struct local_dispatch *ld =
         calloc(1, sizeof(*ld) + (size_t)d->ninv * sizeof(struct local_inv));
     if (ld == NULL)

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -185,18 +186,43 @@ close_keep(int fd, int *status)
         *status = -errno;
 }
 
+/*
+ * Writes every buffer in order.  A job's inputs arrive as one buffer per
+ * task, so they go out IOV_MAX at a time rather than one syscall each.
+ */
 static int
-write_all(int fd, const char *p, size_t len)
+write_bufs(int fd, const uv_buf_t *bufs, unsigned nbufs)
 {
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
+    struct iovec iov[IOV_MAX];
+    unsigned i = 0;
+    while (i < nbufs) {
+        int n = 0;
+        for (; i < nbufs && n < IOV_MAX; i++) {
+            if (bufs[i].len == 0)
                 continue;
-            return -errno;
+            iov[n].iov_base = bufs[i].base;
+            iov[n].iov_len = bufs[i].len;
+            n++;
         }
-        p += n;
-        len -= (size_t)n;
+        struct iovec *v = iov;
+        while (n > 0) {
+            ssize_t w = writev(fd, v, n);
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                return -errno;
+            }
+            /* Skip what was written; a short write leaves a partial iovec. */
+            while (n > 0 && (size_t)w >= v->iov_len) {
+                w -= (ssize_t)v->iov_len;
+                v++;
+                n--;
+            }
+            if (n > 0) {
+                v->iov_base = (char *)v->iov_base + w;
+                v->iov_len -= (size_t)w;
+            }
+        }
     }
     return 0;
 }
@@ -284,8 +310,7 @@ do_put(struct sl_op *op)
         rc = -errno;
         goto fail_open;
     }
-    for (unsigned i = 0; i < op->nbufs && rc == 0; i++)
-        rc = write_all(fd, op->bufs[i].base, op->bufs[i].len);
+    rc = write_bufs(fd, op->bufs, op->nbufs);
     if (rc == 0 && op->durable && fsync(fd) < 0)
         rc = -errno;
     close_keep(fd, &rc);
@@ -425,9 +450,14 @@ remove_entry(int dfd, const char *name, int depth)
         return -errno;
     if (depth > SL_DEPTH_MAX)
         return -ELOOP;
+    int unlink_errno = errno;
     int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -errno;
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        /* Not a directory after all: the unlink's own error is the news. */
+        return errno == ENOTDIR ? -unlink_errno : -errno;
+    }
     DIR *dir = fdopendir(fd);
     if (dir == NULL) {
         int rc = -errno;

@@ -66,10 +66,14 @@ setup(void **state)
     return 0;
 }
 
+/* After a failed test: stop whatever it left running, so that teardown
+ * does not wait for a worker that sleeps. */
 static void
 walk_close(uv_handle_t *h, void *arg)
 {
     (void)arg;
+    if (h->type == UV_PROCESS)
+        kill(-((uv_process_t *)h)->pid, SIGKILL);
     if (!uv_is_closing(h))
         uv_close(h, NULL);
 }

@@ -88,11 +88,11 @@ test_sha256_vectors(void **state)
 
     (void)state;
     assert_int_equal(solib_sha256_hex("abc", 3, hex), 0);
-    assert_string_equal(hex,
-                        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_string_equal(
+        hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     assert_int_equal(solib_sha256_hex("", 0, hex), 0);
-    assert_string_equal(hex,
-                        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_string_equal(
+        hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
 static void
@@ -176,7 +176,8 @@ test_solib_read_errors(void **state)
     (void)state;
     int rc = solib_read("/nonexistent/lib.so", 1000, &data, &len, err, sizeof(err));
     assert_int_equal(rc, BURST_EINPUT);
-    assert_string_equal(err, "cannot read /nonexistent/lib.so: No such file or directory");
+    assert_string_equal(err,
+                        "cannot read /nonexistent/lib.so: No such file or directory");
     assert_null(data);
     rc = solib_read("/", 1000, &data, &len, err, sizeof(err));
     assert_int_equal(rc, BURST_EINPUT);
@@ -358,22 +359,23 @@ test_parse_numbers(void **state)
     uint64_t ms, job;
 
     (void)state;
-    assert_int_equal(cli_parse_u32("--chunksize", "7", 1, 100000, &v, err, sizeof(err)), 0);
+    assert_int_equal(cli_parse_u32("--chunksize", "7", 1, 100000, &v, err, sizeof(err)),
+                     0);
     assert_int_equal(v, 7);
     assert_int_equal(cli_parse_u32("--chunksize", "x", 1, 100000, &v, err, sizeof(err)),
                      -EINVAL);
     assert_string_equal(err, "--chunksize must be an integer from 1 to 100000, got 'x'");
     assert_int_equal(cli_parse_u32("--chunksize", "0", 1, 100000, &v, err, sizeof(err)),
                      -EINVAL);
-    assert_int_equal(cli_parse_u32("--chunksize", "100001", 1, 100000, &v, err,
-                                   sizeof(err)),
-                     -EINVAL);
+    assert_int_equal(
+        cli_parse_u32("--chunksize", "100001", 1, 100000, &v, err, sizeof(err)), -EINVAL);
     assert_int_equal(cli_parse_u32("--retries", "-1", 0, 100, &v, err, sizeof(err)),
                      -EINVAL);
-    assert_int_equal(cli_parse_u32("--retries", "99999999999999999999", 0, 100, &v, err,
-                                   sizeof(err)),
+    assert_int_equal(
+        cli_parse_u32("--retries", "99999999999999999999", 0, 100, &v, err, sizeof(err)),
+        -EINVAL);
+    assert_int_equal(cli_parse_u32("--retries", "", 0, 100, &v, err, sizeof(err)),
                      -EINVAL);
-    assert_int_equal(cli_parse_u32("--retries", "", 0, 100, &v, err, sizeof(err)), -EINVAL);
     assert_int_equal(cli_parse_u32("--retries", "5 ", 0, 100, &v, err, sizeof(err)),
                      -EINVAL);
 
@@ -389,15 +391,18 @@ test_parse_numbers(void **state)
     assert_int_equal(ms, 1); /* rounded up, never "no timeout" */
     assert_int_equal(cli_parse_seconds("--timeout", "0", &ms, err, sizeof(err)), 0);
     assert_int_equal(ms, 0);
-    assert_int_equal(cli_parse_seconds("--timeout", "abc", &ms, err, sizeof(err)), -EINVAL);
+    assert_int_equal(cli_parse_seconds("--timeout", "abc", &ms, err, sizeof(err)),
+                     -EINVAL);
     assert_non_null(strstr(err, "--timeout must be a number of seconds"));
     assert_non_null(strstr(err, "got 'abc'"));
-    assert_int_equal(cli_parse_seconds("--timeout", "-1", &ms, err, sizeof(err)), -EINVAL);
-    assert_int_equal(cli_parse_seconds("--timeout", ".", &ms, err, sizeof(err)), -EINVAL);
-    assert_int_equal(cli_parse_seconds("--timeout", "1e3", &ms, err, sizeof(err)), -EINVAL);
-    assert_int_equal(cli_parse_seconds("--timeout", "99999999999999999", &ms, err,
-                                       sizeof(err)),
+    assert_int_equal(cli_parse_seconds("--timeout", "-1", &ms, err, sizeof(err)),
                      -EINVAL);
+    assert_int_equal(cli_parse_seconds("--timeout", ".", &ms, err, sizeof(err)), -EINVAL);
+    assert_int_equal(cli_parse_seconds("--timeout", "1e3", &ms, err, sizeof(err)),
+                     -EINVAL);
+    assert_int_equal(
+        cli_parse_seconds("--timeout", "99999999999999999", &ms, err, sizeof(err)),
+        -EINVAL);
 
     assert_int_equal(cli_parse_job("42", &job, err, sizeof(err)), 0);
     assert_int_equal(job, 42);
@@ -420,17 +425,17 @@ test_parse_so_and_state(void **state)
                      0);
     assert_string_equal(path, "lib/x.so");
     assert_string_equal(sym, "upper");
-    assert_int_equal(cli_parse_so("--so", "a:b.so:f", path, sizeof(path), sym, sizeof(sym),
-                                  err, sizeof(err)),
+    assert_int_equal(cli_parse_so("--so", "a:b.so:f", path, sizeof(path), sym,
+                                  sizeof(sym), err, sizeof(err)),
                      0);
     assert_string_equal(path, "a:b.so");
     assert_string_equal(sym, "f");
-    assert_int_equal(cli_parse_so("--so", "x.so", path, sizeof(path), sym, sizeof(sym), err,
-                                  sizeof(err)),
+    assert_int_equal(cli_parse_so("--so", "x.so", path, sizeof(path), sym, sizeof(sym),
+                                  err, sizeof(err)),
                      -EINVAL);
     assert_string_equal(err, "--so must be LIB.so:SYMBOL, got 'x.so'");
-    assert_int_equal(cli_parse_so("--so", "x.so:", path, sizeof(path), sym, sizeof(sym), err,
-                                  sizeof(err)),
+    assert_int_equal(cli_parse_so("--so", "x.so:", path, sizeof(path), sym, sizeof(sym),
+                                  err, sizeof(err)),
                      -EINVAL);
 
     assert_int_equal(cli_parse_task_state("SUCCEEDED", &st, err, sizeof(err)), 0);
@@ -453,7 +458,8 @@ test_parse_options(void **state)
     char err[256];
 
     (void)state;
-    char *a1[] = {"map", "--exec", "tr a-z A-Z", "--chunksize=7", "12", "--wait", "--", "-x"};
+    char *a1[] = {"map", "--exec", "tr a-z A-Z", "--chunksize=7",
+                  "12",  "--wait", "--",         "-x"};
     assert_int_equal(cli_parse(8, a1, opts, 3, pos, 2, &npos, err, sizeof(err)), 0);
     assert_string_equal(exec, "tr a-z A-Z");
     assert_string_equal(n, "7");
@@ -492,7 +498,8 @@ test_read_file_errors(void **state)
     (void)state;
     assert_int_equal(cli_read_file("/nonexistent/f.txt", &data, &len, err, sizeof(err)),
                      -ENOENT);
-    assert_string_equal(err, "cannot read '/nonexistent/f.txt': No such file or directory");
+    assert_string_equal(err,
+                        "cannot read '/nonexistent/f.txt': No such file or directory");
     assert_int_equal(cli_read_file("/", &data, &len, err, sizeof(err)), -EISDIR);
 }
 
@@ -820,9 +827,8 @@ h_wait(struct fake *f, const struct proto_request *req)
     switch (req->op) {
     case PROTO_OP_STATUS:
         f->status_calls++;
-        fk_status(f, req, BURST_KIND_MAP, f->status_calls == 1 ? BURST_JOB_RUNNING
-                                                               : BURST_JOB_FAILED,
-                  2, 4);
+        fk_status(f, req, BURST_KIND_MAP,
+                  f->status_calls == 1 ? BURST_JOB_RUNNING : BURST_JOB_FAILED, 2, 4);
         break;
     case PROTO_OP_SUBSCRIBE:
         f->sub_from = req->u.subscribe.from_seq;
@@ -857,6 +863,7 @@ test_wait_with_interleaved_events(void **state)
     assert_int_equal(f.sub_from, 4);
     assert_int_equal(f.seen[PROTO_OP_SUBSCRIBE], 1);
     assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 1);
+    assert_int_equal(f.status_calls, 2); /* no fallback poll was needed */
 }
 
 /* results in two pages; the third task failed and has no data. */
@@ -946,10 +953,10 @@ h_events(struct fake *f, const struct proto_request *req)
         {.seq = 1, .type = BURST_EV_TASK, .ntasks = 1, .tasks = &t0},
         {.seq = 2, .type = BURST_EV_TASK, .ntasks = 1, .tasks = &t1},
     };
-    struct proto_event_item dup = {.seq = 2, .type = BURST_EV_JOB,
-                                   .job_state = BURST_JOB_FAILED};
-    struct proto_event_item end = {.seq = 3, .type = BURST_EV_JOB,
-                                   .job_state = BURST_JOB_SUCCEEDED};
+    struct proto_event_item dup = {
+        .seq = 2, .type = BURST_EV_JOB, .job_state = BURST_JOB_FAILED};
+    struct proto_event_item end = {
+        .seq = 3, .type = BURST_EV_JOB, .job_state = BURST_JOB_SUCCEEDED};
 
     if (req->op != PROTO_OP_SUBSCRIBE) {
         fk_ok(f, req);
@@ -1150,9 +1157,8 @@ h_imap(struct fake *f, const struct proto_request *req)
     switch (req->op) {
     case PROTO_OP_STATUS:
         f->status_calls++;
-        fk_status(f, req, BURST_KIND_MAP, f->status_calls == 1 ? BURST_JOB_RUNNING
-                                                               : BURST_JOB_FAILED,
-                  3, 0);
+        fk_status(f, req, BURST_KIND_MAP,
+                  f->status_calls == 1 ? BURST_JOB_RUNNING : BURST_JOB_FAILED, 3, 0);
         break;
     case PROTO_OP_SUBSCRIBE:
     case PROTO_OP_UNSUBSCRIBE:
@@ -1214,6 +1220,9 @@ test_imap_unordered(void **state)
     assert_memory_equal(g.data[2], "r1", 2);
     assert_int_equal(f.nresults, 2);
     assert_int_equal(f.results_max[0], 1);
+    /* The events ended the wait: the silence fallback never had to ask
+     * for the status (only the first and the final status calls). */
+    assert_int_equal(f.status_calls, 2);
 }
 
 /* The daemon goes away in the middle of a call. */

@@ -154,8 +154,10 @@ main(int argc, char **argv)
     const burst_fn exec_map = {.kind = BURST_FN_EXEC, .cmd = "wc -w"};
     const burst_fn exec_reduce = {.kind = BURST_FN_EXEC,
                                   .cmd = "awk '{ s += $1 } END { print s + 0 }'"};
-    const burst_fn so_map = {.kind = BURST_FN_SO, .path = argv[2], .symbol = "count_words"};
-    const burst_fn so_reduce = {.kind = BURST_FN_SO, .path = argv[2], .symbol = "sum_counts"};
+    const burst_fn so_map = {
+        .kind = BURST_FN_SO, .path = argv[2], .symbol = "count_words"};
+    const burst_fn so_reduce = {
+        .kind = BURST_FN_SO, .path = argv[2], .symbol = "sum_counts"};
 
     int status = 3;
     if (run(c, "exec", &exec_map, &exec_reduce, text, len, &exec_words) == 0 &&

@@ -66,7 +66,7 @@ run() {
     echo "# $(($SECONDS - t0)) s"
 }
 # Every CLI call gets a generous time limit, only as a safety net.
-b() { timeout 300 "$BURST" "$@"; }
+b() { timeout "${CLI_TEST_TIMEOUT:-300}" "$BURST" "$@"; }
 # Runs the CLI, keeping stdout in $out, stderr in $err and the status in $rc.
 bx() {
     rc=0
