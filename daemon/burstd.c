@@ -11,6 +11,7 @@
 #include "events.h"
 #include "ledger.h"
 #include "log.h"
+#include "scheduler.h"
 
 int64_t
 burstd_now_ms(void)
@@ -23,6 +24,8 @@ burstd_now_ms(void)
 int
 burstd_commit(struct burstd *d)
 {
+    /* Said once per change of health, not once per loop iteration. */
+    static bool failing;
     int rc = events_flush_to_ledger(d->events);
     if (rc == 0)
         rc = ledger_commit(d->ledger);
@@ -30,9 +33,18 @@ burstd_commit(struct burstd *d)
         /* The transaction is gone; so are the events that were in it. */
         ledger_rollback(d->ledger);
         events_discard(d->events);
-        log_warnx("ledger commit failed: %s", burst_strerror(rc));
+        if (!failing)
+            log_warnx("the ledger cannot be written (%s): new jobs are refused and "
+                      "progress is held until it can; reads still work",
+                      burst_strerror(rc));
+        failing = true;
+        if (d->sched != NULL)
+            sched_resync(d->sched);
         return rc;
     }
+    if (failing)
+        log_info("the ledger can be written again");
+    failing = false;
     events_publish(d->events);
     return 0;
 }

@@ -70,6 +70,7 @@ static const struct u32_key u32_keys[] = {
     CFG_U32("quota", quota, 1, 100000),
     CFG_U32("max_connections", max_connections, 1, 1000000),
     CFG_U32("idle_timeout_ms", idle_timeout_ms, 100, 86400000),
+    CFG_U32("ledger_max_mb", ledger_max_mb, 1, 16u * 1024u * 1024u),
     CFG_U32("limits.max_frame", limits.max_frame, 1024, PROTO_FRAME_HARD_MAX),
     CFG_U32("limits.max_depth", limits.max_depth, 4, 32),
     CFG_U32("limits.max_string", limits.max_string, 64, 16u * 1024u * 1024u),

@@ -26,6 +26,7 @@ struct config {
     uint32_t quota;     /* 0 = number of cores */
     uint32_t max_connections;
     uint32_t idle_timeout_ms; /* a half-received frame older than this drops the client */
+    uint32_t ledger_max_mb;   /* cap on the ledger file; 0 = none (the disk is the cap) */
     int verbose;
     struct proto_limits limits;
 };

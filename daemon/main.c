@@ -29,6 +29,10 @@
 static struct burstd daemon_ctx;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static const char *config_path;
+static uv_timer_t drain_timer;
+
+/* How long a worker gets to write what it finished before SIGKILL. */
+#define SHUTDOWN_GRACE_MS 2000
 
 static void
 usage(FILE *f)
@@ -126,16 +130,30 @@ on_compute_closed(struct compute *c)
 }
 
 static void
+on_drain(uv_timer_t *t)
+{
+    struct burstd *d = t->data;
+    if (d->compute->ops->running(d->compute) > 0)
+        return;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    d->compute->ops->close(d->compute, on_compute_closed);
+}
+
+static void
 shutdown_begin(struct burstd *d)
 {
     if (d->stopping)
         return;
     d->stopping = true;
     log_info("stopping: no new clients; work in flight is handed back to the ledger");
-    sched_stop(d->sched);
+    sched_stop(d->sched, SHUTDOWN_GRACE_MS);
     burstd_commit(d);
     server_close(d->server, on_server_closed);
-    d->compute->ops->close(d->compute, on_compute_closed);
+    /* The backend closes once the workers told to stop have exited. */
+    uv_timer_init(d->loop, &drain_timer);
+    drain_timer.data = d;
+    uv_timer_start(&drain_timer, on_drain, 0, 50);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
@@ -288,6 +306,9 @@ main(int argc, char **argv)
     rc = ledger_open(ledger_path, &d->ledger);
     if (rc != 0)
         fatalx("cannot open the ledger %s: %s", ledger_path, burst_strerror(rc));
+    if (cfg.ledger_max_mb > 0 &&
+        ledger_set_max_size(d->ledger, (uint64_t)cfg.ledger_max_mb * 1024 * 1024) != 0)
+        fatalx("cannot cap the ledger at %u MiB", cfg.ledger_max_mb);
     rc = storage_local_new(d->loop, storage_dir, &d->storage);
     if (rc != 0)
         fatalx("cannot use storage directory %s: %s", storage_dir, burst_strerror(rc));

@@ -76,7 +76,8 @@ struct sched_disp {
     bool reduce;
     bool started;
     bool submitted;
-    bool recon;              /* rebuilt from the ledger at start-up */
+    bool recon;              /* rebuilt from the ledger, not dispatched by us */
+    bool reading;            /* recon: its output is being read */
     char *spec;              /* owned: encoded spec, kept until written */
     size_t spec_len;
     uv_buf_t buf;
@@ -101,6 +102,9 @@ struct sched {
 
 static void job_check_end(struct sched *s, struct sched_job *j);
 static void retry_timer_arm(struct sched *s);
+static int load_active(void *arg, const struct ledger_job *lj);
+static int inflight_add(void *arg, uint64_t job, const struct ledger_task *t);
+static void recon_start_reads(struct sched *s);
 static void disp_free(struct sched_disp *sd);
 
 /* ---- small helpers ---- */
@@ -281,10 +285,15 @@ sched_free(struct sched *s)
 }
 
 void
-sched_stop(struct sched *s)
+sched_stop(struct sched *s, uint64_t grace_ms)
 {
     s->stopping = true;
     uv_timer_stop(&s->retry_timer);
+    /* SIGTERM lets each worker write the output of the tasks it finished,
+     * which the next start records; what it had not finished runs again. */
+    for (struct sched_disp *sd = s->inflight; sd != NULL; sd = sd->next)
+        if (sd->submitted)
+            s->d->compute->ops->cancel(s->d->compute, &sd->d, grace_ms);
 }
 
 uint32_t
@@ -1103,6 +1112,40 @@ sched_cancel(struct sched *s, uint64_t job, int *state)
     return 0;
 }
 
+/*
+ * After a failed commit the ledger no longer holds what this iteration
+ * changed (dispatches, task ends, job ends), so the counters in memory are
+ * wrong.  Re-read them, and the set of active jobs, from the ledger.  Work
+ * whose dispatch was rolled back may run twice; that is at-least-once, and
+ * its result is still recorded once, since the ledger ignores a second end.
+ */
+void
+sched_resync(struct sched *s)
+{
+    struct burstd *d = s->d;
+    for (struct sched_job *j = s->jobs; j != NULL; j = j->next) {
+        struct ledger_job lj;
+        if (ledger_job_get(d->ledger, j->id, &lj) == 0) {
+            j->state = lj.state;
+            ledger_job_free(&lj);
+        }
+        ledger_job_counts(d->ledger, j->id, j->counts);
+        if (j->kind == BURST_KIND_MAP_REDUCE) {
+            struct ledger_task t;
+            if (ledger_task_get(d->ledger, j->id, j->total, &t) == 0)
+                j->reduce_state = t.state;
+        }
+        j->maybe_ready = true;
+    }
+    /* A job whose end was rolled back left memory but is active again. */
+    ledger_jobs_foreach(d->ledger, -1, true, load_active, s);
+    /* Tasks whose end could not be recorded are in flight for the ledger
+     * only: their outputs are in storage, so reconcile them as at start. */
+    if (s->started && !s->stopping &&
+        ledger_tasks_inflight(d->ledger, inflight_add, s) == 0)
+        recon_start_reads(s);
+}
+
 /* ---- start-up reconciliation ---- */
 
 struct recon {
@@ -1123,7 +1166,9 @@ load_active(void *arg, const struct ledger_job *lj)
 static void
 recon_done_one(struct sched *s)
 {
-    if (--s->pending_io > 0)
+    if (s->pending_io > 0 && --s->pending_io > 0)
+        return;
+    if (s->started)
         return;
     s->started = true;
     for (struct sched_job *j = s->jobs; j != NULL;) {
@@ -1137,6 +1182,18 @@ recon_done_one(struct sched *s)
     log_info("scheduler started: %u active jobs, quota %u", n, s->quota);
 }
 
+static struct sched_disp *
+disp_find(struct sched *s, uint64_t job, uint64_t dispatch)
+{
+    for (struct sched_disp *sd = s->inflight; sd != NULL; sd = sd->next)
+        if (sd->job->id == job && sd->d.dispatch == dispatch)
+            return sd;
+    return NULL;
+}
+
+/* Rebuilds, from the ledger's in-flight tasks, the dispatches nobody is
+ * tracking (all of them at start-up; after a rolled-back commit, those whose
+ * end could not be recorded). */
 static int
 inflight_add(void *arg, uint64_t job, const struct ledger_task *t)
 {
@@ -1144,8 +1201,10 @@ inflight_add(void *arg, uint64_t job, const struct ledger_task *t)
     struct sched_job *j = job_find(s, job);
     if (j == NULL)
         return 0; /* a finished job cannot have tasks in flight; ignore */
-    struct sched_disp *sd = s->inflight;
-    if (sd == NULL || sd->job != j || sd->d.dispatch != t->dispatch) {
+    struct sched_disp *sd = disp_find(s, job, t->dispatch);
+    if (sd != NULL && (!sd->recon || sd->reading))
+        return 0; /* really in flight, or already being reconciled */
+    if (sd == NULL) {
         sd = calloc(1, sizeof(*sd));
         if (sd == NULL)
             return -ENOMEM;
@@ -1187,6 +1246,37 @@ on_recon_read(void *arg, int status)
     recon_done_one(s);
 }
 
+/* Reads the output of every rebuilt dispatch not being read yet. */
+static void
+recon_start_reads(struct sched *s)
+{
+    struct burstd *d = s->d;
+    s->pending_io++; /* released below, after every read has started */
+    /* Reading may end a dispatch (and unlink it) before the walk moves on. */
+    struct sched_disp *sd = s->inflight, *next;
+    for (; sd != NULL; sd = next) {
+        next = sd->next;
+        if (!sd->recon || sd->reading)
+            continue;
+        sd->reading = true;
+        log_info("job %llu: reconciling %u tasks of dispatch %llu", (unsigned long long)sd->job->id,
+                 sd->n, (unsigned long long)sd->d.dispatch);
+        /* Dispatches of this scheduler are single invocations (JOB_INDEX 0). */
+        sd->out.key = sd->out_key;
+        sd->out.off = 0;
+        sd->out.len = UINT64_MAX;
+        s->pending_io++;
+        if (invoc_key_output(sd->out_key, sizeof(sd->out_key), sd->job->id, sd->d.dispatch,
+                             0) != 0 ||
+            storage_getv(d->storage, &sd->out, 1, on_recon_read, sd) != 0) {
+            s->pending_io--;
+            sd->out.status = -ENOENT;
+            on_output_read(sd, 0);
+        }
+    }
+    recon_done_one(s);
+}
+
 int
 sched_start(struct sched *s)
 {
@@ -1197,26 +1287,6 @@ sched_start(struct sched *s)
     rc = ledger_tasks_inflight(d->ledger, inflight_add, s);
     if (rc != 0)
         return rc;
-    s->pending_io = 1; /* released below, after every read has started */
-    /* Reading may end a dispatch (and unlink it) before the walk moves on. */
-    struct sched_disp *sd = s->inflight, *next;
-    for (; sd != NULL; sd = next) {
-        next = sd->next;
-        log_info("job %llu: reconciling %u tasks of dispatch %llu left by the last run",
-                 (unsigned long long)sd->job->id, sd->n, (unsigned long long)sd->d.dispatch);
-        /* Dispatches of this scheduler are single invocations (JOB_INDEX 0). */
-        if (invoc_key_output(sd->out_key, sizeof(sd->out_key), sd->job->id, sd->d.dispatch,
-                             0) != 0)
-            continue;
-        sd->out.key = sd->out_key;
-        sd->out.len = UINT64_MAX;
-        s->pending_io++;
-        if (storage_getv(d->storage, &sd->out, 1, on_recon_read, sd) != 0) {
-            s->pending_io--;
-            sd->out.status = -ENOENT;
-            on_output_read(sd, 0);
-        }
-    }
-    recon_done_one(s);
+    recon_start_reads(s);
     return 0;
 }

@@ -25,10 +25,14 @@ int sched_new(struct burstd *d, uint32_t quota, struct sched **out);
 /* Loads the active jobs and reconciles in-flight tasks (asynchronously);
  * dispatching begins once that is done.  Returns 0 or a negative code. */
 int sched_start(struct sched *s);
-/* Stops dispatching and ignores further completions (shutdown): what is in
- * flight stays recorded as such and is reconciled at the next start. */
-void sched_stop(struct sched *s);
+/* Stops dispatching and ignores further completions (shutdown): running
+ * workers are asked to stop (SIGTERM, SIGKILL after grace_ms) and what is in
+ * flight stays recorded as such, to be reconciled at the next start. */
+void sched_stop(struct sched *s, uint64_t grace_ms);
 void sched_free(struct sched *s);
+
+/* A commit failed and was rolled back: re-read counters from the ledger. */
+void sched_resync(struct sched *s);
 
 /* A job was committed to the ledger: start scheduling it. */
 int sched_job_added(struct sched *s, uint64_t job);

@@ -584,6 +584,53 @@ test_startup_errors(void **state)
     still_serves();
 }
 
+/*
+ * Ledger full: a daemon whose ledger is capped at 1 MiB refuses a job too
+ * big to record with a clear error, loses nothing it acknowledged before,
+ * keeps answering reads, and accepts a small job again afterwards.
+ */
+static void
+test_ledger_full(void **state)
+{
+    (void)state;
+    struct daemon full;
+    daemon_start(&full, "ledger_max_mb = 1\n");
+    burst_client *c;
+    assert_int_equal(burst_connect(full.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "tr a-z A-Z"};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t small;
+    assert_int_equal(burst_submit_map_lines(c, &fn, "ab\ncd\n", 6, &opts, &small), 0);
+    assert_int_equal(burst_wait(c, small, NULL), 0);
+
+    size_t n = 200000;
+    char *blob = malloc(n * 2);
+    assert_non_null(blob);
+    for (size_t i = 0; i < n; i++) {
+        blob[2 * i] = 'x';
+        blob[2 * i + 1] = '\n';
+    }
+    uint64_t big = 0;
+    int rc = burst_submit_map_lines(c, &fn, blob, n * 2, &opts, &big);
+    free(blob);
+    print_message("200000-task job on a full ledger: %s: %s\n", burst_error_name(rc),
+                  burst_last_error(c));
+    assert_int_equal(rc, BURST_ELEDGER);
+    assert_non_null(strstr(burst_last_error(c), "nothing was accepted"));
+
+    /* Reads still work and the acknowledged job is intact. */
+    burst_job_info info;
+    assert_int_equal(burst_status(c, small, &info), 0);
+    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
+    burst_bytes in[1] = {{"ok\n", 3}};
+    burst_bytes *out = NULL;
+    assert_int_equal(burst_map(c, &fn, in, 1, &opts, &out), 0);
+    assert_memory_equal(out[0].data, "OK\n", 3);
+    burst_free_results(out, 1);
+    burst_close(c);
+    daemon_stop(&full);
+}
+
 int
 main(void)
 {
@@ -598,6 +645,7 @@ main(void)
         cmocka_unit_test(test_hello_first_and_version),
         cmocka_unit_test(test_client_errors),
         cmocka_unit_test(test_startup_errors),
+        cmocka_unit_test(test_ledger_full),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -92,7 +92,7 @@ teardown(void **state)
     struct fixture *f = *state;
     struct burstd *d = &f->d;
     if (d->sched != NULL)
-        sched_stop(d->sched);
+        sched_stop(d->sched, 0);
     d->compute->ops->close(d->compute, compute_closed);
     uv_close((uv_handle_t *)&f->tick, NULL);
     if (d->sched != NULL)
