@@ -1,0 +1,99 @@
+/*
+ * bench/latency.c - B4: the time from submitting a one-task job to learning
+ * that it ended, for `count` jobs in a row, as a client sees it through
+ * libburst (submit, then burst_wait).  Prints p50 and p99 in milliseconds,
+ * and the same percentiles of a bare request round trip (burst_quota) as
+ * the baseline measured in the same run.
+ *
+ * usage: bench-latency SOCKET (exec CMD | so LIB SYMBOL) COUNT
+ */
+#include <burst.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double
+pct(double *v, size_t n, double p)
+{
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: bench-latency SOCKET (exec CMD | so LIB SYMBOL) COUNT\n");
+        return 2;
+    }
+    burst_fn fn = {0};
+    int argi = 2;
+    if (strcmp(argv[argi], "exec") == 0 && argc == 5) {
+        fn.kind = BURST_FN_EXEC;
+        fn.cmd = argv[3];
+        argi = 4;
+    } else if (strcmp(argv[argi], "so") == 0 && argc == 6) {
+        fn.kind = BURST_FN_SO;
+        fn.path = argv[3];
+        fn.symbol = argv[4];
+        argi = 5;
+    } else {
+        fprintf(stderr, "usage: bench-latency SOCKET (exec CMD | so LIB SYMBOL) COUNT\n");
+        return 2;
+    }
+    size_t count = strtoul(argv[argi], NULL, 10);
+    if (count == 0)
+        return 2;
+    burst_client *c;
+    int rc = burst_connect(argv[1], &c);
+    if (rc != 0) {
+        fprintf(stderr, "bench-latency: cannot connect: %s\n", burst_strerror(rc));
+        return 1;
+    }
+    double *job = calloc(count, sizeof(double));
+    double *rtt = calloc(count, sizeof(double));
+    if (job == NULL || rtt == NULL)
+        return 1;
+    burst_opts opts = BURST_OPTS_INIT;
+    for (size_t i = 0; i < count; i++) {
+        double t0 = now_ms();
+        if (burst_quota(c, -1, NULL) < 0)
+            return 1;
+        rtt[i] = now_ms() - t0;
+        uint64_t id;
+        t0 = now_ms();
+        rc = burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &id);
+        if (rc == 0)
+            rc = burst_wait(c, id, NULL);
+        if (rc != 0) {
+            fprintf(stderr, "bench-latency: job %zu: %s: %s\n", i, burst_strerror(rc),
+                    burst_last_error(c));
+            return 1;
+        }
+        job[i] = now_ms() - t0;
+    }
+    qsort(job, count, sizeof(double), cmp_double);
+    qsort(rtt, count, sizeof(double), cmp_double);
+    printf("%.3f %.3f %.3f %.3f\n", pct(job, count, 0.5), pct(job, count, 0.99),
+           pct(rtt, count, 0.5), pct(rtt, count, 0.99));
+    burst_close(c);
+    free(job);
+    free(rtt);
+    return 0;
+}
