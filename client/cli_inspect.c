@@ -261,10 +261,43 @@ cli_cmd_cancel(struct cli *cli, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/*
+ * The first line `burst logs` writes on stderr when the task did not
+ * succeed: "task 3: failed (attempt 2): exit status 3".  The public API's
+ * burst_logs returns the log alone, so the task's state, attempts and reason
+ * come from burst_tasks, asked only for the states that carry a failure
+ * (which keeps the answer small: the tasks of those states, not the whole
+ * job).  Prints nothing for a task that succeeded, is still pending, or
+ * when the daemon cannot say: the log itself is what was asked for.
+ */
+static void
+cli_logs_failure(struct cli *cli, uint64_t job, uint32_t task)
+{
+    static const int states[] = {BURST_TASK_FAILED, BURST_TASK_TIMEOUT,
+                                 BURST_TASK_RETRYING};
+    for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
+        burst_task_info *tasks = NULL;
+        size_t n = 0;
+        if (burst_tasks(cli->c, job, states[s], &tasks, &n) < 0)
+            return;
+        for (size_t i = 0; i < n; i++) {
+            const burst_task_info *t = &tasks[i];
+            if (t->index != task)
+                continue;
+            fprintf(stderr, "task %u: %s (attempt %u): %s\n", t->index,
+                    burst_task_state_name(t->state), t->attempts,
+                    t->reason[0] != '\0' ? t->reason : "no reason recorded");
+            free(tasks);
+            return;
+        }
+        free(tasks);
+    }
+}
+
 int
 cli_cmd_logs(struct cli *cli, int argc, char **argv)
 {
-    char *extra[1];
+    char *extra[1] = {NULL};
     char err[512];
     uint64_t job;
     uint32_t task;
@@ -284,6 +317,9 @@ cli_cmd_logs(struct cli *cli, int argc, char **argv)
     rc = burst_logs(cli->c, job, task, &log, &len);
     if (rc < 0)
         return cli_fail(cli, rc);
+    /* Why it failed goes first, and to stderr, so that stdout stays the
+     * task's log byte for byte. */
+    cli_logs_failure(cli, job, task);
     /* The log is the task's own bytes: pass them through unchanged. */
     if (len > 0)
         fwrite(log, 1, len, stdout);

@@ -14,6 +14,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -73,9 +74,13 @@ job_for(struct burstd *d, struct conn *c, uint64_t re, uint64_t id, struct ledge
                         (unsigned long long)id);
         return rc;
     }
+    /* Ownership is the uid SO_PEERCRED gave at accept, never a field of
+     * the request.  The refusal names the job but not its owner. */
     if (!c->admin && job->owner_uid != c->uid) {
-        conn_send_error(c, re, BURST_EPERM, "job %llu belongs to another user",
-                        (unsigned long long)id);
+        conn_send_error(c, re, BURST_EPERM,
+                        "permission denied: job %llu belongs to another user (uid %u "
+                        "may only see and steer its own jobs)",
+                        (unsigned long long)id, (unsigned)c->uid);
         ledger_job_free(job);
         return BURST_EPERM;
     }
@@ -343,7 +348,15 @@ op_subscribe(struct burstd *d, struct conn *c, const struct proto_request *req)
     if (job_for(d, c, req->id, req->u.subscribe.job, &job) != 0)
         return 0;
     ledger_job_free(&job);
-    /* The reply goes first so the client knows that events follow. */
+    if (events_subscribe_check(d->events, c, req->u.subscribe.job) != 0) {
+        conn_send_error(c, req->id, BURST_ETOOBIG,
+                        "cannot subscribe to job %llu: this connection already follows "
+                        "%u jobs (limits.max_subscriptions); unsubscribe first",
+                        (unsigned long long)req->u.subscribe.job, c->nsubs);
+        return 0;
+    }
+    /* The reply goes first so the client knows that events follow.  The
+     * check above holds until events_subscribe: nothing runs in between. */
     reply_ok(c, PROTO_OP_SUBSCRIBE, req->id);
     int rc = events_subscribe(d->events, c, req->u.subscribe.job, req->u.subscribe.from_seq);
     if (rc != 0)
@@ -398,6 +411,9 @@ put_fn_hash(uv_work_t *w)
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
     op->match = memcmp(hex, op->hash, 64) == 0;
+    /* OpenSSL keeps per-thread state that nothing frees when libuv's pool
+     * threads end with the process: release it now. */
+    OPENSSL_thread_stop();
 }
 
 static void
@@ -712,6 +728,16 @@ op_submit(struct burstd *d, struct conn *c, struct proto_request *req)
         proto_str_copy(b, sizeof(b), sub->opts.backend);
         conn_send_error(c, req->id, BURST_EBADFIELD,
                         "unknown backend '%s' (this burstd has: %s)", b, d->compute->name);
+        return 0;
+    }
+    /* Refused before anything is accepted: a job acknowledged with the
+     * promised subscription silently missing would never report back.
+     * The conn is paused until the commit, so the count cannot grow. */
+    if (sub->subscribe && c->nsubs >= d->cfg->max_subscriptions) {
+        conn_send_error(c, req->id, BURST_ETOOBIG,
+                        "cannot submit with a subscription: this connection already "
+                        "follows %u jobs (limits.max_subscriptions); unsubscribe first",
+                        c->nsubs);
         return 0;
     }
     struct submit_op *op = calloc(1, sizeof(*op));

@@ -77,4 +77,16 @@ struct compute {
 int compute_local_new(uv_loop_t *loop, const char *worker_path, const char *storage_url,
                       struct compute **out);
 
+/*
+ * Makes the local backend c keep a record of every worker it starts in dir
+ * (created 0700 when missing), and first reaps what the workers of a burstd
+ * that died without seeing them end left running, as the records in dir
+ * say.  Blocks until those processes are gone (a few seconds at most):
+ * call it at start-up, before the scheduler reconciles.  Returns 0 (a
+ * failure to reap is logged, the records stay for the next start), or a
+ * negative code when dir cannot be used: workers then run unrecorded.
+ * Once per backend.
+ */
+int compute_local_track(struct compute *c, const char *dir);
+
 #endif /* BURST_DAEMON_COMPUTE_H */

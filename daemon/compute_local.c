@@ -3,11 +3,56 @@
  * dispatch is one burst-worker process on this machine (see compute.h for the
  * interface, worker/invoc.h for what a worker does, DESIGN.md for the flow).
  *
- * Each worker runs in its own session (UV_PROCESS_DETACHED), so its process
- * group id is its pid and kill(-pid) reaches everything it started: a
- * deadline, a cancel or the worker's own exit never leaves a task's children
- * running.  Workers get a filtered copy of the daemon's environment: the
- * daemon's own settings and anything that looks like a credential stay here.
+ * Each worker runs in its own session (UV_PROCESS_DETACHED): its process
+ * group and session ids are its pid.  The worker puts every task in a
+ * process group of its own, inside that session, so kill(-pid) reaches the
+ * worker but not its tasks; what reaches everything is the session.  Workers
+ * get a filtered copy of the daemon's environment: the daemon's own settings
+ * and anything that looks like a credential stay here.
+ *
+ * Nothing a worker started may outlive what it was started for, even when
+ * burstd itself is killed outright.  Three layers see to it:
+ *
+ *  1. A worker dies with burstd.  BURST_PARENT_PID in its environment makes
+ *     it ask the kernel for SIGTERM when we die (PR_SET_PDEATHSIG; it checks
+ *     getppid() afterwards, so a burstd that died before the prctl is seen
+ *     too).  SIGTERM is the worker's "stop": it kills the process group of
+ *     the task in flight and writes the output of the tasks it finished, which
+ *     the next burstd's reconciliation records instead of running them again.
+ *     A task's direct child dies with the worker (the worker sets its own
+ *     PDEATHSIG on it).  The variable is only set here: under Code Engine the
+ *     worker runs as before.
+ *  2. Killing a worker kills its session.  A deadline, a cancel's grace or
+ *     close SIGKILLs the worker's group and then every process of its
+ *     session, found in /proc, while the worker is not reaped yet: Linux
+ *     does not reuse a pid that is still some process's session id, so
+ *     while the leader is ours, so is everyone in its session.  A worker
+ *     that was asked to stop (a cancel's SIGTERM) or died of a signal
+ *     nobody here sent (the OOM killer, a crash) gets the same sweep once
+ *     it is reaped, with the checks of (3).  A worker that just finished
+ *     is not swept: its tasks' groups are gone, and a /proc scan per
+ *     invocation would cost more than what it could find.
+ *  3. What a crash left behind is reaped at the next start.  With
+ *     compute_local_track(), each worker has a record, <dir>/<pid>, written
+ *     right after the spawn and removed once it is reaped: the pid and start
+ *     time (field 22 of /proc/<pid>/stat) of the worker and of this burstd,
+ *     the boot id and the spec key.  A record still there at start-up is a
+ *     worker whose end nobody saw.  Its session's members are found in /proc
+ *     and SIGKILLed if they are a live process of our uid, started no
+ *     earlier than the worker, whose environment still carries the worker's
+ *     BURST_SPEC and BURST_STORAGE: once the leader is gone its session id
+ *     is only held by survivors, and the environment is what tells them
+ *     from a new session that got a recycled id.  The start-up waits until
+ *     they are gone, so nothing of the old run writes to storage while the
+ *     scheduler reconciles.  A record whose burstd still runs (another
+ *     daemon on the same state dir) is left alone; a record from an earlier
+ *     boot is simply removed.
+ *
+ * What escapes: a process that starts a session of its own (setsid), and
+ * at start-up one that left its task's process group and cleared its
+ * environment; only a cgroup would hold those (README.md, "Guarantees").
+ * The record is written just after the spawn returns, so a burstd killed in
+ * between leaves no record: layer (1) still ends the worker and its task.
  *
  * Callbacks never run inside submit: started_cb, and ended_cb for an
  * invocation that could not be started, are delivered from an idle handle on
@@ -16,7 +61,9 @@
 #include "compute.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -25,6 +72,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "burst.h"
 #include "log.h"
@@ -82,10 +133,13 @@ struct local_inv {
     uv_timer_t timer;  /* timer.data = this; the deadline, then a cancel's grace */
     struct local_dispatch *ld; /* the owner of this array */
     uint32_t index;            /* JOB_INDEX */
-    int pid;                   /* also the process group id */
+    int pid;                   /* also the process group and session id */
+    unsigned long long start;  /* the worker's start time (/proc stat field 22) */
     enum inv_state state;
     bool started_pending; /* started_cb is due */
     bool term_sent;       /* a cancel already sent SIGTERM */
+    bool swept;           /* its session was SIGKILLed while it was unreaped */
+    bool recorded;        /* it has a record in cl->run_fd */
     const char *why;      /* static string or why_buf: why it was ended */
     char why_buf[96];
 };
@@ -110,11 +164,17 @@ struct compute_local {
     char *storage_url;   /* owned */
     char **env;          /* owned, NULL-terminated: the filtered daemon environment */
     size_t nenv;
-    uv_idle_t idle;            /* delivers the callbacks submit must not make */
-    struct cl_link dispatches; /* local_dispatch.link: invocations not all ended */
-    struct cl_link notify;     /* local_dispatch.notify: callbacks due */
-    unsigned nalive;           /* local_dispatch allocations not yet freed */
-    uint32_t nrunning;         /* live worker processes */
+    char *storage_entry;           /* owned: "BURST_STORAGE=<storage_url>" */
+    char *parent_entry;            /* owned: "BURST_PARENT_PID=<our pid>" */
+    int run_fd;                    /* owned: the worker records' directory, -1 = none */
+    bool record_warned;            /* a failure to write a record was logged */
+    unsigned long long self_start; /* our start time, for the records */
+    char boot_id[40];              /* /proc/sys/kernel/random/boot_id */
+    uv_idle_t idle;                /* delivers the callbacks submit must not make */
+    struct cl_link dispatches;     /* local_dispatch.link: invocations not all ended */
+    struct cl_link notify;         /* local_dispatch.notify: callbacks due */
+    unsigned nalive;               /* local_dispatch allocations not yet freed */
+    uint32_t nrunning;             /* live worker processes */
     bool closing;
     void (*close_cb)(struct compute *c);
 };
@@ -196,7 +256,369 @@ cl_free(struct compute_local *cl)
     }
     free(cl->worker_path);
     free(cl->storage_url);
+    free(cl->storage_entry);
+    free(cl->parent_entry);
+    if (cl->run_fd >= 0)
+        close(cl->run_fd);
     free(cl);
+}
+
+/* ---- processes, sessions and worker records (layers 2 and 3 above) ---- */
+
+/* How long start-up waits for what it SIGKILLed to be gone, and how many
+ * passes over /proc a sweep makes while the session keeps forking. */
+#define REAP_WAIT_MS 10000
+#define REAP_PASSES 16
+/* The most of a process's environment read to check it. */
+#define ENVIRON_MAX (1u << 20)
+#define RECORD_MAGIC "burst-worker-record 1"
+#define RECORD_MAX 1024
+
+/* What /proc/<pid>/stat says of a process that matters here. */
+struct proc_info {
+    char state;               /* R, S, D, Z, ... */
+    pid_t sid;                /* its session */
+    unsigned long long start; /* clock ticks after boot (field 22) */
+};
+
+/* Reads /proc/<pid>/stat.  Returns 0, -ENOENT (no such process) or another
+ * negative code. */
+static int
+proc_info_read(pid_t pid, struct proc_info *pi)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ESRCH ? -ENOENT : -errno;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    int err = n < 0 ? errno : EINVAL;
+    close(fd);
+    if (n <= 0)
+        return err == ESRCH ? -ENOENT : -err;
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: the fields that
+     * follow it start after the last ')'. */
+    const char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ')
+        return -EINVAL;
+    int ppid, pgrp, sid;
+    if (sscanf(p + 2,
+               "%c %d %d %d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d "
+               "%llu",
+               &pi->state, &ppid, &pgrp, &sid, &pi->start) != 5)
+        return -EINVAL;
+    pi->sid = (pid_t)sid;
+    return 0;
+}
+
+/* Whether pid is a live process (not a zombie) that started at start. */
+static bool
+proc_alive(pid_t pid, unsigned long long start)
+{
+    struct proc_info pi;
+    if (pid <= 0 || proc_info_read(pid, &pi) != 0)
+        return false;
+    return pi.state != 'Z' && pi.state != 'X' && pi.start == start;
+}
+
+/*
+ * Whether the environment pid started with holds every entry of want[]
+ * exactly ("NAME=value").  Any doubt (unreadable, too large, out of memory)
+ * is a no: this decides whether to kill.
+ */
+static bool
+proc_env_has(pid_t pid, const char *const *want, size_t nwant)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    bool ok = buf != NULL;
+    while (ok) {
+        if (len == cap) {
+            char *nb = cap < ENVIRON_MAX ? realloc(buf, cap * 2) : NULL;
+            if (nb == NULL) {
+                ok = false;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            ok = false;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    size_t found = 0;
+    for (size_t i = 0; ok && i < nwant; i++) {
+        size_t wlen = strlen(want[i]);
+        for (size_t off = 0; off < len;) {
+            const char *e = buf + off;
+            const char *nul = memchr(e, '\0', len - off);
+            size_t elen = nul != NULL ? (size_t)(nul - e) : len - off;
+            if (elen == wlen && memcmp(e, want[i], wlen) == 0) {
+                found++;
+                break;
+            }
+            off += elen + 1;
+        }
+    }
+    free(buf);
+    return ok && found == nwant;
+}
+
+/* A pidfd for pid, so that a check and a signal reach the same process:
+ * >= 0, or -ESRCH (gone), or another code when the kernel has none. */
+static int
+proc_open(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd >= 0 ? (int)fd : -errno;
+#else
+    (void)pid;
+    return -ENOSYS;
+#endif
+}
+
+static void
+proc_kill(pid_t pid, int pidfd)
+{
+#ifdef SYS_pidfd_send_signal
+    if (pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) == 0)
+        return;
+    if (pidfd >= 0 && errno == ESRCH)
+        return; /* the process we checked is gone; pid may be someone else's now */
+#endif
+    kill(pid, SIGKILL);
+}
+
+/* A session to sweep. */
+struct reap_target {
+    pid_t sid;                /* the worker's pid */
+    unsigned long long start; /* the worker's start time: nothing older is its */
+    const char *spec_entry;   /* "BURST_SPEC=..." a member must carry; NULL when
+                                 the worker is not reaped yet, so that all of
+                                 its session is certainly ours */
+};
+
+/* A process, by pid and start time, so that a recycled pid is not it. */
+struct proc_id {
+    pid_t pid;
+    unsigned long long start;
+};
+
+/* The processes a sweep has SIGKILLed. */
+struct reaped {
+    struct proc_id *v; /* owned */
+    size_t n, cap;
+};
+
+static bool
+reaped_has(const struct reaped *r, pid_t pid, unsigned long long start)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->v[i].pid == pid && r->v[i].start == start)
+            return true;
+    }
+    return false;
+}
+
+static int
+reaped_add(struct reaped *r, pid_t pid, unsigned long long start)
+{
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        struct proc_id *v = realloc(r->v, cap * sizeof(*v));
+        if (v == NULL)
+            return -ENOMEM;
+        r->v = v;
+        r->cap = cap;
+    }
+    r->v[r->n].pid = pid;
+    r->v[r->n].start = start;
+    r->n++;
+    return 0;
+}
+
+/* Whether the process behind pidfd (pid) is one target t may kill. */
+static bool
+reap_allowed(const struct compute_local *cl, const struct reap_target *t, pid_t pid,
+             struct proc_info *pi)
+{
+    /* Read again now that the pidfd holds it: if pid was recycled since the
+     * scan, this reads the newcomer and the pidfd's signal cannot land. */
+    if (proc_info_read(pid, pi) != 0 || pi->state == 'Z' || pi->state == 'X' ||
+        pi->sid != t->sid)
+        return false;
+    if (t->spec_entry == NULL)
+        return true;
+    if (pi->start < t->start)
+        return false;
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+    if (stat(path, &st) != 0 || st.st_uid != geteuid())
+        return false;
+    const char *want[] = {t->spec_entry, cl->storage_entry};
+    return proc_env_has(pid, want, 2);
+}
+
+/*
+ * One pass over /proc: SIGKILLs every live process of a target's session
+ * that the target allows and that is not in done yet, and adds it there.
+ * Returns how many it killed, or a negative code.
+ */
+static int
+reap_pass(const struct compute_local *cl, const struct reap_target *t, size_t nt,
+          struct reaped *done)
+{
+    DIR *dir = opendir("/proc");
+    if (dir == NULL)
+        return -errno;
+    int killed = 0, rc = 0;
+    pid_t self = getpid();
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        char *end;
+        long v = strtol(de->d_name, &end, 10);
+        if (de->d_name[0] < '1' || de->d_name[0] > '9' || *end != '\0' || v > INT32_MAX)
+            continue;
+        pid_t pid = (pid_t)v;
+        struct proc_info pi;
+        if (pid == self || proc_info_read(pid, &pi) != 0 || pi.state == 'Z' ||
+            pi.state == 'X')
+            continue;
+        const struct reap_target *tt = NULL;
+        for (size_t i = 0; i < nt && tt == NULL; i++) {
+            if (t[i].sid == pi.sid)
+                tt = &t[i];
+        }
+        if (tt == NULL || reaped_has(done, pid, pi.start))
+            continue;
+        int pidfd = proc_open(pid);
+        if (pidfd == -ESRCH)
+            continue;
+        if (reap_allowed(cl, tt, pid, &pi)) {
+            proc_kill(pid, pidfd);
+            killed++;
+            rc = reaped_add(done, pid, pi.start);
+        }
+        if (pidfd >= 0)
+            close(pidfd);
+        if (rc != 0)
+            break;
+    }
+    closedir(dir);
+    return rc != 0 ? rc : killed;
+}
+
+/*
+ * SIGKILLs the sessions of t[0 .. nt): passes over /proc until one finds
+ * nothing new, since a member may fork while a pass runs (a process with
+ * SIGKILL pending forks no more).  done (may be NULL) receives what was
+ * killed.  Returns the number killed, or a negative code.
+ */
+static int
+reap_sessions(const struct compute_local *cl, const struct reap_target *t, size_t nt,
+              struct reaped *done)
+{
+    struct reaped local = {0};
+    struct reaped *r = done != NULL ? done : &local;
+    size_t before = r->n;
+    int rc = 0;
+    for (int pass = 0; pass < REAP_PASSES; pass++) {
+        rc = reap_pass(cl, t, nt, r);
+        if (rc <= 0)
+            break;
+    }
+    if (rc > 0)
+        log_warnx("compute: a worker's session was still forking after %d sweeps",
+                  REAP_PASSES);
+    else if (rc < 0)
+        log_warnx("compute: cannot sweep a worker's session: %s", strerror(-rc));
+    int n = (int)(r->n - before);
+    free(local.v);
+    return rc < 0 ? rc : n;
+}
+
+/* SIGKILLs inv's worker and everything of its session.  Only while the
+ * worker is not reaped: then nothing else can be in its session. */
+static void
+inv_kill(struct compute_local *cl, struct local_inv *inv)
+{
+    assert(inv->state == INV_RUNNING);
+    kill(-inv->pid, SIGKILL);
+    struct reap_target t = {.sid = inv->pid, .start = inv->start, .spec_entry = NULL};
+    reap_sessions(cl, &t, 1, NULL);
+    inv->swept = true;
+}
+
+/* Notes the start time of inv's worker, just spawned (a zombie at worst:
+ * not reaped before the loop runs), and writes its record (layer 3).  A
+ * failure is logged, once per streak: the worker runs anyway, and layer 1
+ * still ends it with us. */
+static void
+record_add(struct compute_local *cl, struct local_inv *inv, const char *spec_key)
+{
+    char name[32], line[RECORD_MAX];
+    struct proc_info pi;
+    int rc = proc_info_read(inv->pid, &pi);
+    if (rc == 0)
+        inv->start = pi.start;
+    if (cl->run_fd < 0)
+        return;
+    int len =
+        snprintf(line, sizeof(line), "%s %d %llu %d %llu %s %s\n", RECORD_MAGIC, inv->pid,
+                 inv->start, (int)getpid(), cl->self_start, cl->boot_id, spec_key);
+    if (rc == 0 && (len < 0 || (size_t)len >= sizeof(line)))
+        rc = -ENAMETOOLONG;
+    snprintf(name, sizeof(name), "%d", inv->pid);
+    int fd = -1;
+    if (rc == 0) {
+        fd = openat(cl->run_fd, name,
+                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            rc = -errno;
+    }
+    errno = 0;
+    if (rc == 0 && write(fd, line, (size_t)len) != len)
+        rc = errno != 0 ? -errno : -ENOSPC; /* a short write: the disk is full */
+    if (fd >= 0 && close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc != 0) {
+        if (fd >= 0)
+            unlinkat(cl->run_fd, name, 0);
+        if (!cl->record_warned)
+            log_warnx("compute: cannot record worker %d: %s; if burstd dies now, what it "
+                      "leaves behind is not reaped at the next start",
+                      inv->pid, strerror(-rc));
+        cl->record_warned = true;
+        return;
+    }
+    cl->record_warned = false;
+    inv->recorded = true;
+}
+
+static void
+record_remove(struct compute_local *cl, struct local_inv *inv)
+{
+    if (!inv->recorded)
+        return;
+    char name[32];
+    snprintf(name, sizeof(name), "%d", inv->pid);
+    if (unlinkat(cl->run_fd, name, 0) != 0 && errno != ENOENT)
+        log_warn("compute: cannot remove the record of worker %d", inv->pid);
+    inv->recorded = false;
 }
 
 static void
@@ -281,6 +703,21 @@ inv_exited(uv_process_t *proc, int64_t exit_status, int term_signal)
     /* The leader is gone; whatever it left running in its group goes too. */
     if (inv->pid > 0)
         kill(-inv->pid, SIGKILL);
+    /* Told to stop (a cancel's SIGTERM), or killed by a signal nobody here
+     * sent (the OOM killer, a crash): what its tasks started outside their
+     * process groups may survive it.  The worker is reaped, so only members
+     * that show it is theirs are killed (layer 2).  A worker that simply
+     * finished is not swept: a /proc scan per invocation costs too much. */
+    if ((term_signal != 0 || inv->term_sent) && !inv->swept && ld->d != NULL) {
+        char spec_entry[600];
+        int len =
+            snprintf(spec_entry, sizeof(spec_entry), "BURST_SPEC=%s", ld->d->spec_key);
+        struct reap_target t = {
+            .sid = inv->pid, .start = inv->start, .spec_entry = spec_entry};
+        if (len > 0 && (size_t)len < sizeof(spec_entry))
+            reap_sessions(cl, &t, 1, NULL);
+    }
+    record_remove(cl, inv);
     assert(cl->nrunning > 0);
     cl->nrunning--;
     uv_timer_stop(&inv->timer);
@@ -304,7 +741,7 @@ on_timer(uv_timer_t *t)
     /* A cancel keeps its own reason when its grace runs out. */
     if (inv->why == NULL)
         inv->why = "deadline exceeded";
-    kill(-inv->pid, SIGKILL);
+    inv_kill(inv->ld->cl, inv);
 }
 
 /* Runs the callbacks that submit deferred, one dispatch at a time. */
@@ -409,19 +846,19 @@ cl_submit(struct compute *c, struct dispatch *d)
     ld->ninv = d->ninv;
 
     /* The worker's environment: the filtered snapshot plus its three
-     * variables.  uv_spawn forks before it returns, so a stack buffer and
-     * an array freed right after are fine. */
+     * variables and BURST_PARENT_PID (layer 1).  uv_spawn forks before it
+     * returns, so a stack buffer and an array freed right after are fine. */
     char job_index[32];
-    char **env = calloc(cl->nenv + 4, sizeof(*env));
-    char *storage = env_entry("BURST_STORAGE", cl->storage_url);
+    char **env = calloc(cl->nenv + 5, sizeof(*env));
     char *spec = env_entry("BURST_SPEC", d->spec_key);
-    if (env == NULL || storage == NULL || spec == NULL)
+    if (env == NULL || spec == NULL)
         goto fail_env;
     memcpy(env, cl->env, cl->nenv * sizeof(*env));
-    env[cl->nenv] = storage;
+    env[cl->nenv] = cl->storage_entry;
     env[cl->nenv + 1] = spec;
     env[cl->nenv + 2] = job_index;
-    env[cl->nenv + 3] = NULL;
+    env[cl->nenv + 3] = cl->parent_entry;
+    env[cl->nenv + 4] = NULL;
 
     cl->nalive++;
     for (uint32_t i = 0; i < ld->ninv; i++) {
@@ -442,6 +879,7 @@ cl_submit(struct compute *c, struct dispatch *d)
             inv->why = inv->why_buf;
             continue;
         }
+        record_add(cl, inv, d->spec_key);
         inv->state = INV_RUNNING;
         inv->started_pending = true;
         cl->nrunning++;
@@ -452,7 +890,6 @@ cl_submit(struct compute *c, struct dispatch *d)
             uv_timer_start(&inv->timer, on_timer, d->deadline_ms, 0);
     }
     free(spec);
-    free(storage);
     free(env);
 
     ld->d = d;
@@ -468,13 +905,11 @@ fail_first:
     log_warnx("compute: cannot start %s: %s", cl->worker_path, uv_strerror(rc));
     ld->done = true;
     free(spec);
-    free(storage);
     free(env);
     return rc;
 
 fail_env:
     free(spec);
-    free(storage);
     free(env);
     free(ld);
     return -ENOMEM;
@@ -499,7 +934,7 @@ cl_cancel(struct compute *c, struct dispatch *d, uint64_t grace_ms)
         if (inv->why == NULL)
             inv->why = "cancelled";
         if (grace_ms == 0) {
-            kill(-inv->pid, SIGKILL);
+            inv_kill(ld->cl, inv);
             continue;
         }
         if (!inv->term_sent) {
@@ -543,7 +978,7 @@ cl_close(struct compute *c, void (*cb)(struct compute *c))
             if (inv->why == NULL)
                 inv->why = "backend closed";
             uv_timer_stop(&inv->timer);
-            kill(-inv->pid, SIGKILL);
+            inv_kill(cl, inv);
         }
     }
     cl_maybe_closed(cl);
@@ -577,9 +1012,15 @@ compute_local_new(uv_loop_t *loop, const char *worker_path, const char *storage_
     cl->base.name = "local";
     link_init(&cl->dispatches);
     link_init(&cl->notify);
+    cl->run_fd = -1;
     cl->worker_path = strdup(worker_path);
     cl->storage_url = strdup(storage_url);
-    if (cl->worker_path == NULL || cl->storage_url == NULL || env_snapshot(cl) < 0) {
+    cl->storage_entry = env_entry("BURST_STORAGE", storage_url);
+    char parent[32];
+    snprintf(parent, sizeof(parent), "%d", (int)getpid());
+    cl->parent_entry = env_entry("BURST_PARENT_PID", parent);
+    if (cl->worker_path == NULL || cl->storage_url == NULL || cl->storage_entry == NULL ||
+        cl->parent_entry == NULL || env_snapshot(cl) < 0) {
         cl_free(cl);
         return -ENOMEM;
     }
@@ -587,4 +1028,217 @@ compute_local_new(uv_loop_t *loop, const char *worker_path, const char *storage_
     cl->idle.data = cl;
     *out = &cl->base;
     return 0;
+}
+
+/* A record read back at start-up. */
+struct orphan {
+    struct reap_target t;
+    char name[256];       /* the record's file name */
+    char spec_entry[600]; /* t.spec_entry points here */
+};
+
+/*
+ * Parses one record.  Returns 1 when o describes a worker to reap, 0 when
+ * the record is to be removed with nothing to do (malformed, or from before
+ * a reboot), -EBUSY when the burstd that wrote it still runs.
+ */
+static int
+orphan_parse(const struct compute_local *cl, const char *line, struct orphan *o)
+{
+    int wpid, dpid, n = 0;
+    unsigned long long wstart, dstart;
+    char boot[40], spec[512];
+    if (sscanf(line, RECORD_MAGIC " %d %llu %d %llu %39s %511s%n", &wpid, &wstart, &dpid,
+               &dstart, boot, spec, &n) != 6 ||
+        line[n] != '\n' || wpid <= 1 || dpid <= 1)
+        return 0;
+    if (strcmp(boot, cl->boot_id) != 0)
+        return 0; /* the reboot ended all of it */
+    if (dpid != getpid() && proc_alive(dpid, dstart))
+        return -EBUSY;
+    o->t.sid = wpid;
+    o->t.start = wstart;
+    snprintf(o->spec_entry, sizeof(o->spec_entry), "BURST_SPEC=%s", spec);
+    o->t.spec_entry = o->spec_entry;
+    return 1;
+}
+
+/* Waits, up to REAP_WAIT_MS, until every process in r is gone or a zombie
+ * (it runs no more code: its output is written or never will be). */
+static void
+reap_wait(const struct reaped *r)
+{
+    struct timespec tick = {0, 10 * 1000000L};
+    for (int waited = 0;; waited += 10) {
+        size_t alive = 0;
+        for (size_t i = 0; i < r->n; i++)
+            alive += proc_alive(r->v[i].pid, r->v[i].start);
+        if (alive == 0)
+            return;
+        if (waited >= REAP_WAIT_MS) {
+            log_warnx("compute: %zu processes left by an earlier burstd survive SIGKILL",
+                      alive);
+            return;
+        }
+        nanosleep(&tick, NULL);
+    }
+}
+
+/*
+ * Layer 3: reaps what the workers of a burstd that died left behind, from
+ * the records in cl->run_fd, and removes those records.  Blocks (start-up
+ * only) until what it killed is gone.  Returns 0 or a negative code; a
+ * record it could not act on stays for the next start.
+ */
+static int
+orphans_reap(struct compute_local *cl)
+{
+    int dfd = openat(cl->run_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (dir == NULL) {
+        int rc = -errno;
+        if (dfd >= 0)
+            close(dfd);
+        return rc;
+    }
+    struct orphan *o = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct orphan *no = realloc(o, ncap * sizeof(*no));
+            if (no == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            o = no;
+            cap = ncap;
+        }
+        char line[RECORD_MAX];
+        ssize_t len = -1;
+        int fd = openat(cl->run_fd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0) {
+            len = read(fd, line, sizeof(line) - 1);
+            close(fd);
+        }
+        line[len > 0 ? len : 0] = '\0';
+        int kind = orphan_parse(cl, line, &o[n]);
+        if (kind == -EBUSY) {
+            log_warnx("compute: worker record %s belongs to a burstd that still runs on "
+                      "this state directory; leaving it",
+                      de->d_name);
+            continue;
+        }
+        snprintf(o[n].name, sizeof(o[n].name), "%s", de->d_name);
+        if (kind == 0) {
+            unlinkat(cl->run_fd, de->d_name, 0);
+            continue;
+        }
+        /* The spec entry moves with the array: point at it on use. */
+        n++;
+    }
+    closedir(dir);
+
+    if (rc == 0 && n > 0) {
+        struct reap_target *t = calloc(n, sizeof(*t));
+        struct reaped done = {0};
+        if (t == NULL) {
+            rc = -ENOMEM;
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                t[i] = o[i].t;
+                t[i].spec_entry = o[i].spec_entry;
+            }
+            rc = reap_sessions(cl, t, n, &done);
+            reap_wait(&done);
+            if (rc >= 0) {
+                log_info("compute: %zu workers of an earlier burstd ended unseen; %zu of "
+                         "their processes were still running and are killed",
+                         n, done.n);
+                for (size_t i = 0; i < n; i++)
+                    unlinkat(cl->run_fd, o[i].name, 0);
+                rc = 0;
+            }
+        }
+        free(done.v);
+        free(t);
+    }
+    free(o);
+    return rc;
+}
+
+/* mkdir -p of dir, the directories it creates private to us. */
+static int
+mkdir_private(const char *dir)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof(buf), "%s", dir) >= (int)sizeof(buf))
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+            return -errno;
+        if (c == '\0')
+            return 0;
+        *p = c;
+    }
+}
+
+/* See compute.h.  The records written from here on carry our pid, start
+ * time and the boot id, which is how the next burstd tells a record of a
+ * dead daemon from one of a daemon that still runs. */
+int
+compute_local_track(struct compute *c, const char *dir)
+{
+    struct compute_local *cl = (struct compute_local *)c;
+    if (c == NULL || c->ops != &compute_local_ops || dir == NULL || dir[0] == '\0' ||
+        cl->run_fd >= 0)
+        return -EINVAL;
+    int rc = mkdir_private(dir);
+    if (rc != 0)
+        return rc;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    cl->run_fd = fd;
+
+    struct proc_info self;
+    rc = proc_info_read(getpid(), &self);
+    if (rc != 0) {
+        log_warnx("compute: cannot read /proc/%d/stat: %s; workers are not recorded",
+                  (int)getpid(), strerror(-rc));
+        goto fail_self;
+    }
+    cl->self_start = self.start;
+    /* Without a boot id, "-": every record then looks like this boot's,
+     * which only costs the checks of a sweep that finds nothing. */
+    snprintf(cl->boot_id, sizeof(cl->boot_id), "-");
+    int bfd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (bfd >= 0) {
+        char b[64];
+        ssize_t n = read(bfd, b, sizeof(b) - 1);
+        close(bfd);
+        b[n > 0 ? n : 0] = '\0';
+        b[strcspn(b, " \t\n")] = '\0';
+        size_t len = strlen(b);
+        if (len > 0 && len < sizeof(cl->boot_id))
+            memcpy(cl->boot_id, b, len + 1);
+    }
+    rc = orphans_reap(cl);
+    if (rc != 0)
+        log_warnx("compute: cannot reap the workers an earlier burstd left in %s: %s",
+                  dir, strerror(-rc));
+    return 0;
+
+fail_self:
+    close(cl->run_fd);
+    cl->run_fd = -1;
+    return rc;
 }

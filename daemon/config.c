@@ -18,6 +18,8 @@ config_init(struct config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->max_connections = 1024;
     cfg->idle_timeout_ms = 30000;
+    cfg->max_connections_per_uid = 256;
+    cfg->max_subscriptions = 1024;
     proto_limits_default(&cfg->limits);
 }
 
@@ -28,6 +30,8 @@ config_free(struct config *cfg)
     free(cfg->state_dir);
     free(cfg->worker_path);
     free(cfg->admin_group);
+    free(cfg->socket_group);
+    free(cfg->credentials_dir);
     free(cfg->compute);
     free(cfg->storage);
     memset(cfg, 0, sizeof(*cfg));
@@ -70,6 +74,8 @@ static const struct u32_key u32_keys[] = {
     CFG_U32("quota", quota, 1, 100000),
     CFG_U32("max_connections", max_connections, 1, 1000000),
     CFG_U32("idle_timeout_ms", idle_timeout_ms, 100, 86400000),
+    CFG_U32("max_connections_per_uid", max_connections_per_uid, 0, 1000000),
+    CFG_U32("limits.max_subscriptions", max_subscriptions, 1, 1000000),
     CFG_U32("ledger_max_mb", ledger_max_mb, 1, 16u * 1024u * 1024u),
     CFG_U32("limits.max_frame", limits.max_frame, 1024, PROTO_FRAME_HARD_MAX),
     CFG_U32("limits.max_depth", limits.max_depth, 4, 32),
@@ -107,6 +113,10 @@ config_set(struct config *cfg, const char *key, const char *value, char *err,
         str = &cfg->worker_path;
     else if (strcmp(key, "admin_group") == 0)
         str = &cfg->admin_group;
+    else if (strcmp(key, "socket_group") == 0)
+        str = &cfg->socket_group;
+    else if (strcmp(key, "credentials_dir") == 0)
+        str = &cfg->credentials_dir;
     else if (strcmp(key, "compute") == 0 || strcmp(key, "storage") == 0) {
         if (strcmp(value, "local") != 0) {
             snprintf(err, errsize, "%s '%s' is not available (this build has: local)", key,

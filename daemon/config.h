@@ -21,11 +21,22 @@ struct config {
     char *state_dir;    /* owned; NULL = default */
     char *worker_path;  /* owned; NULL = found next to burstd */
     char *admin_group;  /* owned; NULL = none */
+    /* owned; NULL = the socket is 0600, for the daemon's user alone.  A
+     * group name makes it 0660 and that group's (system mode).  No other
+     * mode is configurable: the socket is never world-accessible. */
+    char *socket_group;
+    /* owned; NULL = none.  Where backends find their secret files (one
+     * per credential, named for it); main.c fills it from systemd's
+     * $CREDENTIALS_DIRECTORY (LoadCredential=) when the file does not set
+     * it.  Only names are ever logged, never contents. */
+    char *credentials_dir;
     char *compute;      /* owned: "local" */
     char *storage;      /* owned: "local" */
     uint32_t quota;     /* 0 = number of cores */
     uint32_t max_connections;
     uint32_t idle_timeout_ms; /* a half-received frame older than this drops the client */
+    uint32_t max_connections_per_uid; /* non-admin connections of one uid; 0 = no cap */
+    uint32_t max_subscriptions;       /* jobs one connection may subscribe to */
     uint32_t ledger_max_mb;   /* cap on the ledger file; 0 = none (the disk is the cap) */
     int verbose;
     struct proto_limits limits;

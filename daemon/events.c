@@ -372,14 +372,32 @@ replay_one(void *arg, uint64_t seq, const void *body, size_t len)
     return 0;
 }
 
+static struct ev_sub *
+ev_sub_find(const struct events *ev, const struct conn *c, uint64_t job)
+{
+    for (struct ev_sub *s = ev->subs; s != NULL; s = s->next)
+        if (s->conn == c && s->job == job)
+            return s;
+    return NULL;
+}
+
+int
+events_subscribe_check(const struct events *ev, const struct conn *c, uint64_t job)
+{
+    /* Renewing a subscription (a replay from another sequence number)
+     * costs nothing; only a new job counts against the limit. */
+    if (c->nsubs < ev->d->cfg->max_subscriptions || ev_sub_find(ev, c, job) != NULL)
+        return 0;
+    return BURST_ETOOBIG;
+}
+
 int
 events_subscribe(struct events *ev, struct conn *c, uint64_t job, uint64_t from_seq)
 {
-    struct ev_sub *s = NULL;
-    for (s = ev->subs; s != NULL; s = s->next)
-        if (s->conn == c && s->job == job)
-            break;
+    struct ev_sub *s = ev_sub_find(ev, c, job);
     if (s == NULL) {
+        if (c->nsubs >= ev->d->cfg->max_subscriptions)
+            return BURST_ETOOBIG;
         s = calloc(1, sizeof(*s));
         if (s == NULL)
             return -ENOMEM;
@@ -387,6 +405,7 @@ events_subscribe(struct events *ev, struct conn *c, uint64_t job, uint64_t from_
         s->job = job;
         s->next = ev->subs;
         ev->subs = s;
+        c->nsubs++;
     }
     s->last_seq = from_seq;
     struct replay *r = calloc(1, sizeof(*r));
@@ -408,6 +427,7 @@ events_unsubscribe(struct events *ev, struct conn *c, uint64_t job)
         if (s->conn == c && s->job == job) {
             *pp = s->next;
             free(s);
+            c->nsubs--;
         } else {
             pp = &s->next;
         }
@@ -427,4 +447,5 @@ events_conn_closed(struct events *ev, struct conn *c)
             pp = &s->next;
         }
     }
+    c->nsubs = 0;
 }

@@ -33,7 +33,13 @@ void events_publish(struct events *ev);
 /* The commit failed: forget what was flushed (it is not in the ledger). */
 void events_discard(struct events *ev);
 
-/* Replays events after from_seq to c, then keeps it subscribed. */
+/* 0 when c may subscribe to job (it already is, or it is under the
+ * config's max_subscriptions), else BURST_ETOOBIG.  Lets the caller refuse
+ * before it replies. */
+int events_subscribe_check(const struct events *ev, const struct conn *c, uint64_t job);
+/* Replays events after from_seq to c, then keeps it subscribed.  Returns 0,
+ * BURST_ETOOBIG (a new subscription beyond the limit: nothing changed),
+ * -ENOMEM or a ledger error of the replay. */
 int events_subscribe(struct events *ev, struct conn *c, uint64_t job, uint64_t from_seq);
 void events_unsubscribe(struct events *ev, struct conn *c, uint64_t job);
 void events_conn_closed(struct events *ev, struct conn *c);

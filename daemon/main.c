@@ -3,7 +3,9 @@
  * the state dir and socket of the embedded default, opening the ledger and
  * the backends, signals, and the loop (DESIGN.md, "The CLI contract").
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
@@ -22,6 +24,7 @@
 #include "events.h"
 #include "ledger.h"
 #include "log.h"
+#include "notify.h"
 #include "scheduler.h"
 #include "server.h"
 #include "storage.h"
@@ -62,6 +65,75 @@ mkdirs(const char *path, mode_t mode)
     if (mkdir(buf, mode) != 0 && errno != EEXIST)
         return -errno;
     return 0;
+}
+
+/*
+ * Makes the state dir exist and be private to burstd's uid: created 0700;
+ * an existing one with any group or other permission is set back to 0700
+ * (and logged); one owned by another uid is refused, because its owner
+ * could read or forge every user's jobs.  Start-up only: fails through
+ * fatal.
+ */
+static void
+state_dir_prepare(const char *dir)
+{
+    int rc = mkdirs(dir, 0700);
+    if (rc != 0)
+        fatalx("cannot create state directory %s: %s", dir, strerror(-rc));
+    /* Check and fix through one fd, so what we check is what we chmod. */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        fatal("cannot open state directory %s", dir);
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        fatal("cannot stat state directory %s", dir);
+    if (st.st_uid != geteuid())
+        fatalx("state directory %s belongs to uid %u, not to burstd's uid %u; refusing "
+               "to use it (chown it, or choose another --state-dir)",
+               dir, (unsigned)st.st_uid, (unsigned)geteuid());
+    if ((st.st_mode & 077) != 0) {
+        if (fchmod(fd, 0700) != 0)
+            fatal("cannot make state directory %s private (chmod 0700)", dir);
+        log_info("state directory %s was mode %04o; it is now 0700", dir,
+                 (unsigned)(st.st_mode & 07777));
+    }
+    close(fd);
+    if (access(dir, W_OK | X_OK) != 0)
+        fatal("state directory %s is not writable", dir);
+}
+
+/*
+ * Records where secrets live: the config's credentials_dir, else systemd's
+ * $CREDENTIALS_DIRECTORY (LoadCredential=), which is then removed from the
+ * environment so workers are not pointed at it.  Logs, at debug level, the
+ * names of the credentials found; their contents are never read here.
+ */
+static void
+credentials_prepare(struct config *cfg)
+{
+    char err[512];
+    const char *env = getenv("CREDENTIALS_DIRECTORY");
+    if (env != NULL && env[0] != '\0' && cfg->credentials_dir == NULL &&
+        config_set(cfg, "credentials_dir", env, err, sizeof(err)) != 0)
+        fatalx("%s", err);
+    unsetenv("CREDENTIALS_DIRECTORY");
+    if (cfg->credentials_dir == NULL)
+        return;
+    DIR *dir = opendir(cfg->credentials_dir);
+    if (dir == NULL) {
+        log_warn("cannot read the credentials directory %s", cfg->credentials_dir);
+        return;
+    }
+    unsigned n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        log_debug("credential available: %s", e->d_name);
+        n++;
+    }
+    closedir(dir);
+    log_debug("%u credential(s) in %s", n, cfg->credentials_dir);
 }
 
 static char *
@@ -146,6 +218,7 @@ shutdown_begin(struct burstd *d)
     if (d->stopping)
         return;
     d->stopping = true;
+    notify_send("STOPPING=1\nSTATUS=stopping: handing work in flight back to the ledger");
     log_info("stopping: no new clients; work in flight is handed back to the ledger");
     sched_stop(d->sched, SHUTDOWN_GRACE_MS);
     burstd_commit(d);
@@ -265,12 +338,26 @@ main(int argc, char **argv)
         cfg.verbose = 1;
     log_init("burstd", cfg.verbose);
 
+    /* What a service manager handed us, read and removed from the
+     * environment before any worker can inherit it. */
+    int rc = notify_init();
+    if (rc != 0)
+        log_warnx("NOTIFY_SOCKET ignored: %s", strerror(-rc));
+    int listen_fd = server_activation_fd();
+    credentials_prepare(&cfg);
+
     /* Paths of the embedded default. */
     char *state_dir = cfg.state_dir ? strdup(cfg.state_dir) : default_state_dir();
     if (state_dir == NULL)
         fatalx("no state directory: set XDG_STATE_HOME or HOME, or pass --state-dir");
     char *socket_path = NULL;
-    if (cfg.socket_path != NULL) {
+    if (listen_fd >= 0) {
+        /* Socket activation: the inherited socket wins over --socket. */
+        if (cfg.socket_path != NULL)
+            log_debug("socket activation: the inherited socket is used, not %s",
+                      cfg.socket_path);
+        socket_path = strdup("the socket passed by socket activation");
+    } else if (cfg.socket_path != NULL) {
         socket_path = strdup(cfg.socket_path);
     } else {
         const char *rt = getenv("XDG_RUNTIME_DIR");
@@ -280,11 +367,7 @@ main(int argc, char **argv)
     }
     if (socket_path == NULL)
         fatalx("out of memory");
-    int rc = mkdirs(state_dir, 0700);
-    if (rc != 0)
-        fatalx("cannot create state directory %s: %s", state_dir, strerror(-rc));
-    if (access(state_dir, W_OK | X_OK) != 0)
-        fatal("state directory %s is not writable", state_dir);
+    state_dir_prepare(state_dir);
 
     memset(d, 0, sizeof(*d));
     d->loop = uv_default_loop();
@@ -297,6 +380,10 @@ main(int argc, char **argv)
         d->admin_gid = gr->gr_gid;
         d->has_admin_gid = true;
     }
+    /* Checked now so a typo stops start-up before the ledger is opened;
+     * server_listen resolves it again when it creates the socket. */
+    if (listen_fd < 0 && cfg.socket_group != NULL && getgrnam(cfg.socket_group) == NULL)
+        fatalx("socket_group '%s' does not exist", cfg.socket_group);
     signal(SIGPIPE, SIG_IGN);
 
     char *ledger_path = join(state_dir, "ledger.db");
@@ -323,6 +410,17 @@ main(int argc, char **argv)
                            &d->compute);
     if (rc != 0)
         fatalx("cannot start the local compute backend: %s", burst_strerror(rc));
+    /* Before the scheduler reconciles: what a killed burstd's workers left
+     * running is reaped first (compute_local.c). */
+    char *workers_dir = join(state_dir, "run/workers");
+    if (workers_dir == NULL)
+        fatalx("out of memory");
+    rc = compute_local_track(d->compute, workers_dir);
+    if (rc != 0)
+        log_warnx("cannot keep worker records in %s: %s; what workers leave behind if "
+                  "burstd is killed will not be reaped",
+                  workers_dir, strerror(-rc));
+    free(workers_dir);
 
     uint32_t quota = cfg.quota;
     bool found = false;
@@ -336,7 +434,10 @@ main(int argc, char **argv)
     if (sched_new(d, quota, &d->sched) != 0 || events_new(d, &d->events) != 0 ||
         server_new(d, &d->server) != 0)
         fatalx("out of memory");
-    rc = server_listen(d->server, socket_path);
+    if (listen_fd >= 0)
+        rc = server_listen_fd(d->server, listen_fd); /* the server owns the fd now */
+    else
+        rc = server_listen(d->server, socket_path);
     if (rc != 0)
         fatalx("cannot listen on %s: %s", socket_path, burst_strerror(rc));
     rc = sched_start(d->sched);
@@ -354,6 +455,10 @@ main(int argc, char **argv)
     uv_signal_start(&sig_int, on_signal, SIGINT);
     uv_signal_start(&sig_hup, on_signal, SIGHUP);
 
+    /* Ready means clients are accepted, acknowledged work is moving and
+     * SIGTERM is handled: systemd starts units ordered after burstd (and
+     * may stop it) only from now on. */
+    notify_send("READY=1\nSTATUS=serving on %s (quota %u)", socket_path, quota);
     log_info("burstd %s listening on %s (state %s, worker %s, quota %u)", BURST_VERSION,
              socket_path, state_dir, worker, quota);
     uv_run(d->loop, UV_RUN_DEFAULT);
@@ -368,6 +473,7 @@ main(int argc, char **argv)
     if (uv_loop_close(d->loop) != 0)
         log_debug("loop closed with handles still open");
     log_info("stopped");
+    notify_close();
     free(worker);
     free(ledger_path);
     free(storage_dir);

@@ -371,6 +371,9 @@ job_load(struct sched *s, uint64_t id, struct sched_job **out)
         rc = ledger_task_get(d->ledger, id, j->total, &t);
         if (rc == 0)
             j->reduce_state = t.state;
+        /* A reducer that was ever dispatched had its manifest written. */
+        if (rc == 0 && t.state != BURST_TASK_QUEUED)
+            j->reduce_ready = true;
     }
     if (rc != 0) {
         job_free(j);
@@ -421,8 +424,9 @@ attempt_outcome(struct sched *s, struct sched_job *j, int status, uint32_t attem
         e->state = BURST_TASK_SUCCEEDED;
         return;
     }
-    /* A missing library or symbol will not appear by retrying. */
-    bool retryable = status != INVOC_ERROR && !j->cancelled;
+    /* A missing library or symbol will not appear by retrying, and the
+     * same memory limit will be exceeded again. */
+    bool retryable = status != INVOC_ERROR && status != INVOC_OOM && !j->cancelled;
     if (retryable && attempt < j->retries + 1) {
         e->state = BURST_TASK_RETRYING;
         e->retry_at_ms = now + retry_delay_ms(attempt);
@@ -451,8 +455,13 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
     }
     struct ledger_task_end *ends = calloc(sd->n, sizeof(*ends));
     uint32_t *cancel_idx = calloc(sd->n, sizeof(*cancel_idx));
+    /* The attempt that ended, for each entry of ends and of cancel_idx:
+     * the events carry it, as the running event did. */
+    uint32_t *end_att = calloc(sd->n, sizeof(*end_att));
+    uint32_t *cancel_att = calloc(sd->n, sizeof(*cancel_att));
     char(*reasons)[192] = calloc(sd->n, sizeof(*reasons));
-    if (ends == NULL || cancel_idx == NULL || reasons == NULL) {
+    if (ends == NULL || cancel_idx == NULL || end_att == NULL || cancel_att == NULL ||
+        reasons == NULL) {
         log_warnx("job %llu: out of memory recording dispatch %llu",
                   (unsigned long long)j->id, (unsigned long long)sd->d.dispatch);
         goto out;
@@ -468,10 +477,12 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
                 break;
             }
         if (j->cancelled && (r == NULL || r->status != INVOC_OK)) {
+            cancel_att[ncancel] = sd->attempts[i];
             cancel_idx[ncancel++] = sd->idx[i];
             continue;
         }
         struct ledger_task_end *e = &ends[nends];
+        end_att[nends] = sd->attempts[i];
         e->index = sd->idx[i];
         e->exit_status = -1;
         if (r != NULL) {
@@ -515,7 +526,7 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
     }
     for (size_t i = 0; i < nends; i++) {
         count_move(j, prev, ends[i].state);
-        events_task(d->events, j->id, ends[i].index, ends[i].state, 0);
+        events_task(d->events, j->id, ends[i].index, ends[i].state, end_att[i]);
         if (ends[i].index == j->total && j->kind == BURST_KIND_MAP_REDUCE)
             j->reduce_state = ends[i].state;
         if (ends[i].state == BURST_TASK_RETRYING) {
@@ -525,7 +536,7 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
     }
     for (uint32_t i = 0; i < ncancel; i++) {
         count_move(j, prev, BURST_TASK_CANCELLED);
-        events_task(d->events, j->id, cancel_idx[i], BURST_TASK_CANCELLED, 0);
+        events_task(d->events, j->id, cancel_idx[i], BURST_TASK_CANCELLED, cancel_att[i]);
         if (cancel_idx[i] == j->total && j->kind == BURST_KIND_MAP_REDUCE)
             j->reduce_state = BURST_TASK_CANCELLED;
     }
@@ -536,6 +547,8 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
 out:
     free(ends);
     free(cancel_idx);
+    free(end_att);
+    free(cancel_att);
     free(reasons);
 }
 
@@ -891,7 +904,10 @@ sched_pump(struct sched *s)
             j->maybe_ready = false;
             bool found = false;
             int64_t at;
-            if (ledger_tasks_next_retry(s->d->ledger, j->id, &at, &found) == 0 && found)
+            /* A retry already due is one of a task this pass may not run
+             * yet (the reducer before its maps end): no timer for it. */
+            if (ledger_tasks_next_retry(s->d->ledger, j->id, &at, &found) == 0 && found &&
+                at > now)
                 job_note_retry(s, j, at);
             continue;
         }

@@ -9,9 +9,11 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +187,7 @@ conn_process(struct conn *c)
             conn_close_after_flush(c);
             return;
         }
+        c->last_active = uv_now(d->loop);
         rc = api_handle(d, c, payload, len);
         if (rc < 0) {
             conn_close_after_flush(c);
@@ -346,6 +349,58 @@ reject_conn_closed(uv_handle_t *h)
     free(h);
 }
 
+/* Open connections of uid, not counting except. */
+static uint32_t
+server_conns_of(const struct server *s, uid_t uid, const struct conn *except)
+{
+    uint32_t n = 0;
+    for (const struct conn *c = s->conns; c != NULL; c = c->next)
+        if (c != except && c->uid == uid && !c->closing)
+            n++;
+    return n;
+}
+
+/*
+ * Makes room for newcomer when every slot is taken, so that clients which
+ * connect and then sit idle cannot lock everyone else out: closes the
+ * connection that has been quiet longest -- no subscription, no request in
+ * progress, no half-received frame.  Those that are working keep their
+ * slot.  Returns true when one was closed (nconns dropped by one).
+ */
+static bool
+server_evict_idle(struct server *s, const struct conn *newcomer)
+{
+    struct conn *victim = NULL;
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        /* A cancel-on-disconnect client is never idle: dropping it would
+         * cancel its jobs. */
+        if (c == newcomer || c->closing || c->paused || c->nsubs > 0 ||
+            c->cancel_jobs != NULL || frame_reader_partial(&c->reader))
+            continue;
+        /* Ties (the clock counts milliseconds) go to the older connection. */
+        if (victim == NULL || c->last_active < victim->last_active ||
+            (c->last_active == victim->last_active && c->serial < victim->serial))
+            victim = c;
+    }
+    if (victim == NULL)
+        return false;
+    log_info("client %llu (uid %u): dropped, idle while burstd is at max_connections",
+             (unsigned long long)victim->serial, (unsigned)victim->uid);
+    /* Say why if the socket takes it at once; a queued write would be
+     * cancelled by the close, and waiting for it would hold the slot. */
+    struct proto_buf b;
+    proto_buf_init(&b);
+    if (proto_encode_error(&b, 0, BURST_EBUSY,
+                           "dropped: burstd is at its connection limit and this "
+                           "connection was the longest idle") == 0) {
+        uv_buf_t ub = uv_buf_init(b.data, (unsigned)b.len);
+        (void)uv_try_write((uv_stream_t *)&victim->pipe, &ub, 1);
+    }
+    proto_buf_free(&b);
+    conn_close(victim);
+    return true;
+}
+
 static void
 on_connection(uv_stream_t *listener, int status)
 {
@@ -401,7 +456,20 @@ on_connection(uv_stream_t *listener, int status)
     c->pid = cred.pid;
     c->admin = cred.uid == 0 || cred.uid == d->uid ||
                (d->has_admin_gid && uid_in_group(cred.uid, cred.gid, d->admin_gid));
-    if (s->nconns > d->cfg->max_connections || d->stopping) {
+    c->last_active = uv_now(d->loop);
+    /* One user may not take every slot (admins are trusted). */
+    uint32_t per_uid = d->cfg->max_connections_per_uid;
+    if (!c->admin && per_uid > 0 && !d->stopping &&
+        server_conns_of(s, c->uid, c) >= per_uid) {
+        conn_send_error(c, 0, BURST_EBUSY,
+                        "too many connections of uid %u (max_connections_per_uid is %u); "
+                        "close some or try again later",
+                        (unsigned)c->uid, per_uid);
+        conn_close_after_flush(c);
+        return;
+    }
+    if (d->stopping ||
+        (s->nconns > d->cfg->max_connections && !server_evict_idle(s, c))) {
         int code = d->stopping ? BURST_ESHUTDOWN : BURST_EBUSY;
         conn_send_error(c, 0, code, "%s",
                         d->stopping ? "burstd is shutting down"
@@ -448,6 +516,44 @@ prepare_socket_path(const char *path)
     return 0;
 }
 
+/*
+ * Gives the freshly bound socket at path its final owner group and mode:
+ * 0600 by default, or 0660 and group `group` (system mode: members of the
+ * group are the daemon's users).  Never world-accessible.  Runs before
+ * listen(), so nobody can connect while the mode is still changing.
+ * Returns 0 or a negative errno code, logged.
+ */
+static int
+socket_set_group(const char *path, const char *group)
+{
+    mode_t mode = 0600;
+    if (group != NULL) {
+        struct group gr, *res = NULL;
+        char buf[4096];
+        int e = getgrnam_r(group, &gr, buf, sizeof(buf), &res);
+        if (e != 0 || res == NULL) {
+            log_warnx("socket_group '%s' does not exist", group);
+            return e != 0 ? -e : -ENOENT;
+        }
+        /* chown before chmod: the group gains access only once it is the
+         * right group. */
+        if (chown(path, (uid_t)-1, gr.gr_gid) != 0) {
+            int rc = -errno;
+            log_warn("cannot give socket %s to group %s (burstd's user must be a "
+                     "member of it)",
+                     path, group);
+            return rc;
+        }
+        mode = 0660;
+    }
+    if (chmod(path, mode) != 0) {
+        int rc = -errno;
+        log_warn("chmod %s", path);
+        return rc;
+    }
+    return 0;
+}
+
 int
 server_listen(struct server *s, const char *path)
 {
@@ -479,16 +585,125 @@ server_listen(struct server *s, const char *path)
         log_warnx("cannot create socket %s: %s", path, uv_strerror(rc));
         return rc;
     }
-    if (chmod(path, 0600) != 0) {
-        rc = -errno;
-        log_warn("chmod %s", path);
+    rc = socket_set_group(path, d->cfg->socket_group);
+    if (rc != 0)
         return rc;
-    }
     rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
     if (rc != 0) {
         log_warnx("cannot listen on %s: %s", path, uv_strerror(rc));
         return rc;
     }
+    return 0;
+}
+
+/* Parses a decimal environment value into *out; false when unset or bad. */
+static bool
+env_long(const char *name, long *out)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v < '0' || *v > '9')
+        return false;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = n;
+    return true;
+}
+
+int
+server_activation_fd(void)
+{
+    long pid = 0, nfds = 0;
+    bool ours = env_long("LISTEN_PID", &pid) && pid == (long)getpid() &&
+                env_long("LISTEN_FDS", &nfds) && nfds >= 1;
+    /* Whatever they said, the variables describe this process only:
+     * workers must not believe they were activated. */
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (!ours)
+        return -1;
+    /* Only the first socket is used; the others must at least not leak
+     * into workers.  The bound keeps a hostile LISTEN_FDS from making this
+     * loop long. */
+    for (long i = 1; i < nfds && i < 1024; i++) {
+        int fd = SERVER_LISTEN_FDS_START + (int)i;
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
+            log_warnx("socket activation passed fd %d as well; only fd %d is used", fd,
+                      SERVER_LISTEN_FDS_START);
+    }
+    return SERVER_LISTEN_FDS_START;
+}
+
+int
+server_listen_fd(struct server *s, int fd)
+{
+    struct burstd *d = s->d;
+    int type = 0, acc = 0;
+    socklen_t len = sizeof(type);
+    struct sockaddr_un sa;
+    socklen_t salen = sizeof(sa);
+    memset(&sa, 0, sizeof(sa));
+    /* Check before trusting: a launcher's mistake (a file, a UDP socket, a
+     * socket nobody called listen() on) must stop start-up with a clear
+     * error, not turn into a loop that never accepts. */
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+        int rc = -errno;
+        log_warn("inherited fd %d is not a socket", fd);
+        close(fd);
+        return rc;
+    }
+    len = sizeof(acc);
+    if (getsockname(fd, (struct sockaddr *)&sa, &salen) != 0 ||
+        sa.sun_family != AF_UNIX || type != SOCK_STREAM) {
+        log_warnx("inherited fd %d is not a Unix stream socket", fd);
+        close(fd);
+        return -ENOTSOCK;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) != 0 || !acc) {
+        log_warnx("inherited socket (fd %d) is not listening", fd);
+        close(fd);
+        return -EINVAL;
+    }
+    /* The listening socket must not reach workers (a task could accept
+     * the daemon's clients). */
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        int rc = -errno;
+        log_warn("fcntl FD_CLOEXEC on the inherited socket");
+        close(fd);
+        return rc;
+    }
+    int rc = uv_pipe_init(d->loop, &s->listener, 0);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    s->listener.data = s;
+    s->open_handles++;
+    s->listening = true;
+    /* From here fd belongs to the listener handle: server_close closes it.
+     * s->path stays NULL: whoever created the path owns it, so it is
+     * neither chmod'ed nor unlinked. */
+    rc = uv_pipe_open(&s->listener, fd);
+    if (rc != 0) {
+        log_warnx("cannot use the inherited socket: %s", uv_strerror(rc));
+        close(fd);
+        return rc;
+    }
+    /* listen() again only sets the backlog; SOMAXCONN keeps whatever depth
+     * the launcher chose (systemd's default) rather than shrinking it. */
+    rc = uv_listen((uv_stream_t *)&s->listener, SOMAXCONN, on_connection);
+    if (rc != 0) {
+        log_warnx("cannot listen on the inherited socket: %s", uv_strerror(rc));
+        return rc;
+    }
+    if (salen > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0] != '\0')
+        log_info("using the socket passed by socket activation: %.*s",
+                 (int)(salen - offsetof(struct sockaddr_un, sun_path)), sa.sun_path);
+    else
+        log_info("using the socket passed by socket activation (fd %d)", fd);
     return 0;
 }
 

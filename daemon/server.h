@@ -38,12 +38,34 @@ struct conn {
     struct frame_reader reader;
     uv_timer_t idle;          /* drops a client stuck mid-frame */
     struct conn_job *cancel_jobs; /* owned list */
+    uint32_t nsubs;           /* jobs subscribed to; kept by events.c */
+    uint64_t last_active;     /* uv_now() of the last request; for eviction */
     struct conn *prev, *next; /* the server's list */
 };
 
 int server_new(struct burstd *d, struct server **out);
-/* Binds path (0600, refusing to steal a live daemon's socket) and listens. */
+/* Binds path (0600, or 0660 with the config's socket_group; refusing to
+ * steal a live daemon's socket) and listens. */
 int server_listen(struct server *s, const char *path);
+
+/* The first fd of socket activation (sd_listen_fds' SD_LISTEN_FDS_START). */
+#define SERVER_LISTEN_FDS_START 3
+/*
+ * Socket activation, by hand: returns SERVER_LISTEN_FDS_START when
+ * $LISTEN_PID is this process and $LISTEN_FDS >= 1, else -1.  Removes
+ * LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES from the environment in every
+ * case, so call it before any worker starts.  Extra fds are marked
+ * close-on-exec and otherwise ignored.
+ */
+int server_activation_fd(void);
+/*
+ * Serves on fd, an inherited socket someone else bound and listens on.
+ * Checks it is a listening AF_UNIX stream socket, marks it close-on-exec
+ * and opens it with uv_pipe_open.  The path belongs to whoever created it:
+ * it is never chmod'ed or unlinked.  Takes fd in every case (closed on
+ * error, or later by server_close).  Returns 0 or a negative code, logged.
+ */
+int server_listen_fd(struct server *s, int fd);
 /* Stops accepting and closes every connection; cb runs when all are closed. */
 void server_close(struct server *s, void (*cb)(struct server *s));
 void server_free(struct server *s);

@@ -4,7 +4,9 @@
 
 BURST_BUILD_DEPS="gcc pkg-config meson ninja-build libuv1-dev libcurl4-openssl-dev \
 libmsgpack-dev libsqlite3-dev libssl-dev"
-BURST_TEST_DEPS="libcmocka-dev procps"
+# clang and libclang-rt-14-dev (libFuzzer's runtime, only "recommended" by
+# clang-14) build the libFuzzer targets of the 'fuzz' suite.
+BURST_TEST_DEPS="libcmocka-dev procps valgrind clang libclang-rt-14-dev"
 
 burst_missing_packages() {
     local missing="" p

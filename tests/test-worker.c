@@ -25,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -339,6 +341,13 @@ out_read(struct fx *fx, uint64_t job, uint64_t dispatch, uint32_t n, struct out 
     assert_true(o->job == job);
     assert_true(o->dispatch == dispatch);
     assert_int_equal(o->n, n);
+    /* Whatever the test: a task that did not succeed always says why. */
+    for (size_t i = 0; i < o->nr; i++) {
+        if (o->r[i].status != INVOC_OK) {
+            assert_non_null(o->r[i].reason);
+            assert_true(o->r[i].reason[0] != '\0');
+        }
+    }
 }
 
 static void
@@ -1080,6 +1089,28 @@ test_exec_stderr_capped(void **state)
     invoc_spec_free(&s);
 }
 
+/* The memory-limit tests run with RLIMIT_AS forced and, where the machine
+ * may offer cgroup v2 (/sys/fs/cgroup is cgroup2), again with whatever the
+ * worker chooses.  Elsewhere the second run would repeat the first. */
+static const char *const mem_modes[] = {"rlimit", NULL};
+
+static size_t
+mem_nmodes(void)
+{
+    struct statfs sfs;
+    bool v2 = statfs("/sys/fs/cgroup", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC;
+    return v2 ? 2 : 1;
+}
+
+static void
+mem_mode_set(const char *mode)
+{
+    if (mode != NULL)
+        assert_int_equal(setenv("BURST_MEMORY_LIMIT", mode, 1), 0);
+    else
+        assert_int_equal(unsetenv("BURST_MEMORY_LIMIT"), 0);
+}
+
 static void
 test_exec_memory_limit(void **state)
 {
@@ -1090,11 +1121,92 @@ test_exec_memory_limit(void **state)
     s.memory_mb = 64;
     const char *in[] = {""};
     struct out o;
+    mem_mode_set("rlimit");
     run_simple(fx, &s, in, 1, &o);
+    mem_mode_set(NULL);
     assert_int_equal(o.r[0].status, INVOC_OK);
     assert_result(&o.r[0], "65536\n"); /* KiB */
     out_free(&o);
     invoc_spec_free(&s);
+}
+
+/*
+ * An exec task that needs far more than its limit ends INVOC_OOM, while
+ * tasks under the limit, or failing for another reason, are untouched.
+ * GNU tail keeps a line until it ends, and /dev/zero has none: tail holds
+ * all it reads, page by page, until the limit stops it (a refused malloc
+ * under RLIMIT_AS, the OOM killer in a cgroup).  head bounds it, so that
+ * even without any limit the test ends.
+ */
+static void
+test_exec_oom(void **state)
+{
+    struct fx *fx = *state;
+    for (size_t m = 0; m < mem_nmodes(); m++) {
+        struct invoc_spec s;
+        spec_init(&s, 10, m + 1, 4);
+        spec_exec(&s, "read n; [ \"$n\" = fail ] && exit 3; "
+                      "head -c $((n * 1048576)) /dev/zero | tail");
+        s.memory_mb = 24;
+        const char *in[] = {"128\n", "2\n", "fail\n", "256\n"};
+        struct out o;
+        mem_mode_set(mem_modes[m]);
+        run_simple(fx, &s, in, 4, &o);
+        mem_mode_set(NULL);
+        assert_int_equal(o.nr, 4);
+        for (int i = 0; i < 4; i += 3) {
+            assert_int_equal(o.r[i].status, INVOC_OOM);
+            assert_string_equal(o.r[i].reason, "out of memory (limit 24 MiB)");
+        }
+        assert_int_equal(o.r[1].status, INVOC_OK);
+        assert_int_equal(o.r[1].result_len, 2u << 20);
+        assert_int_equal(o.r[1].result[0], '\0');
+        assert_int_equal(o.r[2].status, INVOC_FAILED);
+        assert_string_equal(o.r[2].reason, "exit status 3");
+        out_free(&o);
+        invoc_spec_free(&s);
+    }
+}
+
+/*
+ * The same for so functions: gobble allocates until its input's MiB or its
+ * limit.  Under RLIMIT_AS its allocation fails and it returns 12, or aborts
+ * the executor; in a cgroup the kernel kills the executor.  Either way the
+ * tasks after it run.
+ */
+static void
+test_so_oom(void **state)
+{
+    struct fx *fx = *state;
+    for (size_t m = 0; m < mem_nmodes(); m++) {
+        struct invoc_spec s;
+        spec_init(&s, 27, m + 1, 5);
+        spec_so(fx, &s, "gobble");
+        s.memory_mb = 64;
+        /* "4?" aborts holding 4 MiB, right after a task that reached the
+         * limit in the same executor: a crash, not out of memory (each task's
+         * peak is its own).  "1024!" aborts when it runs out: the executor
+         * dies of it. */
+        const char *in[] = {"1024", "4?", "8", "1024!", "16"};
+        struct out o;
+        mem_mode_set(mem_modes[m]);
+        run_simple(fx, &s, in, 5, &o);
+        mem_mode_set(NULL);
+        assert_int_equal(o.nr, 5);
+        for (int i = 0; i < 5; i += 3) {
+            assert_int_equal(o.r[i].status, INVOC_OOM);
+            assert_string_equal(o.r[i].reason, "out of memory (limit 64 MiB)");
+            assert_int_equal(o.r[i].result_len, 0);
+        }
+        assert_int_equal(o.r[1].status, INVOC_SIGNAL);
+        assert_int_equal(o.r[1].signal, SIGABRT);
+        assert_int_equal(o.r[2].status, INVOC_OK);
+        assert_result(&o.r[2], "gobbled 8 MiB");
+        assert_int_equal(o.r[4].status, INVOC_OK);
+        assert_result(&o.r[4], "gobbled 16 MiB");
+        out_free(&o);
+        invoc_spec_free(&s);
+    }
 }
 
 static void
@@ -1305,6 +1417,77 @@ test_so_missing_library(void **state)
     assert_int_equal(o.r[0].status, INVOC_ERROR);
     assert_non_null(strstr(o.r[0].reason, "cannot load"));
     out_free(&o);
+    invoc_spec_free(&s);
+}
+
+/* ---- reasons ---------------------------------------------------------------------- */
+
+/* Runs spec s (one invocation) over in and checks each task's status and
+ * exact reason; want_reason "" for success. */
+static void
+check_reasons(struct fx *fx, struct invoc_spec *s, const char *const *in, size_t n,
+              const int *want_status, const char *const *want_reason)
+{
+    struct out o;
+    run_simple(fx, s, in, n, &o);
+    assert_int_equal(o.nr, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(o.r[i].index, i);
+        assert_int_equal(o.r[i].status, want_status[i]);
+        assert_string_equal(o.r[i].reason, want_reason[i]);
+    }
+    out_free(&o);
+}
+
+/* Every way a task can end has its own reason, worded the same for exec
+ * and so tasks where the cause is the same.  (Out of memory: test_exec_oom
+ * and test_so_oom; a task that cannot be started: the input and library
+ * tests.)  The timeouts run alone, so that a slow machine cannot push the
+ * quick tasks past them. */
+static void
+test_reasons(void **state)
+{
+    struct fx *fx = *state;
+    struct invoc_spec s;
+
+    spec_init(&s, 28, 1, 3);
+    spec_exec(&s, "read x; case $x in fail) exit 3;; crash) kill -SEGV $$;; esac; "
+                  "echo fine");
+    const char *exec_in[] = {"fail\n", "crash\n", "ok\n"};
+    const int exec_st[] = {INVOC_FAILED, INVOC_SIGNAL, INVOC_OK};
+    const char *exec_why[] = {"exit status 3", "killed by signal 11 (Segmentation fault)",
+                              ""};
+    check_reasons(fx, &s, exec_in, 3, exec_st, exec_why);
+    invoc_spec_free(&s);
+
+    spec_init(&s, 28, 2, 1);
+    spec_exec(&s, "exec sleep 30");
+    s.timeout_ms = 300;
+    const int tmo_st[] = {INVOC_TIMEOUT};
+    const char *tmo_why[] = {"timed out after 300 ms"};
+    check_reasons(fx, &s, exec_in, 1, tmo_st, tmo_why);
+    invoc_spec_free(&s);
+
+    spec_init(&s, 29, 1, 2);
+    spec_so(fx, &s, "fail3");
+    const char *so_in[] = {"x", "CRASH"};
+    const int fail_st[] = {INVOC_FAILED, INVOC_FAILED};
+    const char *fail_why[] = {"function returned 3", "function returned 3"};
+    check_reasons(fx, &s, so_in, 2, fail_st, fail_why);
+    invoc_spec_free(&s);
+
+    spec_init(&s, 29, 2, 2);
+    spec_so(fx, &s, "crash_on_marker");
+    const int crash_st[] = {INVOC_OK, INVOC_SIGNAL};
+    const char *crash_why[] = {"", "killed by signal 11 (Segmentation fault)"};
+    check_reasons(fx, &s, so_in, 2, crash_st, crash_why);
+    invoc_spec_free(&s);
+
+    spec_init(&s, 29, 3, 1);
+    spec_so(fx, &s, "hang");
+    s.timeout_ms = 300;
+    const char *hang_in[] = {""};
+    check_reasons(fx, &s, hang_in, 1, tmo_st, tmo_why);
     invoc_spec_free(&s);
 }
 
@@ -1594,6 +1777,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_exec_large, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_exec_stderr_capped, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_exec_memory_limit, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_exec_oom, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_so_oom, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_exec_input_errors, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_so_echo_upper, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_so_crash, fx_setup, fx_teardown),
@@ -1602,6 +1787,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_so_timeout, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_so_missing_symbol, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_so_missing_library, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reasons, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reduce_exec, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reduce_so, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_job_index, fx_setup, fx_teardown),

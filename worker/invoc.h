@@ -20,7 +20,9 @@
  *   BURST_SPEC      the spec key, e.g. "jobs/7/spec/12"
  *   JOB_INDEX       which invocation of the spec to run (default 0); Code
  *                   Engine sets it for every instance of an array job run
- * and nothing else is needed.
+ * and nothing else is needed.  (BURST_MEMORY_LIMIT=rlimit, optional, makes
+ * the worker limit memory_mb with RLIMIT_AS even where it could use a
+ * cgroup: worker/run_mem.c.)
  *
  * Every object here is msgpack, versioned with a "v" key so a newer daemon
  * can tell an older worker's output apart.

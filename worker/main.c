@@ -29,9 +29,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 enum {
@@ -149,6 +151,17 @@ main(int argc, char **argv)
     if (std_fds_open() != 0 || run_signals_init() != 0) {
         warn("cannot set up the process");
         return EXIT_INTERNAL;
+    }
+    /* Under burstd's local backend: stop when burstd dies, as on SIGTERM
+     * (daemon/compute_local.c, layer 1).  The getppid check catches a
+     * burstd that died before the prctl. */
+    const char *parent = getenv("BURST_PARENT_PID");
+    if (parent != NULL) {
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != (pid_t)atol(parent)) {
+            warnx("burstd (pid %s) is gone", parent);
+            return EXIT_ENV;
+        }
+        unsetenv("BURST_PARENT_PID"); /* not the tasks' business */
     }
 
     const char *url = getenv("BURST_STORAGE");

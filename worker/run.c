@@ -138,7 +138,7 @@ run_poll(struct pollfd *fds, nfds_t nfds, int64_t deadline_ms)
 }
 
 int
-run_reap(pid_t pid, bool block, int *wstatus)
+run_reap(pid_t pid, bool block, int *wstatus, struct rusage *ru)
 {
     siginfo_t info;
     for (;;) {
@@ -154,7 +154,8 @@ run_reap(pid_t pid, bool block, int *wstatus)
     /* The zombie keeps its pid, and so its group id, from being reused
      * until we reap it: only now is killing the group safe. */
     kill(-pid, SIGKILL);
-    while (waitpid(pid, wstatus, 0) < 0) {
+    struct rusage usage;
+    while (wait4(pid, wstatus, 0, ru != NULL ? ru : &usage) < 0) {
         if (errno != EINTR)
             return -errno;
     }
@@ -183,6 +184,30 @@ run_describe_wait(int wstatus, struct invoc_result *r, char *reason, size_t size
         r->signal = 0;
         r->status = INVOC_ERROR;
         snprintf(reason, size, "ended with wait status %#x", (unsigned)wstatus);
+    }
+}
+
+void
+run_reason_ensure(struct invoc_result *r)
+{
+    if (r->status == INVOC_OK || (r->reason != NULL && r->reason[0] != '\0'))
+        return;
+    switch (r->status) {
+    case INVOC_FAILED:
+        r->reason = "failed";
+        break;
+    case INVOC_SIGNAL:
+        r->reason = "killed by a signal";
+        break;
+    case INVOC_TIMEOUT:
+        r->reason = "timed out";
+        break;
+    case INVOC_OOM:
+        r->reason = "out of memory";
+        break;
+    default:
+        r->reason = "could not be run";
+        break;
     }
 }
 

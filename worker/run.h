@@ -6,7 +6,8 @@
  * run_so.c: a C function called in an executor child), which loads each
  * task's input (input.c) and reports each finished task, in order, through
  * run_ctx.done.  run.c holds what both runners need: signal handling,
- * waiting with a deadline, and turning a wait status into a task status.
+ * waiting with a deadline, and turning a wait status into a task status;
+ * run_mem.c the per-task memory limit and the out-of-memory verdict.
  */
 #ifndef BURST_WORKER_RUN_H
 #define BURST_WORKER_RUN_H
@@ -15,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -86,6 +88,59 @@ struct run_ctx {
 int run_exec(const struct run_ctx *ctx);
 int run_so(const struct run_ctx *ctx);
 
+/* ---- memory limits (run_mem.c) ---------------------------------------------------- */
+
+/* How a task process's memory is limited (run_mem.c explains both). */
+enum run_mem_mode {
+    RUN_MEM_NONE = 0,   /* memory_mb 0: no limit */
+    RUN_MEM_CGROUP = 1, /* its own cgroup v2 with memory.max */
+    RUN_MEM_RLIMIT = 2, /* RLIMIT_AS */
+};
+
+/* The limit of one task process (an exec task, or an so executor). */
+struct run_mem {
+    uint32_t limit_mb;
+    bool relative;     /* RLIMIT_AS above the process's size when applied */
+    int mode;          /* enum run_mem_mode: what the process got */
+    char *cgroup;      /* owned: its cgroup directory, or NULL */
+    int sync_rd;       /* owned: the child waits here for the parent's word */
+    int sync_wr;       /* owned */
+    uint64_t oom_seen; /* the cgroup's oom_kill count when the task started */
+};
+
+/*
+ * Before fork: sets up the limit of limit_mb MiB (0: none).  Uses a cgroup
+ * when the system delegates one (creating it now), else RLIMIT_AS; never
+ * fails, since RLIMIT_AS is always there.  relative: the rlimit counts from
+ * the child's size when it applies it (the so executor, which carries the
+ * worker's mappings).  Release with run_mem_release in every case.
+ */
+void run_mem_prepare(struct run_mem *m, uint32_t limit_mb, bool relative);
+/* In the child, after fork and before running anything of the task: waits
+ * until the parent has moved it into the cgroup, or applies RLIMIT_AS. */
+void run_mem_child(const struct run_mem *m);
+/* In the parent right after fork: moves pid into the cgroup and lets the
+ * child go on (falling back to RLIMIT_AS when the move fails). */
+void run_mem_attach(struct run_mem *m, pid_t pid);
+/* Marks the start of a task in a process that runs several (so executor). */
+void run_mem_task_start(struct run_mem *m);
+/* Whether a task that failed ran out of memory: the cgroup's OOM kills, or
+ * under RLIMIT_AS its peak resident memory (peak_kib, KiB) near the limit.
+ * Call before run_mem_release. */
+bool run_mem_exceeded(const struct run_mem *m, uint64_t peak_kib);
+/* Sets r to INVOC_OOM with the reason "out of memory (limit N MiB)";
+ * exit_status and signal are left as they were. */
+void run_mem_describe(const struct run_mem *m, struct invoc_result *r, char *reason,
+                      size_t size);
+/* Kills what is left in the cgroup, removes it, closes the pipe.  Safe to
+ * call twice. */
+void run_mem_release(struct run_mem *m);
+/* In the so executor: resets the kernel's peak resident set of the process
+ * to its current size, stored in *rss_kib.  False when it cannot. */
+bool run_mem_peak_reset(uint64_t *rss_kib);
+/* The process's peak resident set (VmHWM) in KiB; 0 when unknown. */
+uint64_t run_mem_peak_read(void);
+
 /* ---- shared plumbing (run.c) ---------------------------------------------------- */
 
 /* Blocks SIGTERM, SIGINT and SIGCHLD everywhere but inside run_poll, where
@@ -110,12 +165,18 @@ int run_poll(struct pollfd *fds, nfds_t nfds, int64_t deadline_ms);
 
 /* If child pid has ended: kills what is left of its process group (while
  * the zombie still pins the group id), reaps it, stores its wait status in
- * *wstatus and returns 1.  Returns 0 while it runs.  block: wait for it. */
-int run_reap(pid_t pid, bool block, int *wstatus);
+ * *wstatus and its resource use in *ru (may be NULL: ru_maxrss is the
+ * largest peak of it and its waited-for descendants) and returns 1.
+ * Returns 0 while it runs.  block: wait for it. */
+int run_reap(pid_t pid, bool block, int *wstatus, struct rusage *ru);
 
 /* Fills r->status, exit_status and signal from a wait status, and writes
  * the reason ("exit status 3", "killed by signal 11 (Segmentation fault)"). */
 void run_describe_wait(int wstatus, struct invoc_result *r, char *reason, size_t size);
+/* A task that did not succeed always has a reason: r's own, or when it is
+ * empty a sentence for its status ("timed out", "out of memory", ...).  The
+ * runners pass every result through this before reporting it. */
+void run_reason_ensure(struct invoc_result *r);
 
 /* Writes all len bytes to fd, blocking.  Returns 0 or -errno. */
 int run_write_all(int fd, const void *data, size_t len);

@@ -6,7 +6,8 @@
  * One loop per task feeds stdin and drains stdout and stderr together under
  * ppoll, so neither a large input nor a large output can deadlock against
  * the command.  The loop also enforces the task's timeout, and when the
- * shell ends, kills whatever it left running in its process group.
+ * shell ends, kills whatever it left running in its process group.  The
+ * task's memory limit (run_mem.c) covers the shell and everything it starts.
  */
 #include "run.h"
 
@@ -41,11 +42,13 @@ struct exec_task {
     size_t log_len;
     bool exited;
     int wstatus;
-    bool killed;    /* we sent SIGKILL to the group */
-    bool timed_out; /* ... because of the timeout */
-    bool stopped;   /* ... because the worker was told to stop */
-    bool too_large; /* ... because the result passed RUN_RESULT_MAX */
-    bool nomem;     /* ... because the result could not be stored */
+    struct rusage ru;   /* of the shell and what it waited for, once exited */
+    struct run_mem mem; /* owned: the task's memory limit */
+    bool killed;        /* we sent SIGKILL to the group */
+    bool timed_out;     /* ... because of the timeout */
+    bool stopped;       /* ... because the worker was told to stop */
+    bool too_large;     /* ... because the result passed RUN_RESULT_MAX */
+    bool nomem;         /* ... because the result could not be stored */
 };
 
 /* The environment of a task: ours, with the three BURST_* task variables
@@ -121,24 +124,23 @@ exec_spawn(const struct run_ctx *ctx, const struct invoc_task *t, struct exec_ta
         rc = -errno;
         goto out_close;
     }
+    run_mem_prepare(&et->mem, ctx->spec->memory_mb, false);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         rc = -errno;
+        run_mem_release(&et->mem);
         goto out_close;
     }
     if (pid == 0) {
         /* Child: only async-signal-safe calls from here to execve. */
         setpgid(0, 0);
         run_child_setup(parent, false);
+        /* In its cgroup (or under its rlimit) before the task allocates. */
+        run_mem_child(&et->mem);
         if (dup2(in[0], STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
             dup2(err[1], STDERR_FILENO) < 0)
             _exit(126);
-        if (ctx->spec->memory_mb > 0) {
-            rlim_t lim = (rlim_t)ctx->spec->memory_mb * 1024u * 1024u;
-            struct rlimit rl = {lim, lim};
-            setrlimit(RLIMIT_AS, &rl);
-        }
         char *argv[] = {"sh", "-c", ctx->spec->cmd, NULL};
         execve("/bin/sh", argv, env.envp);
         static const char msg[] = "burst-worker: cannot execute /bin/sh\n";
@@ -149,6 +151,7 @@ exec_spawn(const struct run_ctx *ctx, const struct invoc_task *t, struct exec_ta
     /* Both sides set the group so that it exists before either relies on it
      * (the kill below may come before the child has run at all). */
     setpgid(pid, pid);
+    run_mem_attach(&et->mem, pid);
     close_fd(&in[0]);
     close_fd(&out[1]);
     close_fd(&err[1]);
@@ -286,7 +289,7 @@ exec_supervise(const struct run_ctx *ctx, struct exec_task *et)
     int64_t grace = -1;
     exec_feed(et);
     for (;;) {
-        if (!et->exited && run_reap(et->pid, false, &et->wstatus) == 1) {
+        if (!et->exited && run_reap(et->pid, false, &et->wstatus, &et->ru) == 1) {
             et->exited = true;
             /* Nobody reads stdin any more; whatever holds stdout after the
              * group kill gets a short grace, then is cut off. */
@@ -326,7 +329,7 @@ exec_supervise(const struct run_ctx *ctx, struct exec_task *et)
         if (run_poll(pfd, n, wake) < 0) {
             /* ppoll itself failed (cannot really happen): do not spin. */
             kill_group(et);
-            if (!et->exited && run_reap(et->pid, true, &et->wstatus) == 1)
+            if (!et->exited && run_reap(et->pid, true, &et->wstatus, &et->ru) == 1)
                 et->exited = true;
             break;
         }
@@ -372,12 +375,14 @@ exec_one(const struct run_ctx *ctx, const struct invoc_task *t,
     exec_supervise(ctx, et);
     if (!et->exited) {
         /* ppoll failed and the child is still ours: wait it out. */
-        if (run_reap(et->pid, true, &et->wstatus) != 1)
+        if (run_reap(et->pid, true, &et->wstatus, &et->ru) != 1)
             et->wstatus = 0;
         et->exited = true;
     }
-    if (et->stopped)
+    if (et->stopped) {
+        run_mem_release(&et->mem);
         return 0;
+    }
 
     run_describe_wait(et->wstatus, r, reason, size);
     if (et->too_large) {
@@ -390,7 +395,13 @@ exec_one(const struct run_ctx *ctx, const struct invoc_task *t,
     } else if (et->timed_out) {
         r->status = INVOC_TIMEOUT;
         snprintf(reason, size, "timed out after %" PRIu64 " ms", ctx->spec->timeout_ms);
+    } else if (r->status != INVOC_OK &&
+               run_mem_exceeded(&et->mem, (uint64_t)et->ru.ru_maxrss)) {
+        run_mem_describe(&et->mem, r, reason, size);
     }
+    /* Kills anything of the task that escaped its process group but not its
+     * cgroup. */
+    run_mem_release(&et->mem);
     /* A result cut short is no result: only the reason and log are kept. */
     if (!et->too_large && !et->nomem) {
         r->result = et->out;
@@ -415,12 +426,17 @@ run_exec(const struct run_ctx *ctx)
             .reason = reason,
         };
         struct run_input in;
-        struct exec_task et = {.pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1};
+        struct exec_task et = {.pid = -1,
+                               .in_fd = -1,
+                               .out_fd = -1,
+                               .err_fd = -1,
+                               .mem = {.sync_rd = -1, .sync_wr = -1}};
         int ended = 1;
         if (input_load(ctx->input, t->index, &in, reason, sizeof(reason)) == 0) {
             ended = exec_one(ctx, t, &in, &et, &r, reason, sizeof(reason));
             input_release(&in);
         }
+        run_reason_ensure(&r);
         int rc = ended ? ctx->done(ctx->arg, &r) : 0;
         free(et.out);
         free(et.log);

@@ -13,6 +13,10 @@
  * died.  The worker times each task, and when the child dies or is killed in
  * the middle of one, records that task and forks a new child that goes on
  * with the next, so a crashing task fails alone.
+ *
+ * A memory limit (run_mem.c) applies to each executor child as a whole; the
+ * child measures each task's peak under RLIMIT_AS and sends it along, so
+ * that a task that failed near the limit is reported as out of memory.
  */
 #include "run.h"
 
@@ -39,14 +43,17 @@
  * child and may have scribbled over anything.
  */
 enum so_msg_type {
-    SO_MSG_START = 1,      /* pos: the task is about to be called */
-    SO_MSG_DONE = 2,       /* pos, rc, flags; len1 result bytes, len2 log bytes */
+    SO_MSG_START = 1,      /* pos, flags, mem_kib: the task is about to be called */
+    SO_MSG_DONE = 2,       /* pos, rc, flags, mem_kib; len1 result, len2 log bytes */
     SO_MSG_TASK_ERROR = 3, /* pos: the task could not be started; len1 reason */
     SO_MSG_LOAD_ERROR = 4, /* library or symbol missing; len1 reason */
 };
 
 #define SO_DONE_TOO_LARGE 1u /* the function wrote more than RUN_RESULT_MAX */
 #define SO_DONE_NOMEM 2u     /* the result buffer could not grow */
+/* START: the peak resident set was reset to mem_kib, the current one, so the
+ * task's peak can be measured (RLIMIT_AS only). */
+#define SO_START_PEAK 1u
 
 struct so_msg_hdr {
     uint32_t type;
@@ -55,6 +62,9 @@ struct so_msg_hdr {
     uint32_t flags;
     uint64_t len1;
     uint64_t len2;
+    /* START: resident KiB when the task starts; DONE: how many KiB the
+     * task's peak rose above that (0: not measured) */
+    uint64_t mem_kib;
 };
 
 /* ---- the executor child ------------------------------------------------------- */
@@ -97,9 +107,9 @@ so_out_write(burst_output *o, const void *data, size_t len)
 
 static void
 child_send(int fd, uint32_t type, uint32_t pos, int32_t rc, uint32_t flags,
-           const void *p1, size_t len1, const void *p2, size_t len2)
+           uint64_t mem_kib, const void *p1, size_t len1, const void *p2, size_t len2)
 {
-    struct so_msg_hdr h = {type, pos, rc, flags, len1, len2};
+    struct so_msg_hdr h = {type, pos, rc, flags, len1, len2, mem_kib};
     if (run_write_all(fd, &h, sizeof(h)) != 0 ||
         (len1 > 0 && run_write_all(fd, p1, len1) != 0) ||
         (len2 > 0 && run_write_all(fd, p2, len2) != 0))
@@ -112,7 +122,7 @@ child_send_text(int fd, uint32_t type, uint32_t pos, const char *text)
     size_t n = strlen(text);
     if (n >= RUN_REASON_MAX)
         n = RUN_REASON_MAX - 1;
-    child_send(fd, type, pos, 0, 0, text, n, NULL, 0);
+    child_send(fd, type, pos, 0, 0, 0, text, n, NULL, 0);
 }
 
 /* Reads the last INVOC_LOG_CAP bytes of the log file into buf; returns the
@@ -141,10 +151,12 @@ log_tail(int logfd, char *buf)
 /*
  * The executor child: loads the library and runs tasks pos.. in order.
  * Never returns.  The worker's stdin is replaced by /dev/null and fds 1 and
- * 2 by the log file.
+ * 2 by the log file.  Its memory limit is already in force; mem says which
+ * kind, since only RLIMIT_AS needs the per-task peak.
  */
 static void __attribute__((noreturn))
-so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, int logfd)
+so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, int logfd,
+         const struct run_mem *mem)
 {
     char reason[RUN_REASON_MAX];
     int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -154,14 +166,10 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
     /* A crash in the user's function must end this process by its signal,
      * so the parent can report it: drop any handler inherited from the
      * worker (a sanitizer's, for one) that would turn it into an exit. */
-    static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP};
+    static const int fatal_signals[] = {SIGSEGV, SIGBUS,  SIGFPE,
+                                        SIGILL,  SIGABRT, SIGTRAP};
     for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++)
         signal(fatal_signals[i], SIG_DFL);
-    if (ctx->spec->memory_mb > 0) {
-        rlim_t lim = (rlim_t)ctx->spec->memory_mb * 1024u * 1024u;
-        struct rlimit rl = {lim, lim};
-        setrlimit(RLIMIT_AS, &rl);
-    }
 
     void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (lib == NULL) {
@@ -219,17 +227,28 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
         /* A fresh log for this task: fds 1 and 2 share logfd's offset. */
         if (ftruncate(logfd, 0) != 0 || lseek(logfd, 0, SEEK_SET) != 0)
             _exit(5);
-        child_send(msgfd, SO_MSG_START, pos, 0, 0, NULL, 0, NULL, 0);
+        /* The peak is reset last, so that only the function's own use
+         * counts, not the input the worker loaded for it. */
+        uint32_t start_flags = 0;
+        uint64_t rss_kib = 0;
+        if (mem->mode == RUN_MEM_RLIMIT && run_mem_peak_reset(&rss_kib))
+            start_flags |= SO_START_PEAK;
+        child_send(msgfd, SO_MSG_START, pos, 0, start_flags, rss_kib, NULL, 0, NULL, 0);
         struct so_out out = {.base = {.write = so_out_write}};
         out.base.priv = &out;
         int rc = fn(&bi, &out.base);
+        uint64_t grew_kib = 0;
+        if (start_flags & SO_START_PEAK) {
+            uint64_t peak = run_mem_peak_read();
+            grew_kib = peak > rss_kib ? peak - rss_kib : 0;
+        }
         fflush(stdout);
         fflush(stderr);
         size_t loglen = log_tail(logfd, logbuf);
         /* A result cut short is no result: the worker reports an error. */
         size_t outlen = out.flags != 0 ? 0 : out.len;
-        child_send(msgfd, SO_MSG_DONE, pos, rc, out.flags, out.buf, outlen, logbuf,
-                   loglen);
+        child_send(msgfd, SO_MSG_DONE, pos, rc, out.flags, grew_kib, out.buf, outlen,
+                   logbuf, loglen);
         free(out.buf);
         free(parts);
         input_release(&in);
@@ -246,14 +265,18 @@ struct so_exec {
     int logfd; /* owned: the child's stdout/stderr file */
     bool exited;
     int wstatus;
+    struct rusage ru;   /* once exited: ru_maxrss is its peak since the last reset */
+    struct run_mem mem; /* owned: the executor's memory limit */
     bool killed;
     bool timed_out;
     bool stopped;
-    bool broken;      /* it sent something that makes no sense */
-    bool nomem;       /* we could not store what it sent */
-    bool progress;    /* it started or refused at least one task */
-    bool running;     /* a task is in flight ... */
-    uint32_t run_pos; /* ... this one */
+    bool broken;          /* it sent something that makes no sense */
+    bool nomem;           /* we could not store what it sent */
+    bool progress;        /* it started or refused at least one task */
+    bool running;         /* a task is in flight ... */
+    uint32_t run_pos;     /* ... this one */
+    bool run_peak;        /* ... its peak is measured from ... */
+    uint64_t run_rss_kib; /* ... this resident size */
     int64_t deadline;
     /* the message being received */
     struct so_msg_hdr hdr;
@@ -289,6 +312,7 @@ so_report(struct so_run *sr, uint32_t pos, int status, int exit_status, int sig,
         .log = log,
         .log_len = log_len,
     };
+    run_reason_ensure(&r);
     int rc = sr->ctx->done(sr->ctx->arg, &r);
     if (rc != 0 && sr->fatal == 0)
         sr->fatal = rc;
@@ -322,10 +346,14 @@ so_memfd(void)
     return fd;
 }
 
+/* Forks an executor child for the tasks from sr->pos on.  Returns 0 with ex
+ * filled in (its fds and memory limit owned by ex: the caller closes logfd
+ * and releases mem after supervising), or -errno with nothing left open. */
 static int
 so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
 {
     int p[2];
+    struct run_mem mem;
     int logfd = so_memfd();
     if (logfd < 0)
         return logfd;
@@ -334,10 +362,12 @@ so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
         close(logfd);
         return rc;
     }
+    run_mem_prepare(&mem, sr->ctx->spec->memory_mb, true);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         int rc = -errno;
+        run_mem_release(&mem);
         close(p[0]);
         close(p[1]);
         close(logfd);
@@ -347,12 +377,17 @@ so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
         setpgid(0, 0);
         run_child_setup(parent, true);
         close(p[0]);
-        so_child(sr->ctx, path, sr->pos, p[1], logfd);
+        /* Limited before the library is even loaded: its constructors
+         * count too. */
+        run_mem_child(&mem);
+        so_child(sr->ctx, path, sr->pos, p[1], logfd, &mem);
     }
     setpgid(pid, pid);
+    run_mem_attach(&mem, pid);
     close(p[1]);
     run_set_nonblock(p[0]);
-    *ex = (struct so_exec){.pid = pid, .msgfd = p[0], .logfd = logfd, .deadline = -1};
+    *ex = (struct so_exec){
+        .pid = pid, .msgfd = p[0], .logfd = logfd, .mem = mem, .deadline = -1};
     return 0;
 }
 
@@ -380,7 +415,10 @@ so_handle(struct so_run *sr, struct so_exec *ex)
         ex->running = true;
         ex->progress = true;
         ex->run_pos = h->pos;
+        ex->run_peak = (h->flags & SO_START_PEAK) != 0;
+        ex->run_rss_kib = h->mem_kib;
         ex->deadline = run_deadline(sr->ctx->spec->timeout_ms);
+        run_mem_task_start(&ex->mem);
         return;
     case SO_MSG_DONE: {
         if (!ex->running || h->pos != ex->run_pos)
@@ -395,6 +433,12 @@ so_handle(struct so_run *sr, struct so_exec *ex)
             exit_status = -1;
             snprintf(reason, sizeof(reason), "result too large (more than %u MiB)",
                      RUN_RESULT_MAX / (1024u * 1024u));
+        } else if ((h->flags & SO_DONE_NOMEM) && ex->mem.mode != RUN_MEM_NONE) {
+            /* The result itself did not fit in the task's memory. */
+            struct invoc_result r = {.exit_status = -1};
+            run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
+            status = r.status;
+            exit_status = -1;
         } else if (h->flags & SO_DONE_NOMEM) {
             status = INVOC_ERROR;
             exit_status = -1;
@@ -402,6 +446,12 @@ so_handle(struct so_run *sr, struct so_exec *ex)
         } else if (h->rc != 0) {
             status = INVOC_FAILED;
             snprintf(reason, sizeof(reason), "function returned %d", (int)h->rc);
+            /* A careful function returns an error when malloc fails. */
+            if (run_mem_exceeded(&ex->mem, ex->run_peak ? h->mem_kib : 0)) {
+                struct invoc_result r = {.exit_status = exit_status};
+                run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
+                status = r.status;
+            }
         }
         ex->running = false;
         ex->deadline = -1;
@@ -517,7 +567,7 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
 {
     int64_t grace = -1;
     for (;;) {
-        if (!ex->exited && run_reap(ex->pid, false, &ex->wstatus) == 1) {
+        if (!ex->exited && run_reap(ex->pid, false, &ex->wstatus, &ex->ru) == 1) {
             ex->exited = true;
             grace = run_now_ms() + RUN_DRAIN_GRACE_MS;
         }
@@ -539,7 +589,7 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
         int n = run_poll(&pfd, ex->msgfd >= 0 ? 1 : 0, wake);
         if (n < 0) {
             so_kill(ex);
-            if (!ex->exited && run_reap(ex->pid, true, &ex->wstatus) == 1)
+            if (!ex->exited && run_reap(ex->pid, true, &ex->wstatus, &ex->ru) == 1)
                 ex->exited = true;
             break;
         }
@@ -571,11 +621,20 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
             snprintf(reason, sizeof(reason), "%s",
                      ex->nomem ? "out of memory receiving the result"
                                : "the executor process misbehaved");
-        } else if (r.status == INVOC_OK || r.status == INVOC_FAILED) {
-            /* The function called exit(): the task did not complete. */
-            r.status = INVOC_FAILED;
-            snprintf(reason, sizeof(reason),
-                     "the function exited the process with status %d", r.exit_status);
+        } else {
+            if (r.status == INVOC_OK || r.status == INVOC_FAILED) {
+                /* The function called exit(): the task did not complete. */
+                r.status = INVOC_FAILED;
+                snprintf(reason, sizeof(reason),
+                         "the function exited the process with status %d", r.exit_status);
+            }
+            /* Whatever killed it (abort() after malloc failed, a crash on
+             * its NULL, the kernel's OOM killer), the peak tells. */
+            uint64_t maxrss = ex->ru.ru_maxrss > 0 ? (uint64_t)ex->ru.ru_maxrss : 0;
+            uint64_t grew =
+                ex->run_peak && maxrss > ex->run_rss_kib ? maxrss - ex->run_rss_kib : 0;
+            if (run_mem_exceeded(&ex->mem, grew))
+                run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
         }
         sr->pos = ex->run_pos + 1;
         so_report(sr, ex->run_pos, r.status, r.exit_status, r.signal, reason, NULL, 0,
@@ -589,8 +648,15 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
         snprintf(reason, sizeof(reason),
                  "the executor process died before the task started (%s)",
                  why[0] != '\0' ? why : "exit status 0");
+        int status = INVOC_ERROR;
+        /* Loading the library alone can exhaust a cgroup's memory (no peak
+         * is measured before a task starts, so RLIMIT_AS cannot tell). */
+        if (run_mem_exceeded(&ex->mem, 0)) {
+            run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
+            status = r.status;
+        }
         uint32_t pos = sr->pos++;
-        so_report(sr, pos, INVOC_ERROR, -1, 0, reason, NULL, 0, NULL, 0);
+        so_report(sr, pos, status, -1, 0, reason, NULL, 0, NULL, 0);
     }
     return false;
 }
@@ -626,6 +692,7 @@ run_so(const struct run_ctx *ctx)
             break;
         }
         bool stopped = so_supervise(&sr, &ex);
+        run_mem_release(&ex.mem);
         close(ex.logfd);
         if (stopped)
             break;

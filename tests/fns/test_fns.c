@@ -2,14 +2,16 @@
  * tests/fns/test_fns.c - functions for burst-worker's tests
  * (tests/test-worker.c), written as a function author would against
  * burst_function.h: map functions (echo, upper, fail3, crash_on_marker,
- * hang, write_stderr) and reducers (concat, sum_numbers).
+ * hang, write_stderr, gobble) and reducers (concat, sum_numbers).
  */
 #include <burst_function.h>
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int echo(const burst_input *in, burst_output *out);
@@ -18,6 +20,7 @@ int fail3(const burst_input *in, burst_output *out);
 int crash_on_marker(const burst_input *in, burst_output *out);
 int hang(const burst_input *in, burst_output *out);
 int write_stderr(const burst_input *in, burst_output *out);
+int gobble(const burst_input *in, burst_output *out);
 int concat(const burst_input *in, burst_output *out);
 int sum_numbers(const burst_input *in, burst_output *out);
 
@@ -100,6 +103,63 @@ write_stderr(const burst_input *in, burst_output *out)
     fprintf(stderr, "stderr of task %u\n", in->task_index);
     printf("stdout of task %u\n", in->task_index);
     return burst_write(out, in->data, in->len);
+}
+
+/* Allocates memory 1 MiB at a time and touches every page of it, until it
+ * holds as many MiB as its input says (a decimal number, at most 4096).  It
+ * then frees it all and writes "gobbled N MiB".  When an allocation fails
+ * first, it logs how far it got, frees it all and returns 12 (ENOMEM), as a
+ * careful function would, or, when the number is followed by '!', calls
+ * abort() as a careless one would; under a cgroup limit the kernel kills it
+ * instead.  Followed by '?', it aborts once it holds them all: a crash that
+ * has nothing to do with memory.  The cap keeps it from taking the machine down if no
+ * limit holds it.  It maps its memory with mmap rather than malloc so that it behaves the
+ * same in a sanitized worker, whose allocator keeps what is freed in quarantine and dies
+ * rather than return NULL. */
+int
+gobble(const burst_input *in, burst_output *out)
+{
+    enum { CHUNK = 1024 * 1024 };
+    char num[16];
+    size_t n = in->len < sizeof(num) - 1 ? in->len : sizeof(num) - 1;
+    memcpy(num, in->len > 0 ? in->data : "", n);
+    num[n] = '\0';
+    char *end;
+    long want = strtol(num, &end, 10);
+    bool careless = *end == '!';
+    bool crash = *end == '?';
+    if (want < 0 || want > 4096)
+        return 22;
+    /* Each chunk's first bytes link to the previous one. */
+    void **head = NULL;
+    long got = 0;
+    for (; got < want; got++) {
+        void *p =
+            mmap(NULL, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            break;
+        /* Touch every page, through a volatile so that it really happens. */
+        volatile char *v = p;
+        for (size_t off = 0; off < CHUNK; off += 4096)
+            v[off] = 1;
+        void **chunk = p;
+        chunk[0] = head;
+        head = chunk;
+    }
+    if ((got < want && careless) || crash)
+        abort();
+    while (head != NULL) {
+        void **prev = head[0];
+        munmap(head, CHUNK);
+        head = prev;
+    }
+    if (got < want) {
+        fprintf(stderr, "gobble: out of memory after %ld MiB\n", got);
+        return 12;
+    }
+    char msg[64];
+    int len = snprintf(msg, sizeof(msg), "gobbled %ld MiB", got);
+    return burst_write(out, msg, (size_t)len);
 }
 
 /* Reducer: the parts concatenated in order. */
