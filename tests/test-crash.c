@@ -38,6 +38,7 @@
 #include <uv.h>
 
 #include "burst.h"
+#include "testd.h"
 #include "compute.h"
 
 /* Safety nets only: nothing here waits this long on a working daemon. */
@@ -60,12 +61,7 @@ struct proc {
 };
 
 struct daemon {
-    char dir[64];    /* the test's temporary directory */
-    char sock[128];  /* dir/burst.sock */
-    char state[128]; /* dir/state */
-    char log[128];   /* dir/burstd.log: every run appends */
-    char cfg[128];   /* dir/burstd.conf */
-    pid_t pid;       /* the running burstd, 0 when none */
+    struct testd t;  /* the daemon, its directory, socket, state and log */
     unsigned kills;  /* SIGKILLs so far */
     bool passed;     /* set at the end of a test: keep quiet in teardown */
     /* What a test allocates, here so that teardown frees it after a
@@ -108,62 +104,20 @@ static void
 daemon_init(struct daemon *d, const char *config)
 {
     memset(d, 0, sizeof(*d));
-    snprintf(d->dir, sizeof(d->dir), "/tmp/burst-test-crash.XXXXXX");
-    assert_non_null(mkdtemp(d->dir));
-    snprintf(d->sock, sizeof(d->sock), "%s/burst.sock", d->dir);
-    snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
-    snprintf(d->log, sizeof(d->log), "%s/burstd.log", d->dir);
-    snprintf(d->cfg, sizeof(d->cfg), "%s/burstd.conf", d->dir);
-    FILE *f = fopen(d->cfg, "w");
-    assert_non_null(f);
-    fputs(config, f);
-    fclose(f);
+    testd_init(&d->t, "crash", config);
 }
 
 /* Starts burstd on d's socket and state dir and waits until it answers. */
 static void
 daemon_start(struct daemon *d)
 {
-    const char *burstd = getenv("BURSTD");
-    assert_non_null(burstd);
-    assert_int_equal(d->pid, 0);
-    d->pid = fork();
-    assert_true(d->pid >= 0);
-    if (d->pid == 0) {
-        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0)
-            dup2(fd, 2);
-        execl(burstd, "burstd", "--socket", d->sock, "--state-dir", d->state, "--config",
-              d->cfg, (char *)NULL);
-        _exit(127);
-    }
-    /* The socket file of a killed daemon is still there: only an answer
-     * tells that the new one is up. */
-    for (int64_t t0 = now_ms(); now_ms() - t0 < SAFETY_MS; sleep_ms(POLL_MS)) {
-        burst_client *c;
-        if (burst_connect(d->sock, &c) == 0) {
-            burst_close(c);
-            return;
-        }
-        int status;
-        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-            d->pid = 0;
-            fail_msg("burstd exited at start-up (status %#x); see %s", (unsigned)status,
-                     d->log);
-        }
-    }
-    fail_msg("burstd did not answer on %s", d->sock);
+    testd_start(&d->t, NULL);
 }
 
 static void
 daemon_kill9(struct daemon *d)
 {
-    assert_true(d->pid > 0);
-    assert_int_equal(kill(d->pid, SIGKILL), 0);
-    int status;
-    assert_int_equal(waitpid(d->pid, &status, 0), d->pid);
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    d->pid = 0;
+    testd_kill9(&d->t);
     d->kills++;
 }
 
@@ -178,56 +132,29 @@ daemon_restart(struct daemon *d)
 static void
 daemon_stop(struct daemon *d)
 {
-    if (d->pid <= 0)
-        return;
-    kill(d->pid, SIGTERM);
-    int status = 0;
-    pid_t r = 0;
-    for (int64_t t0 = now_ms(); r == 0 && now_ms() - t0 < SAFETY_MS; sleep_ms(POLL_MS))
-        r = waitpid(d->pid, &status, WNOHANG);
-    if (r != d->pid) {
-        kill(d->pid, SIGKILL);
-        waitpid(d->pid, &status, 0);
-    }
-    pid_t pid = d->pid;
-    d->pid = 0;
-    if (r != pid)
-        fail_msg("burstd did not stop on SIGTERM");
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    testd_stop(&d->t);
 }
 
 static void
 daemon_cleanup(struct daemon *d)
 {
-    if (d->pid > 0) {
-        kill(d->pid, SIGKILL);
-        waitpid(d->pid, NULL, 0);
-        d->pid = 0;
-    }
-    if (d->dir[0] == '\0')
-        return;
-    if (!d->passed) {
-        char cmd[256];
-        snprintf(cmd, sizeof(cmd), "tail -n 40 %s >&2", d->log);
-        fprintf(stderr, "---- %s (last lines) ----\n", d->log);
-        if (system(cmd) != 0)
-            fprintf(stderr, "(no log)\n");
-    }
     const char *keep = getenv("KEEP_TEST_DIR");
-    if (keep == NULL || strcmp(keep, "1") != 0) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot remove %s\n", d->dir);
+    if (keep != NULL && strcmp(keep, "1") == 0) {
+        if (d->t.pid > 0) {
+            kill(d->t.pid, SIGKILL);
+            waitpid(d->t.pid, NULL, 0);
+            d->t.pid = 0;
+        }
+        return;
     }
+    testd_cleanup(&d->t, d->passed);
 }
 
 static burst_client *
 client_open(const struct daemon *d)
 {
     burst_client *c = NULL;
-    assert_int_equal(burst_connect(d->sock, &c), 0);
+    assert_int_equal(burst_connect(d->t.sock, &c), 0);
     return c;
 }
 
@@ -502,12 +429,12 @@ static int
 teardown(void **state)
 {
     struct daemon *d = *state;
-    if (d->dir[0] != '\0' && !d->passed) {
+    if (d->t.dir[0] != '\0' && !d->passed) {
         /* A test that failed half-way may leave a 300 s sleep behind. */
-        if (d->pid > 0) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, NULL, 0);
-            d->pid = 0;
+        if (d->t.pid > 0) {
+            kill(d->t.pid, SIGKILL);
+            waitpid(d->t.pid, NULL, 0);
+            d->t.pid = 0;
         }
         struct proc left[64];
         size_t n = procs_of(d, left, 64);
@@ -685,7 +612,7 @@ static size_t
 procs_of(const struct daemon *d, struct proc *out, size_t max)
 {
     char entry[256];
-    snprintf(entry, sizeof(entry), "BURST_STORAGE=file:%s/storage", d->state);
+    snprintf(entry, sizeof(entry), "BURST_STORAGE=file:%s/storage", d->t.state);
     DIR *dh = opendir("/proc");
     assert_non_null(dh);
     size_t n = 0;
@@ -741,7 +668,7 @@ wait_tasks_running(const struct daemon *d, size_t ntasks, int nfiles, struct pro
     for (int64_t t0 = now_ms();; sleep_ms(POLL_MS)) {
         if (now_ms() - t0 > SAFETY_MS)
             fail_msg("the tasks did not all start");
-        if (count_files(d->dir, "escaped.", NULL) < nfiles)
+        if (count_files(d->t.dir, "escaped.", NULL) < nfiles)
             continue;
         size_t np = procs_of(d, ps, max), nworkers = 0, nsleeps = 0;
         for (size_t i = 0; i < np; i++) {
@@ -770,7 +697,7 @@ test_kill9_during_reduce(void **state)
     char reduce_cmd[512];
     snprintf(reduce_cmd, sizeof(reduce_cmd),
              "touch %s/reducing.$$; while [ ! -e %s/go ]; do sleep 0.02; done; cat",
-             d->dir, d->dir);
+             d->t.dir, d->t.dir);
     burst_client *c = client_open(d);
     burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "tr a-z A-Z"};
     burst_fn red = {.kind = BURST_FN_EXEC, .cmd = reduce_cmd};
@@ -783,7 +710,7 @@ test_kill9_during_reduce(void **state)
     burst_close(c);
 
     pid_t first = 0;
-    for (int64_t t0 = now_ms(); count_files(d->dir, "reducing.", &first) == 0;
+    for (int64_t t0 = now_ms(); count_files(d->t.dir, "reducing.", &first) == 0;
          sleep_ms(POLL_MS)) {
         if (now_ms() - t0 > SAFETY_MS)
             fail_msg("the reducer never started");
@@ -792,7 +719,7 @@ test_kill9_during_reduce(void **state)
     assert_true(proc_state(first, &reducer.start) != 0);
     daemon_kill9(d);
     char go[128];
-    snprintf(go, sizeof(go), "%s/go", d->dir);
+    snprintf(go, sizeof(go), "%s/go", d->t.dir);
     int fd = open(go, O_WRONLY | O_CREAT, 0600);
     assert_true(fd >= 0);
     close(fd);
@@ -803,7 +730,7 @@ test_kill9_during_reduce(void **state)
     check_results(d, job, want, 1, NTASKS);
     check_events_once(d, job, NTASKS + 1);
     /* The reducer ran again; the one the kill interrupted is gone. */
-    assert_true(count_files(d->dir, "reducing.", NULL) >= 2);
+    assert_true(count_files(d->t.dir, "reducing.", NULL) >= 2);
     wait_procs_gone(&reducer, 1, "the interrupted reducer");
     daemon_stop(d);
     d->passed = true;
@@ -829,7 +756,7 @@ test_orphans_reaped(void **state)
              "perl -e 'setpgrp(0, 0); exec qw(sleep 300)' & echo $! > $(mktemp "
              "%s/escaped.XXXXXX); "
              "sleep 300; echo done",
-             d->dir);
+             d->t.dir);
     struct lines *l = &d->lines;
     lines_make(l, NTASKS, "orphan");
     uint64_t job = submit_map(d, cmd, l, 1);
@@ -840,14 +767,14 @@ test_orphans_reaped(void **state)
     /* The escaped ones, by the pids the tasks wrote. */
     struct proc escaped[NTASKS];
     size_t ne = 0;
-    DIR *dh = opendir(d->dir);
+    DIR *dh = opendir(d->t.dir);
     assert_non_null(dh);
     struct dirent *de;
     while ((de = readdir(dh)) != NULL) {
         if (strncmp(de->d_name, "escaped.", 8) != 0)
             continue;
         char path[512];
-        snprintf(path, sizeof(path), "%s/%s", d->dir, de->d_name);
+        snprintf(path, sizeof(path), "%s/%s", d->t.dir, de->d_name);
         FILE *f = fopen(path, "r");
         assert_non_null(f);
         int pid = 0;
@@ -1011,7 +938,7 @@ test_track_reaps_only_its_own(void **state)
     struct daemon *d = *state;
     daemon_init(d, "");
     char dir[160], boot[64] = "";
-    snprintf(dir, sizeof(dir), "%s/run/workers", d->state);
+    snprintf(dir, sizeof(dir), "%s/run/workers", d->t.state);
     char mk[256];
     snprintf(mk, sizeof(mk), "mkdir -p %s", dir);
     assert_int_equal(system(mk), 0);
@@ -1123,9 +1050,9 @@ test_track_records_workers(void **state)
     struct daemon *d = *state;
     daemon_init(d, "");
     char dir[160], worker[160], envfile[160];
-    snprintf(dir, sizeof(dir), "%s/run/workers", d->state);
-    snprintf(worker, sizeof(worker), "%s/worker.sh", d->dir);
-    snprintf(envfile, sizeof(envfile), "%s/env", d->dir);
+    snprintf(dir, sizeof(dir), "%s/run/workers", d->t.state);
+    snprintf(worker, sizeof(worker), "%s/worker.sh", d->t.dir);
+    snprintf(envfile, sizeof(envfile), "%s/env", d->t.dir);
     FILE *f = fopen(worker, "w");
     assert_non_null(f);
     fprintf(f, "#!/bin/sh\nenv > %s.tmp && mv %s.tmp %s\nsleep 300\n", envfile, envfile,
@@ -1147,7 +1074,7 @@ test_track_records_workers(void **state)
         .job = 3, .dispatch = 1, .spec_key = spec, .ninv = 1, .ended_cb = on_ended};
     ended_count = 0;
     assert_int_equal(c->ops->submit(c, &disp), 0);
-    for (int64_t t0 = now_ms(); !file_exists(d->dir, "env"); sleep_ms(POLL_MS)) {
+    for (int64_t t0 = now_ms(); !file_exists(d->t.dir, "env"); sleep_ms(POLL_MS)) {
         if (now_ms() - t0 > SAFETY_MS)
             fail_msg("the worker did not start");
         uv_run(&loop, UV_RUN_NOWAIT);

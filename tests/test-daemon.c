@@ -31,84 +31,24 @@
 #include "burst.h"
 #include "frame.h"
 #include "msg.h"
+#include "testd.h"
 
-struct daemon {
-    char dir[64];
-    char sock[128];
-    pid_t pid;
-};
+static struct testd D;
 
-static struct daemon D;
-
+/* Starts burstd with extra config lines; waits until it answers. */
 static void
-sleep_ms(int ms)
+daemon_start(struct testd *d, const char *config)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Starts burstd with extra config lines; waits for its socket. */
-static void
-daemon_start(struct daemon *d, const char *config)
-{
-    snprintf(d->dir, sizeof(d->dir), "/tmp/burst-test-daemon.XXXXXX");
-    assert_non_null(mkdtemp(d->dir));
-    snprintf(d->sock, sizeof(d->sock), "%s/burst.sock", d->dir);
-    char cfg[128], state[128], log[128];
-    snprintf(cfg, sizeof(cfg), "%s/burstd.conf", d->dir);
-    snprintf(state, sizeof(state), "%s/state", d->dir);
-    snprintf(log, sizeof(log), "%s/burstd.log", d->dir);
-    FILE *f = fopen(cfg, "w");
-    assert_non_null(f);
-    fputs(config ? config : "", f);
-    fclose(f);
-    const char *burstd = getenv("BURSTD");
-    assert_non_null(burstd);
-    d->pid = fork();
-    assert_true(d->pid >= 0);
-    if (d->pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0)
-            dup2(fd, 2);
-        execl(burstd, "burstd", "--socket", d->sock, "--state-dir", state, "--config", cfg,
-              (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 600; i++) {
-        struct stat st;
-        if (stat(d->sock, &st) == 0)
-            return;
-        int status;
-        assert_int_equal(waitpid(d->pid, &status, WNOHANG), 0);
-        sleep_ms(50);
-    }
-    fail_msg("burstd did not create its socket");
+    testd_init(d, "daemon", config);
+    testd_start(d, NULL);
 }
 
 /* SIGTERM, and the daemon must exit 0 by itself. */
 static void
-daemon_stop(struct daemon *d)
+daemon_stop(struct testd *d)
 {
-    assert_int_equal(kill(d->pid, SIGTERM), 0);
-    int status = 0;
-    for (int i = 0; i < 600; i++) {
-        pid_t r = waitpid(d->pid, &status, WNOHANG);
-        if (r == d->pid)
-            break;
-        sleep_ms(50);
-        if (i == 599) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, &status, 0);
-            fail_msg("burstd did not stop on SIGTERM");
-        }
-    }
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-    struct stat st;
-    assert_int_not_equal(stat(d->sock, &st), 0); /* socket removed */
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
-    assert_int_equal(system(cmd), 0);
+    testd_stop(d);
+    testd_cleanup(d, true);
 }
 
 static int
@@ -593,7 +533,7 @@ static void
 test_ledger_full(void **state)
 {
     (void)state;
-    struct daemon full;
+    struct testd full;
     daemon_start(&full, "ledger_max_mb = 1\n");
     burst_client *c;
     assert_int_equal(burst_connect(full.sock, &c), 0);

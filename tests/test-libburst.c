@@ -34,17 +34,12 @@
 #include <cmocka.h>
 
 #include "burst.h"
+#include "testd.h"
 
 /* Only ever a safety net: how long a loop waits before it calls it a bug. */
 #define SAFETY_MS (240 * 1000)
 
-struct daemon {
-    char dir[64];
-    char sock[128];
-    pid_t pid;
-};
-
-static struct daemon D;
+static struct testd D;
 static const char *test_fns; /* borrowed from the environment: test_fns.so */
 
 /* ---- small helpers ----------------------------------------------------------- */
@@ -81,74 +76,20 @@ xasprintf(const char *fmt, ...)
 
 /* ---- the daemon ------------------------------------------------------------------ */
 
-/* Starts burstd with the given config lines and waits for its socket.  The
- * daemon gets SIGTERM should this test process die first, so that a crashed
- * test never leaves a daemon (and its workers) behind. */
+/* Starts burstd with the given config lines and waits until it answers. */
 static void
-daemon_start(struct daemon *d, const char *config)
+daemon_start(struct testd *d, const char *config)
 {
-    snprintf(d->dir, sizeof(d->dir), "/tmp/burst-test-libburst.XXXXXX");
-    assert_non_null(mkdtemp(d->dir));
-    snprintf(d->sock, sizeof(d->sock), "%s/burst.sock", d->dir);
-    char cfg[128], state[128], log[128];
-    snprintf(cfg, sizeof(cfg), "%s/burstd.conf", d->dir);
-    snprintf(state, sizeof(state), "%s/state", d->dir);
-    snprintf(log, sizeof(log), "%s/burstd.log", d->dir);
-    FILE *f = fopen(cfg, "w");
-    assert_non_null(f);
-    fputs(config ? config : "", f);
-    fclose(f);
-    const char *burstd = getenv("BURSTD");
-    assert_non_null(burstd);
-    pid_t parent = getpid();
-    d->pid = fork();
-    assert_true(d->pid >= 0);
-    if (d->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(126);
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0)
-            dup2(fd, 2);
-        execl(burstd, "burstd", "--socket", d->sock, "--state-dir", state, "--config",
-              cfg, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 600; i++) {
-        struct stat st;
-        if (stat(d->sock, &st) == 0)
-            return;
-        int status;
-        assert_int_equal(waitpid(d->pid, &status, WNOHANG), 0);
-        sleep_ms(50);
-    }
-    fail_msg("burstd did not create its socket");
+    testd_init(d, "libburst", config);
+    testd_start(d, NULL);
 }
 
 /* SIGTERM, and the daemon must exit 0 by itself and remove its socket. */
 static void
-daemon_stop(struct daemon *d)
+daemon_stop(struct testd *d)
 {
-    assert_int_equal(kill(d->pid, SIGTERM), 0);
-    int status = 0;
-    for (int i = 0; i < 600; i++) {
-        pid_t r = waitpid(d->pid, &status, WNOHANG);
-        if (r == d->pid)
-            break;
-        sleep_ms(50);
-        if (i == 599) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, &status, 0);
-            fail_msg("burstd did not stop on SIGTERM");
-        }
-    }
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-    struct stat st;
-    assert_int_not_equal(stat(d->sock, &st), 0);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
-    assert_int_equal(system(cmd), 0);
+    testd_stop(d);
+    testd_cleanup(d, true);
 }
 
 static burst_client *

@@ -35,6 +35,7 @@
 #include <cmocka.h>
 
 #include "burst.h"
+#include "testd.h"
 #include "frame.h"
 #include "msg.h"
 
@@ -43,13 +44,7 @@
 #define MAX_SUBS 3
 #define SAFETY_MS 30000 /* only a safety net: never a speed assertion */
 
-struct daemon {
-    char dir[64];
-    char sock[128];
-    pid_t pid;
-};
-
-static struct daemon D;
+static struct testd D;
 
 static void
 sleep_ms(int ms)
@@ -70,45 +65,18 @@ static int
 daemon_setup(void **state)
 {
     (void)state;
-    snprintf(D.dir, sizeof(D.dir), "/tmp/burst-test-sec.XXXXXX");
-    assert_non_null(mkdtemp(D.dir));
+    char cfg[256];
+    snprintf(cfg, sizeof(cfg),
+             "idle_timeout_ms = 500\nmax_connections = %d\nmax_connections_per_uid = %d\n"
+             "limits.max_subscriptions = %d\n",
+             MAX_CONNS, PER_UID, MAX_SUBS);
+    testd_init(&D, "sec", cfg);
     /* Traversable, so that a second uid can reach the socket when the
      * test opens it; the state dir inside stays burstd's own 0700. */
     assert_int_equal(chmod(D.dir, 0755), 0);
-    snprintf(D.sock, sizeof(D.sock), "%s/burst.sock", D.dir);
-    char cfg[128], st[128], log[128];
-    snprintf(cfg, sizeof(cfg), "%s/burstd.conf", D.dir);
-    snprintf(st, sizeof(st), "%s/state", D.dir);
-    snprintf(log, sizeof(log), "%s/burstd.log", D.dir);
-    FILE *f = fopen(cfg, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "idle_timeout_ms = 500\nmax_connections = %d\nmax_connections_per_uid = %d\n"
-            "limits.max_subscriptions = %d\n",
-            MAX_CONNS, PER_UID, MAX_SUBS);
-    fclose(f);
-    const char *burstd = getenv("BURSTD");
-    assert_non_null(burstd);
-    D.pid = fork();
-    assert_true(D.pid >= 0);
-    if (D.pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0)
-            dup2(fd, 2);
-        execl(burstd, "burstd", "--socket", D.sock, "--state-dir", st, "--config", cfg,
-              "--quota", "4", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < SAFETY_MS / 50; i++) {
-        struct stat sb;
-        if (stat(D.sock, &sb) == 0)
-            return 0;
-        int status;
-        assert_int_equal(waitpid(D.pid, &status, WNOHANG), 0);
-        sleep_ms(50);
-    }
-    fail_msg("burstd did not create its socket");
-    return -1;
+    static const char *const extra[] = {"--quota", "4", NULL};
+    testd_start(&D, extra);
+    return 0;
 }
 
 /* SIGTERM; the daemon must exit 0 by itself. */
@@ -116,22 +84,8 @@ static int
 daemon_teardown(void **state)
 {
     (void)state;
-    assert_int_equal(kill(D.pid, SIGTERM), 0);
-    int status = 0;
-    int64_t end = now_ms() + SAFETY_MS;
-    while (waitpid(D.pid, &status, WNOHANG) != D.pid) {
-        if (now_ms() > end) {
-            kill(D.pid, SIGKILL);
-            waitpid(D.pid, &status, 0);
-            fail_msg("burstd did not stop on SIGTERM");
-        }
-        sleep_ms(20);
-    }
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", D.dir);
-    assert_int_equal(system(cmd), 0);
+    testd_stop(&D);
+    testd_cleanup(&D, true);
     return 0;
 }
 

@@ -1,0 +1,173 @@
+/*
+ * tests/testd.c - see testd.h.  Every wait is a poll with a generous safety
+ * limit: tests check behaviour, never speed.
+ */
+#include "testd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define TESTD_SAFETY_MS 60000
+#define TESTD_POLL_MS 20
+
+void
+testd_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+long long
+testd_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+testd_init(struct testd *d, const char *name, const char *config)
+{
+    memset(d, 0, sizeof(*d));
+    snprintf(d->dir, sizeof(d->dir), "/tmp/burst-test-%s.XXXXXX", name);
+    assert_non_null(mkdtemp(d->dir));
+    snprintf(d->sock, sizeof(d->sock), "%s/burst.sock", d->dir);
+    snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
+    snprintf(d->log, sizeof(d->log), "%s/burstd.log", d->dir);
+    snprintf(d->cfg, sizeof(d->cfg), "%s/burstd.conf", d->dir);
+    FILE *f = fopen(d->cfg, "w");
+    assert_non_null(f);
+    fputs(config ? config : "", f);
+    fclose(f);
+}
+
+/* True when something accepts on the socket (a killed daemon's socket file
+ * stays behind, so only an answer tells that the new one is up). */
+static bool
+answers(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+void
+testd_start(struct testd *d, const char *const *extra)
+{
+    const char *burstd = getenv("BURSTD");
+    assert_non_null(burstd);
+    assert_int_equal(d->pid, 0);
+    const char *argv[32] = {"burstd", "--socket", d->sock, "--state-dir", d->state,
+                            "--config", d->cfg};
+    size_t argc = 7;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && argc < 31; i++)
+        argv[argc++] = extra[i];
+    argv[argc] = NULL;
+    pid_t parent = getpid();
+    d->pid = fork();
+    assert_true(d->pid >= 0);
+    if (d->pid == 0) {
+        /* A test that dies must not leave a daemon (and its workers). */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(126);
+        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0)
+            dup2(fd, 2);
+        execv(burstd, (char *const *)argv);
+        _exit(127);
+    }
+    for (long long t0 = testd_now_ms(); testd_now_ms() - t0 < TESTD_SAFETY_MS;
+         testd_sleep_ms(TESTD_POLL_MS)) {
+        if (answers(d->sock))
+            return;
+        int status;
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            d->pid = 0;
+            fail_msg("burstd exited at start-up (status %#x); see %s", (unsigned)status,
+                     d->log);
+        }
+    }
+    fail_msg("burstd did not answer on %s", d->sock);
+}
+
+void
+testd_kill9(struct testd *d)
+{
+    assert_true(d->pid > 0);
+    assert_int_equal(kill(d->pid, SIGKILL), 0);
+    int status;
+    assert_int_equal(waitpid(d->pid, &status, 0), d->pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    d->pid = 0;
+}
+
+void
+testd_stop(struct testd *d)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGTERM);
+    int status = 0;
+    pid_t r = 0;
+    for (long long t0 = testd_now_ms(); r == 0 && testd_now_ms() - t0 < TESTD_SAFETY_MS;
+         testd_sleep_ms(TESTD_POLL_MS))
+        r = waitpid(d->pid, &status, WNOHANG);
+    pid_t pid = d->pid;
+    d->pid = 0;
+    if (r != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("burstd did not stop on SIGTERM");
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    struct stat st;
+    assert_int_not_equal(stat(d->sock, &st), 0); /* it removed its socket */
+}
+
+void
+testd_cleanup(struct testd *d, bool passed)
+{
+    if (d->pid > 0) {
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, NULL, 0);
+        d->pid = 0;
+    }
+    if (d->dir[0] == '\0')
+        return;
+    if (!passed) {
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "tail -n 40 %s >&2", d->log);
+        fprintf(stderr, "---- %s (last lines) ----\n", d->log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no log)\n");
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", d->dir);
+    d->dir[0] = '\0';
+}

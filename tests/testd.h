@@ -1,0 +1,38 @@
+/*
+ * tests/testd.h - a real burstd for the integration tests: started on a
+ * temporary directory (socket, state dir, config, log), killed, restarted
+ * on the same state, stopped with SIGTERM (it must exit 0), cleaned up.
+ * Failures are cmocka failures of the calling test.
+ */
+#ifndef BURST_TESTS_TESTD_H
+#define BURST_TESTS_TESTD_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct testd {
+    char dir[64];    /* the test's temporary directory */
+    char sock[128];  /* dir/burst.sock */
+    char state[128]; /* dir/state */
+    char log[128];   /* dir/burstd.log: every run appends */
+    char cfg[128];   /* dir/burstd.conf */
+    pid_t pid;       /* the running burstd, 0 when none */
+};
+
+/* Makes /tmp/burst-test-NAME.XXXXXX and writes config (may be NULL). */
+void testd_init(struct testd *d, const char *name, const char *config);
+/* Starts $BURSTD on d with extra arguments (NULL-terminated, may be NULL)
+ * and waits until it accepts connections.  The daemon gets SIGTERM should
+ * the test process die first. */
+void testd_start(struct testd *d, const char *const *extra);
+/* SIGKILL, as a crash would. */
+void testd_kill9(struct testd *d);
+/* SIGTERM: burstd must exit 0 by itself and remove its socket. */
+void testd_stop(struct testd *d);
+/* Kills what still runs; on failure shows the end of the log; removes dir. */
+void testd_cleanup(struct testd *d, bool passed);
+
+void testd_sleep_ms(int ms);
+long long testd_now_ms(void);
+
+#endif /* BURST_TESTS_TESTD_H */
