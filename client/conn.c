@@ -404,6 +404,23 @@ conn_process(burst_client *c, uint64_t want, enum proto_op op, struct conn_reply
                 return rc;
             continue;
         }
+        if (kind == PROTO_KIND_REPLY && re == 0) {
+            /* The daemon's last word before it drops us (busy, a frame too
+             * large): keep its reason, not a bare "connection closed". */
+            struct proto_reply rep;
+            if (proto_decode_reply(payload, len, PROTO_OP_HELLO, &c->decode_limits, &rep) ==
+                0) {
+                if (!rep.ok) {
+                    char msg[512];
+                    proto_str_copy(msg, sizeof(msg), rep.u.error.message);
+                    int code = rep.u.error.code;
+                    proto_reply_free(&rep);
+                    return conn_kill(c, code, msg);
+                }
+                proto_reply_free(&rep);
+            }
+            continue;
+        }
         if (kind != PROTO_KIND_REPLY || want == 0 || re != want)
             continue;
 

@@ -39,6 +39,10 @@ struct server {
     void (*close_cb)(struct server *s);
 };
 
+/* Bytes of replies and events a connection may leave unread before it is
+ * dropped: several result pages and a large replay fit. */
+#define CONN_MAX_UNSENT (256u * 1024u * 1024u)
+
 struct write_req {
     uv_write_t req;
     struct conn *conn; /* held (busy) until the write completes */
@@ -303,6 +307,16 @@ conn_send(struct conn *c, struct proto_buf *buf)
     if (c->closing) {
         proto_buf_free(buf);
         return UV_ECANCELED;
+    }
+    /* A client that never reads must not make the daemon hold its replies
+     * and events without bound. */
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+    if (queued > CONN_MAX_UNSENT) {
+        log_info("client %llu (uid %u): dropped, it left %zu bytes of replies unread",
+                 (unsigned long long)c->serial, (unsigned)c->uid, queued);
+        proto_buf_free(buf);
+        conn_close(c);
+        return UV_ENOBUFS;
     }
     struct write_req *w = malloc(sizeof(*w));
     if (w == NULL) {
