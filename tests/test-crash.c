@@ -83,21 +83,6 @@ rnd(void)
     return rnd_state = x;
 }
 
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the daemon ---- */
 
 static void
@@ -175,7 +160,7 @@ static void
 wait_succeeded(const struct daemon *d, uint64_t job, uint32_t n)
 {
     burst_job_info info;
-    for (int64_t t0 = now_ms(); now_ms() - t0 < SAFETY_MS; sleep_ms(POLL_MS)) {
+    for (int64_t t0 = testd_now_ms(); testd_now_ms() - t0 < SAFETY_MS; testd_sleep_ms(POLL_MS)) {
         job_status(d, job, &info);
         if (info.counts[BURST_TASK_SUCCEEDED] >= n)
             return;
@@ -201,17 +186,17 @@ wait_job_end(const struct daemon *d, uint64_t job, burst_job_info *out)
     burst_job_info info, last;
     memset(&last, 0, sizeof(last));
     last.state = -1;
-    int64_t t0 = now_ms(), moved = t0;
-    for (;; sleep_ms(POLL_MS)) {
+    int64_t t0 = testd_now_ms(), moved = t0;
+    for (;; testd_sleep_ms(POLL_MS)) {
         job_status(d, job, &info);
         if (burst_job_state_is_final(info.state))
             break;
         if (info.state != last.state ||
             memcmp(info.counts, last.counts, sizeof(info.counts)) != 0) {
             last = info;
-            moved = now_ms();
+            moved = testd_now_ms();
         }
-        if (now_ms() - moved > STALL_MS || now_ms() - t0 > SAFETY_MS) {
+        if (testd_now_ms() - moved > STALL_MS || testd_now_ms() - t0 > SAFETY_MS) {
             char counts[256] = "";
             size_t off = 0;
             for (int k = 0; k < BURST_TASK_NSTATES; k++)
@@ -337,7 +322,7 @@ check_events_once(const struct daemon *d, uint64_t job, uint32_t n)
     ec.succeeded = calloc(n, sizeof(*ec.succeeded));
     assert_non_null(ec.succeeded);
     assert_int_equal(burst_subscribe(c, job, 0, on_event, &ec), 0);
-    for (int64_t t0 = now_ms(); ec.final < 0 && now_ms() - t0 < SAFETY_MS;) {
+    for (int64_t t0 = testd_now_ms(); ec.final < 0 && testd_now_ms() - t0 < SAFETY_MS;) {
         if (burst_pending(c) == 0) {
             struct pollfd p = {burst_fd(c), POLLIN, 0};
             assert_true(poll(&p, 1, 1000) >= 0);
@@ -469,7 +454,7 @@ test_kill9_many_times(void **state)
     for (int k = 0; k < NKILLS; k++) {
         if (k % 2 == 0)
             wait_succeeded(d, job, (uint32_t)(NTASKS * (k + 1) / 10));
-        sleep_ms((int)(rnd() % 150));
+        testd_sleep_ms((int)(rnd() % 150));
         burst_job_info info;
         job_status(d, job, &info);
         /* Still running: this kill lands in the middle of the job. */
@@ -642,7 +627,7 @@ procs_of(const struct daemon *d, struct proc *out, size_t max)
 static void
 wait_procs_gone(const struct proc *ps, size_t n, const char *what)
 {
-    for (int64_t t0 = now_ms(); now_ms() - t0 < SAFETY_MS / 5; sleep_ms(POLL_MS)) {
+    for (int64_t t0 = testd_now_ms(); testd_now_ms() - t0 < SAFETY_MS / 5; testd_sleep_ms(POLL_MS)) {
         size_t alive = 0;
         for (size_t i = 0; i < n; i++)
             alive += proc_running(&ps[i]);
@@ -665,8 +650,8 @@ static size_t
 wait_tasks_running(const struct daemon *d, size_t ntasks, int nfiles, struct proc *ps,
                    size_t max)
 {
-    for (int64_t t0 = now_ms();; sleep_ms(POLL_MS)) {
-        if (now_ms() - t0 > SAFETY_MS)
+    for (int64_t t0 = testd_now_ms();; testd_sleep_ms(POLL_MS)) {
+        if (testd_now_ms() - t0 > SAFETY_MS)
             fail_msg("the tasks did not all start");
         if (count_files(d->t.dir, "escaped.", NULL) < nfiles)
             continue;
@@ -710,9 +695,9 @@ test_kill9_during_reduce(void **state)
     burst_close(c);
 
     pid_t first = 0;
-    for (int64_t t0 = now_ms(); count_files(d->t.dir, "reducing.", &first) == 0;
-         sleep_ms(POLL_MS)) {
-        if (now_ms() - t0 > SAFETY_MS)
+    for (int64_t t0 = testd_now_ms(); count_files(d->t.dir, "reducing.", &first) == 0;
+         testd_sleep_ms(POLL_MS)) {
+        if (testd_now_ms() - t0 > SAFETY_MS)
             fail_msg("the reducer never started");
     }
     struct proc reducer = {.pid = first};
@@ -871,7 +856,7 @@ spawn_session(char *const env[], bool leader_exits, pid_t *straggler)
     if (leader_exits)
         assert_int_equal(waitpid(pid, NULL, 0), pid); /* the "worker" is gone */
     /* Wait for the exec, so that the environment checked is the new one. */
-    for (int64_t t0 = now_ms(); now_ms() - t0 < SAFETY_MS; sleep_ms(5)) {
+    for (int64_t t0 = testd_now_ms(); testd_now_ms() - t0 < SAFETY_MS; testd_sleep_ms(5)) {
         char path[64], comm[32] = "";
         snprintf(path, sizeof(path), "/proc/%d/comm", (int)s);
         FILE *f = fopen(path, "r");
@@ -1074,8 +1059,8 @@ test_track_records_workers(void **state)
         .job = 3, .dispatch = 1, .spec_key = spec, .ninv = 1, .ended_cb = on_ended};
     ended_count = 0;
     assert_int_equal(c->ops->submit(c, &disp), 0);
-    for (int64_t t0 = now_ms(); !file_exists(d->t.dir, "env"); sleep_ms(POLL_MS)) {
-        if (now_ms() - t0 > SAFETY_MS)
+    for (int64_t t0 = testd_now_ms(); !file_exists(d->t.dir, "env"); testd_sleep_ms(POLL_MS)) {
+        if (testd_now_ms() - t0 > SAFETY_MS)
             fail_msg("the worker did not start");
         uv_run(&loop, UV_RUN_NOWAIT);
     }

@@ -44,21 +44,6 @@ static const char *test_fns; /* borrowed from the environment: test_fns.so */
 
 /* ---- small helpers ----------------------------------------------------------- */
 
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A malloc'ed printf; the test fails rather than go on without it. */
 static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -289,10 +274,10 @@ evlog_free(struct evlog *log)
 static void
 drive_until_end(burst_client *c, struct evlog *log)
 {
-    int64_t start = now_ms();
+    int64_t start = testd_now_ms();
     while (!log->ended) {
         assert_false(log->oom);
-        if (now_ms() - start > SAFETY_MS)
+        if (testd_now_ms() - start > SAFETY_MS)
             fail_msg("no final job event for job %llu after %d s (%zu events)",
                      (unsigned long long)log->job, SAFETY_MS / 1000, log->n);
         if (burst_pending(c) == 0) {
@@ -863,7 +848,7 @@ test_cancel(void **state)
     assert_int_equal(burst_submit_map(c, &fn, in.b, in.n, &opts, &job), 0);
 
     /* Cancel only once some tasks really run. */
-    int64_t start = now_ms();
+    int64_t start = testd_now_ms();
     for (bool running = false; !running;) {
         for (size_t i = 0; i < in.n && !running; i++) {
             char *p = xasprintf("%s/p_%zu", dir, i);
@@ -871,9 +856,9 @@ test_cancel(void **state)
             free(p);
         }
         if (!running) {
-            if (now_ms() - start > SAFETY_MS)
+            if (testd_now_ms() - start > SAFETY_MS)
                 fail_msg("no task of job %llu started", (unsigned long long)job);
-            sleep_ms(20);
+            testd_sleep_ms(20);
         }
     }
     assert_int_equal(burst_cancel(c, job), 0);
@@ -902,11 +887,11 @@ test_cancel(void **state)
         fclose(f);
         assert_int_equal(got, 2);
         for (int k = 0; k < 2; k++) {
-            start = now_ms();
+            start = testd_now_ms();
             while (!proc_gone((pid_t)pids[k])) {
-                if (now_ms() - start > SAFETY_MS)
+                if (testd_now_ms() - start > SAFETY_MS)
                     fail_msg("task %zu: process %ld survived the cancel", i, pids[k]);
-                sleep_ms(20);
+                testd_sleep_ms(20);
             }
             checked++;
         }
@@ -1010,7 +995,7 @@ test_two_processes_quota(void **state)
     /* While they run, the quota holds: never more than one in use. */
     int status[2];
     bool done[2] = {false, false};
-    int64_t start = now_ms();
+    int64_t start = testd_now_ms();
     uint32_t most = 0;
     while (!done[0] || !done[1]) {
         for (int i = 0; i < 2; i++)
@@ -1019,12 +1004,12 @@ test_two_processes_quota(void **state)
         assert_int_equal(burst_quota(c, -1, &in_use), 1);
         if (in_use > most)
             most = in_use;
-        if (now_ms() - start > SAFETY_MS) {
+        if (testd_now_ms() - start > SAFETY_MS) {
             kill(kids[0], SIGKILL);
             kill(kids[1], SIGKILL);
             fail_msg("the two clients did not finish");
         }
-        sleep_ms(10);
+        testd_sleep_ms(10);
     }
     assert_int_equal(burst_quota(c, old, NULL), old);
     assert_true(most <= 1);

@@ -46,21 +46,6 @@
 
 static struct testd D;
 
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int
 daemon_setup(void **state)
 {
@@ -249,8 +234,8 @@ static bool
 is_closed(int fd)
 {
     char buf[4096];
-    int64_t end = now_ms() + SAFETY_MS;
-    while (now_ms() < end) {
+    int64_t end = testd_now_ms() + SAFETY_MS;
+    while (testd_now_ms() < end) {
         struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 1000) < 0 && errno != EINTR)
             return false;
@@ -291,16 +276,16 @@ honest_map(void)
 static void
 honest_map_eventually(void)
 {
-    int64_t end = now_ms() + SAFETY_MS;
+    int64_t end = testd_now_ms() + SAFETY_MS;
     for (;;) {
         int rc = honest_map();
         if (rc == 0)
             return;
         if (rc != BURST_EBUSY && rc != BURST_ECONNECT && rc != BURST_EPROTO)
             fail_msg("honest client: unexpected error %s", burst_error_name(rc));
-        if (now_ms() > end)
+        if (testd_now_ms() > end)
             fail_msg("honest client never got in (last error %s)", burst_error_name(rc));
-        sleep_ms(50);
+        testd_sleep_ms(50);
     }
 }
 

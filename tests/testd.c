@@ -34,12 +34,12 @@ testd_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-long long
+int64_t
 testd_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void
@@ -99,7 +99,7 @@ testd_start(struct testd *d, const char *const *extra)
         execv(burstd, (char *const *)argv);
         _exit(127);
     }
-    for (long long t0 = testd_now_ms(); testd_now_ms() - t0 < TESTD_SAFETY_MS;
+    for (int64_t t0 = testd_now_ms(); testd_now_ms() - t0 < TESTD_SAFETY_MS;
          testd_sleep_ms(TESTD_POLL_MS)) {
         if (answers(d->sock))
             return;
@@ -132,7 +132,7 @@ testd_stop(struct testd *d)
     kill(d->pid, SIGTERM);
     int status = 0;
     pid_t r = 0;
-    for (long long t0 = testd_now_ms(); r == 0 && testd_now_ms() - t0 < TESTD_SAFETY_MS;
+    for (int64_t t0 = testd_now_ms(); r == 0 && testd_now_ms() - t0 < TESTD_SAFETY_MS;
          testd_sleep_ms(TESTD_POLL_MS))
         r = waitpid(d->pid, &status, WNOHANG);
     pid_t pid = d->pid;

@@ -8,6 +8,7 @@
 #define BURST_TESTS_TESTD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct testd {
@@ -32,7 +33,8 @@ void testd_stop(struct testd *d);
 /* Kills what still runs; on failure shows the end of the log; removes dir. */
 void testd_cleanup(struct testd *d, bool passed);
 
+/* Sleeping and a monotonic clock, for the polls of every integration test. */
 void testd_sleep_ms(int ms);
-long long testd_now_ms(void);
+int64_t testd_now_ms(void);
 
 #endif /* BURST_TESTS_TESTD_H */
