@@ -730,6 +730,13 @@ op_submit(struct burstd *d, struct conn *c, struct proto_request *req)
                         "unknown backend '%s' (this burstd has: %s)", b, d->compute->name);
         return 0;
     }
+    if (d->compute->ops->admit != NULL) {
+        char why[512];
+        if (d->compute->ops->admit(d->compute, c->uid, why, sizeof(why)) != 0) {
+            conn_send_error(c, req->id, BURST_EPERM, "%s", why);
+            return 0;
+        }
+    }
     /* Refused before anything is accepted: a job acknowledged with the
      * promised subscription silently missing would never report back.
      * The conn is paused until the commit, so the count cannot grow. */

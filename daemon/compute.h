@@ -37,6 +37,8 @@ struct compute_exit {
 struct dispatch {
     /* Filled by the scheduler. */
     uint64_t job;
+    uint32_t owner_uid;   /* who submitted the job: its tasks run as that user
+                           * where the backend runs them on this machine */
     uint64_t dispatch;    /* ledger dispatch number */
     char *spec_key;       /* owned by the scheduler */
     uint32_t ninv;        /* invocations in the spec (JOB_INDEX 0..ninv-1) */
@@ -58,6 +60,9 @@ struct compute_ops {
      * SIGKILL of its whole process group after grace_ms.  ended_cb still
      * runs for each.  Idempotent. */
     int (*cancel)(struct compute *c, struct dispatch *d, uint64_t grace_ms);
+    /* Whether this backend can run tasks for uid: 0, or BURST_EPERM with a
+     * sentence for the client in why.  Asked before a job is accepted. */
+    int (*admit)(struct compute *c, uint32_t uid, char *why, size_t whylen);
     /* How many invocations are running now (for quota accounting checks). */
     uint32_t (*running)(struct compute *c);
     /* Stops the backend: kills what runs, and calls cb once every handle is

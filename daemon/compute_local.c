@@ -79,6 +79,7 @@
 
 #include "burst.h"
 #include "log.h"
+#include "runas.h"
 
 extern char **environ;
 
@@ -167,6 +168,8 @@ struct compute_local {
     char *storage_entry;           /* owned: "BURST_STORAGE=<storage_url>" */
     char *parent_entry;            /* owned: "BURST_PARENT_PID=<our pid>" */
     int run_fd;                    /* owned: the worker records' directory, -1 = none */
+    int root_fd;                   /* owned: the local storage root, handed to workers
+                                    * that run as another uid (runas.h); -1 = none */
     bool record_warned;            /* a failure to write a record was logged */
     unsigned long long self_start; /* our start time, for the records */
     char boot_id[40];              /* /proc/sys/kernel/random/boot_id */
@@ -260,6 +263,8 @@ cl_free(struct compute_local *cl)
     free(cl->parent_entry);
     if (cl->run_fd >= 0)
         close(cl->run_fd);
+    if (cl->root_fd >= 0)
+        close(cl->root_fd);
     free(cl);
 }
 
@@ -467,10 +472,16 @@ reap_allowed(const struct compute_local *cl, const struct reap_target *t, pid_t 
     char path[64];
     struct stat st;
     snprintf(path, sizeof(path), "/proc/%d", (int)pid);
-    if (stat(path, &st) != 0 || st.st_uid != geteuid())
+    if (stat(path, &st) != 0)
         return false;
-    const char *want[] = {t->spec_entry, cl->storage_entry};
-    return proc_env_has(pid, want, 2);
+    /* A root burstd runs the workers of other users' jobs as those users,
+     * with the storage root on a descriptor (runas.h). */
+    if (st.st_uid == geteuid()) {
+        const char *want[] = {t->spec_entry, cl->storage_entry};
+        return proc_env_has(pid, want, 2);
+    }
+    const char *want[] = {t->spec_entry, RUNAS_STORAGE_ENTRY};
+    return geteuid() == 0 && proc_env_has(pid, want, 2);
 }
 
 /*
@@ -773,19 +784,24 @@ on_idle(uv_idle_t *h)
     uv_idle_stop(h);
 }
 
+_Static_assert(RUNAS_STORAGE_FD == 3, "the fourth stdio slot of inv_spawn");
+
 /*
  * Starts invocation inv with env (whose JOB_INDEX slot the caller filled).
  * Returns 0, or a negative uv code with inv->proc initialized but not
  * closed (libuv initializes the handle even when the spawn fails).
  */
 static int
-inv_spawn(struct compute_local *cl, struct local_inv *inv, char **env)
+inv_spawn(struct compute_local *cl, struct local_inv *inv, char **env,
+          const struct runas *ra)
 {
-    uv_stdio_container_t stdio[3] = {
+    uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},
         {.flags = UV_IGNORE},
         /* A worker prints only its own failures; they belong in our log. */
         {.flags = UV_INHERIT_FD, .data.fd = 2},
+        /* RUNAS_STORAGE_FD for a worker that runs as the job's owner. */
+        {.flags = UV_INHERIT_FD, .data.fd = cl->root_fd},
     };
     char *args[] = {cl->worker_path, NULL};
     uv_process_options_t opt = {
@@ -797,6 +813,15 @@ inv_spawn(struct compute_local *cl, struct local_inv *inv, char **env)
         .stdio_count = 3,
         .stdio = stdio,
     };
+    if (ra != NULL) {
+        /* libuv drops the supplementary groups before setgid/setuid. */
+        opt.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
+        opt.uid = ra->uid;
+        opt.gid = ra->gid;
+        opt.stdio_count = 4;
+        /* burstd's own working directory may be closed to the owner. */
+        opt.cwd = "/";
+    }
     int rc = uv_spawn(cl->base.loop, &inv->proc, &opt);
     inv->proc.data = inv;
     if (rc < 0)
@@ -845,20 +870,58 @@ cl_submit(struct compute *c, struct dispatch *d)
     ld->cl = cl;
     ld->ninv = d->ninv;
 
+    /* A job of another uid runs as that uid, with storage reached through
+     * the descriptor runas_grant() prepared (runas.h). */
+    struct runas ra_buf, *ra = NULL;
+    if (runas_needed(d->owner_uid)) {
+        char why[256];
+        if (cl->root_fd < 0) {
+            log_warnx("compute: job %" PRIu64 " of uid %" PRIu32 " cannot start: only a "
+                      "burstd running as root with local storage runs other users' tasks",
+                      d->job, d->owner_uid);
+            rc = BURST_EPERM;
+            goto fail_early;
+        }
+        rc = runas_lookup(d->owner_uid, &ra_buf, why, sizeof(why));
+        if (rc == 0) {
+            rc = runas_grant(cl->root_fd, d->job, d->spec_key, &ra_buf);
+            snprintf(why, sizeof(why), "cannot open storage to it: %s", strerror(-rc));
+        }
+        if (rc != 0) {
+            log_warnx("compute: job %" PRIu64 " of uid %" PRIu32 ": %s", d->job,
+                      d->owner_uid, why);
+            goto fail_early;
+        }
+        ra = &ra_buf;
+    }
+
     /* The worker's environment: the filtered snapshot plus its three
-     * variables and BURST_PARENT_PID (layer 1).  uv_spawn forks before it
-     * returns, so a stack buffer and an array freed right after are fine. */
+     * variables and BURST_PARENT_PID (layer 1); as another uid, also that
+     * user's HOME, USER and LOGNAME instead of ours.  uv_spawn forks before
+     * it returns, so a stack buffer and an array freed right after are fine. */
     char job_index[32];
-    char **env = calloc(cl->nenv + 5, sizeof(*env));
+    char **env = calloc(cl->nenv + 8, sizeof(*env));
     char *spec = env_entry("BURST_SPEC", d->spec_key);
     if (env == NULL || spec == NULL)
         goto fail_env;
-    memcpy(env, cl->env, cl->nenv * sizeof(*env));
-    env[cl->nenv] = cl->storage_entry;
-    env[cl->nenv + 1] = spec;
-    env[cl->nenv + 2] = job_index;
-    env[cl->nenv + 3] = cl->parent_entry;
-    env[cl->nenv + 4] = NULL;
+    size_t ne = 0;
+    for (size_t i = 0; i < cl->nenv; i++) {
+        if (ra != NULL && (strncmp(cl->env[i], "HOME=", 5) == 0 ||
+                           strncmp(cl->env[i], "USER=", 5) == 0 ||
+                           strncmp(cl->env[i], "LOGNAME=", 8) == 0))
+            continue;
+        env[ne++] = cl->env[i];
+    }
+    if (ra != NULL) {
+        env[ne++] = ra->home;
+        env[ne++] = ra->user;
+        env[ne++] = ra->logname;
+    }
+    env[ne++] = ra != NULL ? (char *)RUNAS_STORAGE_ENTRY : cl->storage_entry;
+    env[ne++] = spec;
+    env[ne++] = job_index;
+    env[ne++] = cl->parent_entry;
+    env[ne] = NULL;
 
     cl->nalive++;
     for (uint32_t i = 0; i < ld->ninv; i++) {
@@ -866,7 +929,7 @@ cl_submit(struct compute *c, struct dispatch *d)
         inv->ld = ld;
         inv->index = i;
         snprintf(job_index, sizeof(job_index), "JOB_INDEX=%" PRIu32, i);
-        rc = inv_spawn(cl, inv, env);
+        rc = inv_spawn(cl, inv, env, ra);
         ld->refs++; /* the process handle, spawned or not */
         if (rc < 0) {
             uv_close((uv_handle_t *)&inv->proc, handle_closed);
@@ -913,6 +976,10 @@ fail_env:
     free(env);
     free(ld);
     return -ENOMEM;
+
+fail_early:
+    free(ld);
+    return rc;
 }
 
 /*
@@ -984,9 +1051,26 @@ cl_close(struct compute *c, void (*cb)(struct compute *c))
     cl_maybe_closed(cl);
 }
 
+/* Tasks run here as the job's owner (runas.h). */
+static int
+cl_admit(struct compute *c, uint32_t uid, char *why, size_t whylen)
+{
+    struct compute_local *cl = (struct compute_local *)c;
+    int rc = runas_admit(uid, why, whylen);
+    if (rc == 0 && runas_needed(uid) && cl->root_fd < 0) {
+        snprintf(why, whylen,
+                 "this burstd cannot run tasks as uid %" PRIu32 ": its storage is not a "
+                 "local directory it could open to that user",
+                 uid);
+        rc = BURST_EPERM;
+    }
+    return rc;
+}
+
 static const struct compute_ops compute_local_ops = {
     .name = "local",
     .submit = cl_submit,
+    .admit = cl_admit,
     .cancel = cl_cancel,
     .running = cl_running,
     .close = cl_close,
@@ -1013,6 +1097,7 @@ compute_local_new(uv_loop_t *loop, const char *worker_path, const char *storage_
     link_init(&cl->dispatches);
     link_init(&cl->notify);
     cl->run_fd = -1;
+    cl->root_fd = -1;
     cl->worker_path = strdup(worker_path);
     cl->storage_url = strdup(storage_url);
     cl->storage_entry = env_entry("BURST_STORAGE", storage_url);
@@ -1023,6 +1108,18 @@ compute_local_new(uv_loop_t *loop, const char *worker_path, const char *storage_
         cl->parent_entry == NULL || env_snapshot(cl) < 0) {
         cl_free(cl);
         return -ENOMEM;
+    }
+    /* Only root can start workers as other users, and they need the
+     * storage root as a descriptor: the state directory is closed to them. */
+    if (geteuid() == 0 && strncmp(storage_url, "file:", 5) == 0) {
+        const char *dir = storage_url + 5;
+        if (strncmp(dir, "//", 2) == 0)
+            dir += 2;
+        cl->root_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cl->root_fd < 0)
+            log_warn("compute: cannot open the storage root %s; jobs of other users "
+                     "will fail to start",
+                     dir);
     }
     uv_idle_init(loop, &cl->idle);
     cl->idle.data = cl;

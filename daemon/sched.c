@@ -802,6 +802,7 @@ disp_start(struct sched *s, struct sched_job *j, const uint32_t *idx, uint32_t n
     job_mark_running(s, j, now);
 
     sd->d.job = j->id;
+    sd->d.owner_uid = j->owner->uid;
     sd->d.ninv = 1;
     sd->d.memory_mb = j->memory_mb;
     sd->d.deadline_ms = j->timeout_ms ? j->timeout_ms * n + DEADLINE_SLACK_MS : 0;

@@ -608,6 +608,7 @@ rec_init(struct rec *r, uint32_t ninv, char *spec_key)
     memset(r, 0, sizeof(*r));
     r->ninv = ninv;
     r->d.job = 7;
+    r->d.owner_uid = geteuid();
     r->d.dispatch = 1;
     r->d.spec_key = spec_key;
     r->d.ninv = ninv;

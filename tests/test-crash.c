@@ -1055,8 +1055,12 @@ test_track_records_workers(void **state)
     assert_int_equal(st.st_mode & 0777, 0700);
 
     char spec[] = "jobs/3/spec/1";
-    struct dispatch disp = {
-        .job = 3, .dispatch = 1, .spec_key = spec, .ninv = 1, .ended_cb = on_ended};
+    struct dispatch disp = {.job = 3,
+                            .owner_uid = geteuid(),
+                            .dispatch = 1,
+                            .spec_key = spec,
+                            .ninv = 1,
+                            .ended_cb = on_ended};
     ended_count = 0;
     assert_int_equal(c->ops->submit(c, &disp), 0);
     for (int64_t t0 = testd_now_ms(); !file_exists(d->t.dir, "env"); testd_sleep_ms(POLL_MS)) {

@@ -184,6 +184,66 @@ t_nobody_own() {
 }
 run "nobody submits, runs and inspects its own job" t_nobody_own
 
+t_nobody_runs_as_nobody() {
+    nx nobody map --exec 'id -u; id -g; echo "$HOME"' --wait
+    expect "nobody map status ($err)" "$rc" 0 || return 1
+    nx nobody results "$(echo "$out" | head -1)"
+    expect "the task's ids and home" "$out" \
+        "$(printf '%s\n%s\n%s' "$(id -u nobody)" "$(id -g nobody)" \
+            "$(getent passwd nobody | cut -d: -f6)")"
+}
+run "nobody's tasks run as nobody, with nobody's HOME" t_nobody_runs_as_nobody
+
+t_nobody_storage() {
+    # The worker (the task's parent) holds the storage root on a descriptor;
+    # through it the task reaches its own job, and nothing of root's.
+    local probe
+    probe='s=/proc/$PPID/fd/3
+cat "$s/jobs/$BURST_JOB_ID/in.data" >/dev/null && echo own-input
+cat "$s/jobs/'"$ROOT_DONE"'/in.data" && echo LEAK-input
+ls "$s/jobs" && echo LEAK-list
+cat "$s/jobs/'"$ROOT_DONE"'/out/"* && echo LEAK-output
+cat "'"$D"'/state/ledger.db" >/dev/null && echo LEAK-ledger
+true'
+    nx nobody map --exec "$probe" --input-lines - --wait <<<"x"
+    expect "nobody probe status ($err)" "$rc" 0 || return 1
+    nx nobody results "$(echo "$out" | head -1)"
+    expect "what nobody's task could read" "$out" own-input
+}
+run "nobody's task reads its own job's storage and nothing of root's" t_nobody_storage
+
+t_nobody_symlink() {
+    # The task leaves behind a process in a session of its own which, once
+    # the worker has written the task's output, swaps that object for a
+    # symlink to a root-only file.  Reading the result then must not serve
+    # bytes of that file.
+    local attack
+    attack='spec=$(tr "\0" "\n" </proc/$PPID/environ | sed -n "s/^BURST_SPEC=//p")
+cd "/proc/$PPID/fd/3/jobs/$BURST_JOB_ID/out" || exit 1
+setsid sh -c ": >ready; while [ ! -f \"\$0\" ]; do sleep 0.05; done; ln -sf /etc/shadow \"\$0\"" \
+    "${spec##*/}.0" </dev/null >/dev/null 2>&1 &
+# Once out of our process group it outlives the task.
+while [ ! -e ready ]; do sleep 0.02; done
+printf "%0200d" 0'
+    nx nobody map --exec "$attack" --retries 0 --wait
+    expect "the job runs ($err)" "$rc" 0 || return 1
+    local job link=
+    job=$(echo "$out" | head -1)
+    for _ in $(seq 600); do
+        link=$(find "$D/state" -path "*/jobs/$job/out/*" -type l | head -1)
+        [ -n "$link" ] && break
+        sleep 0.05
+    done
+    [ -n "$link" ] || { echo "the planted symlink never appeared"; return 1; }
+    nx nobody results "$job"
+    if [ "$rc" -eq 0 ] && [ "$out" != "$(printf '%0200d' 0)" ]; then
+        echo "burstd served other bytes for nobody's result: $out"
+        return 1
+    fi
+    [ "$rc" -ne 0 ] || { echo "results read through the symlink"; return 1; }
+}
+run "an output swapped for a symlink by nobody is not read through" t_nobody_symlink
+
 # refused WHAT ARGS...: exit 3 and a permission message naming the job.
 refused() {
     local job=$1
@@ -339,9 +399,16 @@ t_own_uid() {
     nx root results "$job"
     expect "root reads it" "$out" mine || return 1
     expect "socket owner" "$(stat -c %U "$S3")" nobody || return 1
-    expect "socket mode" "$(stat -c %a "$S3")" 600
+    expect "socket mode" "$(stat -c %a "$S3")" 600 || return 1
+    # It cannot run root's tasks as root, so it refuses them up front.
+    nx root map --exec 'id -u'
+    expect "root's submission to nobody's burstd" "$rc" 3 || return 1
+    echo "$err" | grep -q "can run tasks only as that user" || {
+        echo "message: $err"
+        return 1
+    }
 }
-run "a burstd running as nobody treats nobody as admin" t_own_uid
+run "a burstd running as nobody treats nobody as admin, and refuses root's jobs" t_own_uid
 
 t_own_stop() { stop_daemon "${PIDS[2]}"; }
 run "burstd as nobody stops cleanly" t_own_stop

@@ -182,6 +182,18 @@ main(int argc, char **argv)
         return EXIT_ENV;
     }
 
+    /* A worker started as the job's owner reaches storage through a
+     * descriptor (file:/proc/self/fd/N: burstd's daemon/runas.h).  The
+     * worker and its forked executors use it by that path; exec'd tasks
+     * have no use for it. */
+    const char *fdpath = "file:/proc/self/fd/";
+    if (strncmp(url, fdpath, strlen(fdpath)) == 0) {
+        int fd = atoi(url + strlen(fdpath));
+        int fl = fcntl(fd, F_GETFD);
+        if (fd > 2 && fl >= 0)
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+
     int status = EXIT_INTERNAL;
     struct store *st = NULL;
     struct invoc_spec spec;
