@@ -105,6 +105,7 @@ op_hello(struct burstd *d, struct conn *c, const struct proto_request *req)
     rep.u.hello.uid = c->uid;
     rep.u.hello.admin = c->admin;
     rep.u.hello.limits = d->cfg->limits;
+    rep.u.hello.limits.max_subscriptions = d->cfg->max_subscriptions;
     reply_send(c, &rep);
     return 0;
 }

@@ -175,8 +175,10 @@ static const char *const ledger_sql[ST_COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     /* The stored value is the last number handed out; the first is 1, since
      * 0 means "never dispatched". */
-    [ST_NEXT_DISPATCH] = "INSERT INTO meta(key, value) VALUES('next_dispatch', 1)"
-                         " ON CONFLICT(key) DO UPDATE SET value = value + 1"
+    /* ?1: the highest number handed out by this process, which a rollback
+     * does not take back (see struct ledger). */
+    [ST_NEXT_DISPATCH] = "INSERT INTO meta(key, value) VALUES('next_dispatch', ?1 + 1)"
+                         " ON CONFLICT(key) DO UPDATE SET value = max(value, ?1) + 1"
                          " RETURNING value",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2)"
@@ -189,8 +191,9 @@ static const char *const ledger_sql[ST_COUNT] = {
     [ST_JOB_SEQ_SEED] = "INSERT INTO sqlite_sequence(name, seq)"
                         " SELECT 'jobs', coalesce(max(id), 0) FROM jobs WHERE NOT EXISTS"
                         " (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs')",
-    [ST_JOB_RESERVE] = "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'jobs'"
-                       " RETURNING seq",
+    [ST_JOB_RESERVE] =
+        "UPDATE sqlite_sequence SET seq = max(seq, ?1) + 1 WHERE name = 'jobs'"
+        " RETURNING seq",
     /* ?23 NULL: AUTOINCREMENT assigns the id. */
     [ST_JOB_INSERT] =
         "INSERT INTO jobs(id, owner, kind, state, total, chunksize, retries,"
@@ -273,6 +276,11 @@ struct ledger {
     sqlite3 *db;                  /* owned */
     sqlite3_stmt *stmt[ST_COUNT]; /* owned: prepared once, in ledger_open */
     bool stmt_busy[ST_COUNT];     /* a walk is inside its callback */
+    /* The last dispatch number and job id handed out.  A rolled-back
+     * transaction takes its counters back in SQLite, but a worker may
+     * already run under that dispatch and a client may have seen the job
+     * id refused: neither number is given out again by this process. */
+    uint64_t last_dispatch, last_job;
 };
 
 /*
@@ -723,9 +731,11 @@ ledger_next_dispatch(struct ledger *l, uint64_t *out)
     if (st == NULL)
         return BURST_EINTERNAL;
     int err = 0;
-    int rc = sqlite3_step(st);
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)l->last_dispatch);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        *out = (uint64_t)sqlite3_column_int64(st, 0);
+        *out = l->last_dispatch = (uint64_t)sqlite3_column_int64(st, 0);
     else
         err = ledger_fail(l, rc, "next dispatch");
     stmt_put(l, ST_NEXT_DISPATCH);
@@ -748,9 +758,11 @@ ledger_reserve_job_id(struct ledger *l, uint64_t *out)
     st = stmt_take(l, ST_JOB_RESERVE);
     if (st == NULL)
         return BURST_EINTERNAL;
-    int rc = sqlite3_step(st);
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)l->last_job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        *out = (uint64_t)sqlite3_column_int64(st, 0);
+        *out = l->last_job = (uint64_t)sqlite3_column_int64(st, 0);
     else
         err = ledger_fail(l, rc, "reserve job id");
     stmt_put(l, ST_JOB_RESERVE);

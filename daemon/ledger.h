@@ -91,12 +91,14 @@ int ledger_commit(struct ledger *l); /* commits the open one; no-op if none */
 void ledger_rollback(struct ledger *l);
 bool ledger_in_txn(const struct ledger *l);
 
-/* A fresh, never reused dispatch number (persisted in the open transaction). */
+/* A fresh dispatch number (persisted in the open transaction).  Never
+ * reused: not even after a rollback, within this process. */
 int ledger_next_dispatch(struct ledger *l, uint64_t *out);
 
 /* ---- jobs ---- */
 
-/* Reserves a fresh job id (persisted in the open transaction, never reused)
+/* Reserves a fresh job id (persisted in the open transaction, never reused,
+ * not even after a rollback within this process)
  * so that a job's inputs can be written to storage under its id before the
  * job itself is inserted. */
 int ledger_reserve_job_id(struct ledger *l, uint64_t *out);

@@ -1278,6 +1278,7 @@ struct rep_priv {
 static const char *const limit_names[] = {
     "max_frame",   "max_depth",     "max_string",  "max_input",  "max_tasks",
     "max_retries", "max_chunksize", "max_fn_size", "page_tasks", "page_bytes",
+    "max_subscriptions",
 };
 
 /* The limits in the order of limit_names. */
@@ -1286,7 +1287,7 @@ limit_field(struct proto_limits *l, size_t i)
 {
     uint32_t *f[] = {&l->max_frame,  &l->max_depth,   &l->max_string,    &l->max_input,
                      &l->max_tasks,  &l->max_retries, &l->max_chunksize, &l->max_fn_size,
-                     &l->page_tasks, &l->page_bytes};
+                     &l->page_tasks, &l->page_bytes, &l->max_subscriptions};
     return f[i];
 }
 

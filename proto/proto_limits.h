@@ -25,6 +25,9 @@ struct proto_limits {
     uint32_t max_fn_size;  /* bytes of an uploaded shared library */
     uint32_t page_tasks;   /* default and maximum tasks per TASKS reply */
     uint32_t page_bytes;   /* default and maximum result bytes per RESULTS reply */
+    /* Announced in hello, enforced by the daemon per connection (not by
+     * the decoder): jobs one connection may follow at once. */
+    uint32_t max_subscriptions;
 };
 
 #define PROTO_LIMITS_DEFAULT                                                              \
@@ -32,7 +35,7 @@ struct proto_limits {
         .max_frame = 256u * 1024u * 1024u, .max_depth = 16, .max_string = 64u * 1024u,    \
         .max_input = 64u * 1024u * 1024u, .max_tasks = 10u * 1000u * 1000u,               \
         .max_retries = 100, .max_chunksize = 100000, .max_fn_size = 128u * 1024u * 1024u, \
-        .page_tasks = 10000, .page_bytes = 4u * 1024u * 1024u,                            \
+        .page_tasks = 10000, .page_bytes = 4u * 1024u * 1024u, .max_subscriptions = 1024,  \
     }
 
 void proto_limits_default(struct proto_limits *lim);

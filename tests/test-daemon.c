@@ -196,7 +196,8 @@ static int
 group_setup(void **state)
 {
     (void)state;
-    daemon_start(&D, "idle_timeout_ms = 500\nlimits.max_frame = 65536\n");
+    daemon_start(&D, "idle_timeout_ms = 500\nlimits.max_frame = 65536\n"
+                     "limits.max_subscriptions = 77\n");
     return 0;
 }
 
@@ -475,6 +476,34 @@ test_hello_first_and_version(void **state)
     close(fd);
 }
 
+/* hello announces the configured limits, the per-connection ones too. */
+static void
+test_hello_limits(void **state)
+{
+    (void)state;
+    int fd = raw_connect(D.sock);
+    struct proto_buf b;
+    proto_buf_init(&b);
+    struct proto_request req = {.op = PROTO_OP_HELLO, .id = 1};
+    req.u.hello.version = PROTO_VERSION;
+    assert_int_equal(proto_encode_request(&b, &req), 0);
+    write_all(fd, b.data, b.len);
+    proto_buf_free(&b);
+    char *payload;
+    ssize_t len = read_frame(fd, &payload);
+    assert_true(len > 0);
+    struct proto_limits lim;
+    proto_limits_default(&lim);
+    struct proto_reply rep;
+    assert_int_equal(proto_decode_reply(payload, (size_t)len, PROTO_OP_HELLO, &lim, &rep), 0);
+    assert_true(rep.ok);
+    assert_int_equal(rep.u.hello.limits.max_frame, 65536);
+    assert_int_equal(rep.u.hello.limits.max_subscriptions, 77);
+    proto_reply_free(&rep);
+    free(payload);
+    close(fd);
+}
+
 /* libburst's view of the same errors: codes and the daemon's message. */
 static void
 test_client_errors(void **state)
@@ -583,6 +612,7 @@ main(void)
         cmocka_unit_test(test_slow_half_frame),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_hello_first_and_version),
+        cmocka_unit_test(test_hello_limits),
         cmocka_unit_test(test_client_errors),
         cmocka_unit_test(test_startup_errors),
         cmocka_unit_test(test_ledger_full),

@@ -349,7 +349,8 @@ test_reserve_job_id(void **state)
     assert_int_equal(ledger_job_insert(fx->l, &j, 1), BURST_ELEDGER);
     ledger_rollback(fx->l);
 
-    /* A rolled-back reservation is forgotten; a committed one never is. */
+    /* A rolled-back reservation is not handed out again by this process
+     * (the refused client saw it); a committed one never is. */
     assert_int_equal(ledger_begin(fx->l), 0);
     assert_int_equal(ledger_reserve_job_id(fx->l, &r0), 0);
     assert_int_equal(r0, 4);
@@ -357,9 +358,32 @@ test_reserve_job_id(void **state)
     assert_int_equal(ledger_begin(fx->l), 0);
     assert_int_equal(ledger_reserve_job_id(fx->l, &r0), 0);
     assert_int_equal(ledger_commit(fx->l), 0);
-    assert_int_equal(r0, 4);
+    assert_int_equal(r0, 5);
     reopen(fx);
-    assert_int_equal(add_job(fx->l, 1, 1), 5);
+    assert_int_equal(add_job(fx->l, 1, 1), 6);
+}
+
+/* Dispatch numbers only grow, across rollbacks and reopening. */
+static void
+test_dispatch_monotonic(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t a, b, c;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &a), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &b), 0);
+    ledger_rollback(fx->l); /* a worker may already run under b */
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &c), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_true(a < b && b < c);
+    reopen(fx);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &a), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_true(a > c);
 }
 
 static void
@@ -1407,6 +1431,7 @@ main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
+        T(test_dispatch_monotonic),
         T(test_open_mode),
         T(test_reopen_persists),
         T(test_transactions),

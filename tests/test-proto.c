@@ -839,6 +839,7 @@ test_rt_replies(void **state)
     proto_limits_default(&in.u.hello.limits);
     in.u.hello.limits.max_tasks = 123;
     in.u.hello.limits.page_bytes = 456;
+    in.u.hello.limits.max_subscriptions = 789;
     roundtrip_reply(&in, &out, &buf);
     assert_int_equal(out.u.hello.version, PROTO_VERSION);
     assert_pstr_eq(out.u.hello.server, in.u.hello.server);
