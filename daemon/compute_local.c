@@ -1,7 +1,19 @@
 /*
  * daemon/compute_local.c - the local compute backend: every invocation of a
- * dispatch is one burst-worker process on this machine (see compute.h for the
- * interface, worker/invoc.h for what a worker does, DESIGN.md for the flow).
+ * dispatch runs in a burst-worker process on this machine (see compute.h for
+ * the interface, worker/invoc.h for what a worker does, DESIGN.md for the
+ * flow).
+ *
+ * Workers are kept warm: a worker is started as `burst-worker --serve` and
+ * runs one invocation at a time, handed to it on its stdin ("SPEC INDEX")
+ * and answered on its stdout with the exit status a one-shot worker would
+ * have had (struct wproc below).  A worker that finished goes back to an
+ * idle list, by uid, for the next invocation; on this kind of machine a
+ * process start costs more than a small invocation.  Idle workers end
+ * after WARM_IDLE_MS, beyond WARM_IDLE_MAX, and at close.  While a worker
+ * runs an invocation, everything below treats the two as one: its pid is
+ * the invocation's, and a deadline, a cancel or close stop the worker
+ * itself, which then takes no more work.
  *
  * Each worker runs in its own session (UV_PROCESS_DETACHED): its process
  * group and session ids are its pid.  The worker puts every task in a
@@ -33,14 +45,18 @@
  *     is not swept: its tasks' groups are gone, and a /proc scan per
  *     invocation would cost more than what it could find.
  *  3. What a crash left behind is reaped at the next start.  With
- *     compute_local_track(), each worker has a record, <dir>/<pid>, written
- *     right after the spawn and removed once it is reaped: the pid and start
+ *     compute_local_track(), each running invocation has a record,
+ *     <dir>/<pid of its worker>, written when the worker takes it and
+ *     removed when it ends: the pid and start
  *     time (field 22 of /proc/<pid>/stat) of the worker and of this burstd,
  *     the boot id and the spec key.  A record still there at start-up is a
  *     worker whose end nobody saw.  Its session's members are found in /proc
- *     and SIGKILLed if they are a live process of our uid, started no
- *     earlier than the worker, whose environment still carries the worker's
- *     BURST_SPEC and BURST_STORAGE: once the leader is gone its session id
+ *     and SIGKILLed if they are a live process of our uid (or of any uid,
+ *     for a root burstd: runas.h), started no earlier than the worker,
+ *     whose environment carries the invocation's BURST_SPEC and the
+ *     worker's BURST_STORAGE (a worker sets BURST_SPEC for the tasks of
+ *     each invocation; the worker itself ends by layer 1, and at the EOF
+ *     on its stdin that our death makes): once the leader is gone its session id
  *     is only held by survivors, and the environment is what tells them
  *     from a new session that got a recycled id.  The start-up waits until
  *     they are gone, so nothing of the old run writes to storage while the
@@ -51,12 +67,14 @@
  * What escapes: a process that starts a session of its own (setsid), and
  * at start-up one that left its task's process group and cleared its
  * environment; only a cgroup would hold those (README.md, "Guarantees").
- * The record is written just after the spawn returns, so a burstd killed in
- * between leaves no record: layer (1) still ends the worker and its task.
+ * The record is written just after the invocation is handed over, so a
+ * burstd killed in between leaves no record: layer (1) still ends the
+ * worker and its task.
  *
  * Callbacks never run inside submit: started_cb, and ended_cb for an
  * invocation that could not be started, are delivered from an idle handle on
- * a later turn of the loop; ended_cb otherwise runs from the exit callback.
+ * a later turn of the loop; ended_cb otherwise runs when the worker replies
+ * or exits.
  */
 #include "compute.h"
 
@@ -129,12 +147,14 @@ enum inv_state {
 
 struct local_dispatch;
 
+struct wproc;
+
 struct local_inv {
-    uv_process_t proc; /* proc.data = this; closed when the worker exits */
-    uv_timer_t timer;  /* timer.data = this; the deadline, then a cancel's grace */
+    struct wproc *w;  /* the worker running it, while INV_RUNNING */
+    uv_timer_t timer; /* timer.data = this; the deadline, then a cancel's grace */
     struct local_dispatch *ld; /* the owner of this array */
     uint32_t index;            /* JOB_INDEX */
-    int pid;                   /* also the process group and session id */
+    int pid;                   /* its worker's pid: also the group and session id */
     unsigned long long start;  /* the worker's start time (/proc stat field 22) */
     enum inv_state state;
     bool started_pending; /* started_cb is due */
@@ -177,7 +197,10 @@ struct compute_local {
     struct cl_link dispatches;     /* local_dispatch.link: invocations not all ended */
     struct cl_link notify;         /* local_dispatch.notify: callbacks due */
     unsigned nalive;               /* local_dispatch allocations not yet freed */
-    uint32_t nrunning;             /* live worker processes */
+    uint32_t nrunning;             /* invocations running */
+    struct cl_link warm;           /* wproc.link: idle workers, most recent last */
+    unsigned nwarm;                /* in warm */
+    unsigned nwproc;               /* wproc allocations not yet freed */
     bool closing;
     void (*close_cb)(struct compute *c);
 };
@@ -647,7 +670,8 @@ idle_closed(uv_handle_t *h)
 static void
 cl_maybe_closed(struct compute_local *cl)
 {
-    if (!cl->closing || cl->nalive > 0 || uv_is_closing((uv_handle_t *)&cl->idle))
+    if (!cl->closing || cl->nalive > 0 || cl->nwproc > 0 ||
+        uv_is_closing((uv_handle_t *)&cl->idle))
         return;
     assert(link_empty(&cl->dispatches) && link_empty(&cl->notify));
     uv_close((uv_handle_t *)&cl->idle, idle_closed);
@@ -703,23 +727,311 @@ inv_finish(struct local_inv *inv, const struct compute_exit *ex)
     d->ended_cb(d, inv->index, ex);
 }
 
+/*
+ * Ends inv, which its worker w was running: as reported by w (exited false:
+ * the worker replied with exit_status) or because w itself ended.
+ */
+static void inv_ended(struct wproc *w, struct local_inv *inv, int64_t exit_status,
+                      int term_signal, bool exited);
+
+/* ---- warm workers: burst-worker --serve, one invocation at a time ---- */
+
+/* Idle workers kept, and for how long. */
+#define WARM_IDLE_MAX 16
+#define WARM_IDLE_MS 10000
+/* Room for a request: a spec key (at most 1024 bytes), a space, an index. */
+#define WARM_REQ_MAX 1100
+
+/*
+ * A worker process that runs invocations one after another (worker/main.c,
+ * serve()).  Invocations are handed to it on its stdin and it replies with
+ * what a one-shot worker's exit status would have been, so everything
+ * above (records, deadlines, cancel, sweeps) treats "w is running inv" as
+ * it treated "inv's own worker runs".  A worker that was told to stop,
+ * killed or is no longer wanted is retired: it takes no more work and its
+ * stdin is closed, which ends it.
+ */
+struct wproc {
+    uv_process_t proc; /* .data = this */
+    uv_pipe_t in;      /* its stdin: requests */
+    uv_pipe_t out;     /* its stdout: replies */
+    uv_timer_t idle;   /* retires it after WARM_IDLE_MS idle */
+    uv_write_t wr;
+    struct compute_local *cl;
+    struct cl_link link;   /* in cl->warm while idle */
+    uid_t uid;             /* whom it runs as */
+    int pid;               /* also its process group and session id */
+    struct local_inv *inv; /* what it runs; NULL when idle */
+    unsigned open;         /* handles not closed yet */
+    bool exited;           /* reaped */
+    bool retired;
+    bool parked;  /* in cl->warm */
+    bool writing; /* wr is in flight */
+    char req[WARM_REQ_MAX];
+    char reply[24];
+    size_t nreply;
+};
+
 static void
-inv_exited(uv_process_t *proc, int64_t exit_status, int term_signal)
+wproc_handle_closed(uv_handle_t *h)
 {
-    struct local_inv *inv = proc->data;
+    struct wproc *w = h->data;
+    if (--w->open > 0)
+        return;
+    struct compute_local *cl = w->cl;
+    free(w);
+    cl->nwproc--;
+    cl_maybe_closed(cl);
+}
+
+/* Closes every handle of w once it has exited; w is freed after the last. */
+static void
+wproc_close(struct wproc *w)
+{
+    uv_handle_t *hs[] = {(uv_handle_t *)&w->proc, (uv_handle_t *)&w->in,
+                         (uv_handle_t *)&w->out, (uv_handle_t *)&w->idle};
+    for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
+        if (!uv_is_closing(hs[i]))
+            uv_close(hs[i], wproc_handle_closed);
+}
+
+/* No more work for w: its stdin is closed, so it ends once it has replied
+ * for what it runs. */
+static void
+wproc_retire(struct wproc *w)
+{
+    if (!w->retired) {
+        w->retired = true;
+        if (w->parked) {
+            link_remove(&w->link);
+            w->parked = false;
+            w->cl->nwarm--;
+        }
+        uv_timer_stop(&w->idle);
+        if (!uv_is_closing((uv_handle_t *)&w->in))
+            uv_close((uv_handle_t *)&w->in, wproc_handle_closed);
+    }
+}
+
+static void
+wproc_idle_expired(uv_timer_t *t)
+{
+    wproc_retire(t->data);
+}
+
+/* Puts w, just done with an invocation, back among the idle ones. */
+static void
+wproc_park(struct wproc *w)
+{
+    struct compute_local *cl = w->cl;
+    if (w->retired || w->exited || cl->closing) {
+        wproc_retire(w);
+        return;
+    }
+    if (cl->nwarm >= WARM_IDLE_MAX) /* the one idle longest makes room */
+        wproc_retire(CL_CONTAINER(cl->warm.next, struct wproc, link));
+    link_add_tail(&cl->warm, &w->link);
+    w->parked = true;
+    cl->nwarm++;
+    uv_timer_start(&w->idle, wproc_idle_expired, WARM_IDLE_MS, 0);
+}
+
+/* The idle worker of uid used last, taken out of the idle list; or NULL. */
+static struct wproc *
+wproc_take(struct compute_local *cl, uid_t uid)
+{
+    for (struct cl_link *l = cl->warm.prev; l != &cl->warm; l = l->prev) {
+        struct wproc *w = CL_CONTAINER(l, struct wproc, link);
+        if (w->uid != uid)
+            continue;
+        link_remove(&w->link);
+        w->parked = false;
+        cl->nwarm--;
+        uv_timer_stop(&w->idle);
+        return w;
+    }
+    return NULL;
+}
+
+static void
+wproc_exited(uv_process_t *proc, int64_t exit_status, int term_signal)
+{
+    struct wproc *w = proc->data;
+    w->exited = true;
+    /* The leader is gone; whatever it left running in its group goes too. */
+    if (w->pid > 0)
+        kill(-w->pid, SIGKILL);
+    struct local_inv *inv = w->inv;
+    wproc_retire(w);
+    wproc_close(w);
+    if (inv != NULL)
+        inv_ended(w, inv, exit_status, term_signal, true);
+}
+
+static void
+wproc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct wproc *w = h->data;
+    (void)suggested;
+    *buf =
+        uv_buf_init(w->reply + w->nreply, (unsigned)(sizeof(w->reply) - 1 - w->nreply));
+}
+
+/* A reply: "STATUS\n" for the invocation w runs. */
+static void
+wproc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct wproc *w = st->data;
+    (void)buf;
+    if (nread < 0) {
+        /* EOF or an error: the worker is ending; its exit says the rest. */
+        uv_read_stop(st);
+        return;
+    }
+    w->nreply += (size_t)nread;
+    w->reply[w->nreply] = '\0';
+    char *nl = strchr(w->reply, '\n');
+    if (nl == NULL) {
+        if (w->nreply + 1 >= sizeof(w->reply)) {
+            log_warnx("compute: worker %d replied nonsense; stopping it", w->pid);
+            uv_read_stop(st);
+            kill(-w->pid, SIGKILL);
+        }
+        return;
+    }
+    *nl = '\0';
+    char *end;
+    long status = strtol(w->reply, &end, 10);
+    bool ok = end != w->reply && *end == '\0' && status >= 0 && status < 256;
+    size_t used = (size_t)(nl + 1 - w->reply);
+    memmove(w->reply, nl + 1, w->nreply - used);
+    w->nreply -= used;
+    struct local_inv *inv = w->inv;
+    if (!ok || inv == NULL || w->nreply > 0) {
+        log_warnx("compute: worker %d replied out of turn; stopping it", w->pid);
+        uv_read_stop(st);
+        kill(-w->pid, SIGKILL);
+        return;
+    }
+    inv_ended(w, inv, status, 0, false);
+}
+
+static void
+wproc_written(uv_write_t *req, int status)
+{
+    struct wproc *w = req->data;
+    w->writing = false;
+    /* A worker that cannot take its request is ending: its exit reports
+     * the invocation as lost. */
+    if (status < 0 && status != UV_ECANCELED && !w->exited)
+        kill(-w->pid, SIGKILL);
+}
+
+/* Hands inv (JOB_INDEX index of spec_key) to w.  Returns 0 or a uv code. */
+static int
+wproc_send(struct wproc *w, struct local_inv *inv, const char *spec_key, uint32_t index)
+{
+    int len = snprintf(w->req, sizeof(w->req), "%s %" PRIu32 "\n", spec_key, index);
+    if (len < 0 || (size_t)len >= sizeof(w->req))
+        return UV_ENAMETOOLONG;
+    uv_buf_t b = uv_buf_init(w->req, (unsigned)len);
+    w->wr.data = w;
+    int rc = uv_write(&w->wr, (uv_stream_t *)&w->in, &b, 1, wproc_written);
+    if (rc < 0)
+        return rc;
+    w->writing = true;
+    w->inv = inv;
+    return 0;
+}
+
+_Static_assert(RUNAS_STORAGE_FD == 3, "the fourth stdio slot of wproc_spawn");
+
+/*
+ * Starts a warm worker with env, as ra's uid when ra is not NULL.  Returns
+ * it, or NULL with *err set to a negative uv code (nothing left behind).
+ */
+static struct wproc *
+wproc_spawn(struct compute_local *cl, char **env, const struct runas *ra, int *err)
+{
+    struct wproc *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        *err = UV_ENOMEM;
+        return NULL;
+    }
+    w->cl = cl;
+    w->uid = ra != NULL ? ra->uid : geteuid();
+    link_init(&w->link);
+    cl->nwproc++;
+    uv_pipe_init(cl->base.loop, &w->in, 0);
+    uv_pipe_init(cl->base.loop, &w->out, 0);
+    uv_timer_init(cl->base.loop, &w->idle);
+    w->in.data = w->out.data = w->idle.data = w->proc.data = w;
+    w->open = 4;
+    uv_stdio_container_t stdio[4] = {
+        {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE,
+         .data.stream = (uv_stream_t *)&w->in},
+        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
+         .data.stream = (uv_stream_t *)&w->out},
+        /* A worker prints only its own failures; they belong in our log. */
+        {.flags = UV_INHERIT_FD, .data.fd = 2},
+        /* RUNAS_STORAGE_FD for a worker that runs as the job's owner. */
+        {.flags = UV_INHERIT_FD, .data.fd = cl->root_fd},
+    };
+    char *args[] = {cl->worker_path, "--serve", NULL};
+    uv_process_options_t opt = {
+        .exit_cb = wproc_exited,
+        .file = cl->worker_path,
+        .args = args,
+        .env = env,
+        .flags = UV_PROCESS_DETACHED,
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    if (ra != NULL) {
+        /* libuv drops the supplementary groups before setgid/setuid. */
+        opt.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
+        opt.uid = ra->uid;
+        opt.gid = ra->gid;
+        opt.stdio_count = 4;
+        /* burstd's own working directory may be closed to the owner. */
+        opt.cwd = "/";
+    }
+    int rc = uv_spawn(cl->base.loop, &w->proc, &opt);
+    w->proc.data = w;
+    if (rc < 0) {
+        /* libuv initializes the process handle even when the spawn fails. */
+        w->exited = w->retired = true;
+        wproc_close(w);
+        *err = rc;
+        return NULL;
+    }
+    w->pid = w->proc.pid;
+    rc = uv_read_start((uv_stream_t *)&w->out, wproc_alloc, wproc_read);
+    if (rc < 0) {
+        kill(-w->pid, SIGKILL); /* its exit closes it */
+        wproc_retire(w);
+        *err = rc;
+        return NULL;
+    }
+    return w;
+}
+
+static void
+inv_ended(struct wproc *w, struct local_inv *inv, int64_t exit_status, int term_signal,
+          bool exited)
+{
     struct local_dispatch *ld = inv->ld;
     struct compute_local *cl = ld->cl;
-    assert(inv->state == INV_RUNNING);
+    assert(inv->state == INV_RUNNING && w->inv == inv);
+    w->inv = NULL;
+    inv->w = NULL;
 
-    /* The leader is gone; whatever it left running in its group goes too. */
-    if (inv->pid > 0)
-        kill(-inv->pid, SIGKILL);
     /* Told to stop (a cancel's SIGTERM), or killed by a signal nobody here
      * sent (the OOM killer, a crash): what its tasks started outside their
      * process groups may survive it.  The worker is reaped, so only members
      * that show it is theirs are killed (layer 2).  A worker that simply
      * finished is not swept: a /proc scan per invocation costs too much. */
-    if ((term_signal != 0 || inv->term_sent) && !inv->swept && ld->d != NULL) {
+    if (exited && (term_signal != 0 || inv->term_sent) && !inv->swept && ld->d != NULL) {
         char spec_entry[600];
         int len =
             snprintf(spec_entry, sizeof(spec_entry), "BURST_SPEC=%s", ld->d->spec_key);
@@ -732,15 +1044,20 @@ inv_exited(uv_process_t *proc, int64_t exit_status, int term_signal)
     assert(cl->nrunning > 0);
     cl->nrunning--;
     uv_timer_stop(&inv->timer);
-    uv_close((uv_handle_t *)&inv->proc, handle_closed);
     uv_close((uv_handle_t *)&inv->timer, handle_closed);
+
+    /* A worker that was told to stop or swept has done its last. */
+    if (inv->term_sent || inv->swept)
+        wproc_retire(w);
+    else if (!exited)
+        wproc_park(w);
 
     struct compute_exit ex = {
         .exit_status = term_signal != 0 ? -1 : exit_status,
         .term_signal = term_signal,
         .why = inv->why,
     };
-    /* The two handles just closed hold ld until their close callbacks. */
+    /* The timer just closed holds ld until its close callback. */
     inv_finish(inv, &ex);
 }
 
@@ -782,52 +1099,6 @@ on_idle(uv_idle_t *h)
         ld_unref(ld);
     }
     uv_idle_stop(h);
-}
-
-_Static_assert(RUNAS_STORAGE_FD == 3, "the fourth stdio slot of inv_spawn");
-
-/*
- * Starts invocation inv with env (whose JOB_INDEX slot the caller filled).
- * Returns 0, or a negative uv code with inv->proc initialized but not
- * closed (libuv initializes the handle even when the spawn fails).
- */
-static int
-inv_spawn(struct compute_local *cl, struct local_inv *inv, char **env,
-          const struct runas *ra)
-{
-    uv_stdio_container_t stdio[4] = {
-        {.flags = UV_IGNORE},
-        {.flags = UV_IGNORE},
-        /* A worker prints only its own failures; they belong in our log. */
-        {.flags = UV_INHERIT_FD, .data.fd = 2},
-        /* RUNAS_STORAGE_FD for a worker that runs as the job's owner. */
-        {.flags = UV_INHERIT_FD, .data.fd = cl->root_fd},
-    };
-    char *args[] = {cl->worker_path, NULL};
-    uv_process_options_t opt = {
-        .exit_cb = inv_exited,
-        .file = cl->worker_path,
-        .args = args,
-        .env = env,
-        .flags = UV_PROCESS_DETACHED,
-        .stdio_count = 3,
-        .stdio = stdio,
-    };
-    if (ra != NULL) {
-        /* libuv drops the supplementary groups before setgid/setuid. */
-        opt.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
-        opt.uid = ra->uid;
-        opt.gid = ra->gid;
-        opt.stdio_count = 4;
-        /* burstd's own working directory may be closed to the owner. */
-        opt.cwd = "/";
-    }
-    int rc = uv_spawn(cl->base.loop, &inv->proc, &opt);
-    inv->proc.data = inv;
-    if (rc < 0)
-        return rc;
-    inv->pid = inv->proc.pid;
-    return 0;
 }
 
 /* "NAME=value" in a malloc'ed string, or NULL. */
@@ -895,14 +1166,13 @@ cl_submit(struct compute *c, struct dispatch *d)
         ra = &ra_buf;
     }
 
-    /* The worker's environment: the filtered snapshot plus its three
-     * variables and BURST_PARENT_PID (layer 1); as another uid, also that
-     * user's HOME, USER and LOGNAME instead of ours.  uv_spawn forks before
-     * it returns, so a stack buffer and an array freed right after are fine. */
-    char job_index[32];
+    /* The environment of a new worker: the filtered snapshot plus
+     * BURST_STORAGE and BURST_PARENT_PID (layer 1); as another uid, also
+     * that user's HOME, USER and LOGNAME instead of ours.  BURST_SPEC and
+     * JOB_INDEX come with each request (wproc_send).  uv_spawn forks before
+     * it returns, so an array freed right after is fine. */
     char **env = calloc(cl->nenv + 8, sizeof(*env));
-    char *spec = env_entry("BURST_SPEC", d->spec_key);
-    if (env == NULL || spec == NULL)
+    if (env == NULL)
         goto fail_env;
     size_t ne = 0;
     for (size_t i = 0; i < cl->nenv; i++) {
@@ -918,21 +1188,26 @@ cl_submit(struct compute *c, struct dispatch *d)
         env[ne++] = ra->logname;
     }
     env[ne++] = ra != NULL ? (char *)RUNAS_STORAGE_ENTRY : cl->storage_entry;
-    env[ne++] = spec;
-    env[ne++] = job_index;
     env[ne++] = cl->parent_entry;
     env[ne] = NULL;
 
-    cl->nalive++;
+    uid_t uid = ra != NULL ? ra->uid : geteuid();
     for (uint32_t i = 0; i < ld->ninv; i++) {
         struct local_inv *inv = &ld->inv[i];
         inv->ld = ld;
         inv->index = i;
-        snprintf(job_index, sizeof(job_index), "JOB_INDEX=%" PRIu32, i);
-        rc = inv_spawn(cl, inv, env, ra);
-        ld->refs++; /* the process handle, spawned or not */
-        if (rc < 0) {
-            uv_close((uv_handle_t *)&inv->proc, handle_closed);
+        /* An idle worker of the same uid if there is one, else a new one. */
+        int err = 0;
+        struct wproc *w = wproc_take(cl, uid);
+        if (w == NULL)
+            w = wproc_spawn(cl, env, ra, &err);
+        if (w != NULL && (err = wproc_send(w, inv, d->spec_key, i)) < 0) {
+            kill(-w->pid, SIGKILL); /* its exit closes it; nothing was handed over */
+            wproc_retire(w);
+            w = NULL;
+        }
+        if (w == NULL) {
+            rc = err;
             if (i == 0)
                 goto fail_first;
             log_warnx("compute: cannot start %s: %s", cl->worker_path, uv_strerror(rc));
@@ -942,6 +1217,10 @@ cl_submit(struct compute *c, struct dispatch *d)
             inv->why = inv->why_buf;
             continue;
         }
+        if (i == 0)
+            cl->nalive++;
+        inv->w = w;
+        inv->pid = w->pid;
         record_add(cl, inv, d->spec_key);
         inv->state = INV_RUNNING;
         inv->started_pending = true;
@@ -952,7 +1231,6 @@ cl_submit(struct compute *c, struct dispatch *d)
         if (d->deadline_ms > 0)
             uv_timer_start(&inv->timer, on_timer, d->deadline_ms, 0);
     }
-    free(spec);
     free(env);
 
     ld->d = d;
@@ -963,17 +1241,13 @@ cl_submit(struct compute *c, struct dispatch *d)
     return 0;
 
 fail_first:
-    /* Nothing was started, so nothing is reported; the handle's close
-     * callback frees ld. */
+    /* Nothing was started, so nothing is reported. */
     log_warnx("compute: cannot start %s: %s", cl->worker_path, uv_strerror(rc));
-    ld->done = true;
-    free(spec);
     free(env);
+    free(ld);
     return rc;
 
 fail_env:
-    free(spec);
-    free(env);
     free(ld);
     return -ENOMEM;
 
@@ -1048,6 +1322,9 @@ cl_close(struct compute *c, void (*cb)(struct compute *c))
             inv_kill(cl, inv);
         }
     }
+    /* Idle workers end at the EOF on their stdin. */
+    while (!link_empty(&cl->warm))
+        wproc_retire(CL_CONTAINER(cl->warm.next, struct wproc, link));
     cl_maybe_closed(cl);
 }
 
@@ -1096,6 +1373,7 @@ compute_local_new(uv_loop_t *loop, const char *worker_path, const char *storage_
     cl->base.name = "local";
     link_init(&cl->dispatches);
     link_init(&cl->notify);
+    link_init(&cl->warm);
     cl->run_fd = -1;
     cl->root_fd = -1;
     cl->worker_path = strdup(worker_path);

@@ -663,8 +663,10 @@ read_file(struct tctx *t, const char *name)
     return buf;
 }
 
-/* The worker stand-in.  Files are written to a temporary name and renamed
- * so the test never reads half of one. */
+/* The worker stand-in: a `burst-worker --serve` that runs each request
+ * ("SPEC INDEX") as the test's files say, replying with the exit status a
+ * one-shot worker would have had.  Files are written to a temporary name
+ * and renamed so the test never reads half of one. */
 static void
 write_worker(struct tctx *t, char *path, size_t size)
 {
@@ -673,9 +675,13 @@ write_worker(struct tctx *t, char *path, size_t size)
     assert_non_null(f);
     fprintf(f,
             "#!/bin/sh\n"
+            "[ \"$1\" = --serve ] || exit 2\n"
             "d='%s'\n"
+            "while read -r BURST_SPEC JOB_INDEX; do\n"
+            "export BURST_SPEC JOB_INDEX\n"
             "i=\"$JOB_INDEX\"\n"
             "env > \"$d/env.$i.tmp\" && mv \"$d/env.$i.tmp\" \"$d/env.$i\"\n"
+            "echo $$ > \"$d/pid.$i.tmp\" && mv \"$d/pid.$i.tmp\" \"$d/pid.$i\"\n"
             "mode=$(cat \"$d/mode\" 2>/dev/null)\n"
             "if [ \"$mode\" = trap ]; then trap '' TERM; fi\n"
             "if [ \"$mode\" = sleep ] || [ \"$mode\" = trap ]; then\n"
@@ -689,7 +695,8 @@ write_worker(struct tctx *t, char *path, size_t size)
             "  echo $! > \"$d/gc.$i.tmp\" && mv \"$d/gc.$i.tmp\" \"$d/gc.$i\"\n"
             "fi\n"
             "code=$(cat \"$d/code.$i\" 2>/dev/null || echo 0)\n"
-            "exit \"$code\"\n",
+            "echo \"$code\"\n"
+            "done\n",
             t->dir);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(chmod(path, 0700), 0);
@@ -829,6 +836,45 @@ read_pid(struct tctx *t, uint32_t i)
 }
 
 /* ---- compute tests -------------------------------------------------------- */
+
+/* A worker that finished an invocation runs the next one of the same uid:
+ * the process start is paid once.  Closing the backend ends idle workers
+ * (teardown proves no handle is left). */
+static void
+test_compute_warm_reuse(void **state)
+{
+    struct tctx *t = *state;
+    char worker[PATH_MAX];
+    write_worker(t, worker, sizeof(worker));
+    struct compute *c = compute_open(t, worker);
+    char spec1[] = "jobs/7/spec/1", spec2[] = "jobs/7/spec/2";
+    struct rec r1, r2;
+    rec_init(&r1, 1, spec1);
+    assert_int_equal(rec_submit(c, &r1), 0);
+    run_until(&t->loop, int_reached, r1.wanted);
+    char *pid1 = read_file(t, "pid.0");
+    assert_non_null(pid1);
+    assert_int_equal(c->ops->running(c), 0);
+
+    rec_init(&r2, 1, spec2);
+    r2.d.dispatch = 2;
+    assert_int_equal(rec_submit(c, &r2), 0);
+    run_until(&t->loop, int_reached, r2.wanted);
+    assert_int_equal(r2.status[0], 0);
+    char *pid2 = read_file(t, "pid.0");
+    assert_non_null(pid2);
+    assert_string_equal(pid1, pid2);
+    char *env = read_file(t, "env.0");
+    assert_non_null(env);
+    assert_true(env_has(env, "BURST_SPEC=jobs/7/spec/2"));
+    free(env);
+
+    struct closer cl = {0};
+    compute_close_sync(t, c, &cl);
+    assert_true(pid_gone(atoi(pid1)));
+    free(pid1);
+    free(pid2);
+}
 
 static void
 test_compute_three_invocations(void **state)
@@ -1171,6 +1217,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_storage_remove_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_storage_many_puts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_storage_worker_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compute_warm_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compute_three_invocations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compute_env_filtered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compute_deadline, setup, teardown),

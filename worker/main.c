@@ -14,6 +14,10 @@
  * atomically.  On SIGTERM or SIGINT it kills the task in flight and writes
  * the output with the tasks finished so far.
  *
+ * `burst-worker --serve` is the same worker kept warm by burstd's local
+ * backend: it runs one invocation after another, as told on stdin (see
+ * serve() below), so the process start is paid once.
+ *
  * Exit status: 0 when the output object was written, whatever became of the
  * tasks; otherwise, with a message on stderr,
  *   2  bad environment (a variable missing or malformed, unknown storage)
@@ -29,6 +33,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,84 +142,22 @@ write_output(struct store *st, const struct invoc_spec *spec, uint32_t inv,
     return rc;
 }
 
-int
-main(int argc, char **argv)
+/*
+ * Runs invocation inv of the spec at spec_key against storage st and writes
+ * its output.  Returns the exit status of a one-shot worker (see above).
+ */
+static int
+run_invocation(struct store *st, const char *spec_key, uint32_t inv)
 {
-    if (argc > 1) {
-        if (strcmp(argv[1], "--version") == 0) {
-            printf("burst-worker %s\n", BURST_VERSION);
-            return 0;
-        }
-        fprintf(stderr, "usage: burst-worker (configured by BURST_STORAGE, BURST_SPEC "
-                        "and JOB_INDEX in the environment)\n");
-        return EXIT_ENV;
-    }
-    if (std_fds_open() != 0 || run_signals_init() != 0) {
-        warn("cannot set up the process");
-        return EXIT_INTERNAL;
-    }
-    /* Under burstd's local backend: stop when burstd dies, as on SIGTERM
-     * (daemon/compute_local.c, layer 1).  The getppid check catches a
-     * burstd that died before the prctl. */
-    const char *parent = getenv("BURST_PARENT_PID");
-    if (parent != NULL) {
-        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != (pid_t)atol(parent)) {
-            warnx("burstd (pid %s) is gone", parent);
-            return EXIT_ENV;
-        }
-        unsetenv("BURST_PARENT_PID"); /* not the tasks' business */
-    }
-
-    const char *url = getenv("BURST_STORAGE");
-    const char *spec_key = getenv("BURST_SPEC");
-    const char *job_index = getenv("JOB_INDEX");
-    uint32_t inv;
-    if (url == NULL || url[0] == '\0') {
-        warnx("BURST_STORAGE is not set");
-        return EXIT_ENV;
-    }
-    if (spec_key == NULL || !store_key_valid(spec_key)) {
-        warnx(spec_key == NULL ? "BURST_SPEC is not set"
-                               : "BURST_SPEC is not a valid key");
-        return EXIT_ENV;
-    }
-    if (parse_job_index(job_index, &inv) != 0) {
-        warnx("JOB_INDEX is not a number: %s", job_index);
-        return EXIT_ENV;
-    }
-
-    /* A worker started as the job's owner reaches storage through a
-     * descriptor (file:/proc/self/fd/N: burstd's daemon/runas.h).  The
-     * worker and its forked executors use it by that path; exec'd tasks
-     * have no use for it. */
-    const char *fdpath = "file:/proc/self/fd/";
-    if (strncmp(url, fdpath, strlen(fdpath)) == 0) {
-        int fd = atoi(url + strlen(fdpath));
-        int fl = fcntl(fd, F_GETFD);
-        if (fd > 2 && fl >= 0)
-            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-    }
-
     int status = EXIT_INTERNAL;
-    struct store *st = NULL;
     struct invoc_spec spec;
     struct input_src *src = NULL;
     struct invoc_out_writer *w = NULL;
     memset(&spec, 0, sizeof(spec));
 
-    int rc = store_open(url, &st);
-    if (rc != 0) {
-        const char *why = strerror(-rc);
-        if (rc == -EPROTONOSUPPORT || rc == -EINVAL)
-            why = "expected file:/absolute/dir";
-        warnx("cannot open storage %s: %s", url, why);
-        return EXIT_ENV;
-    }
-    rc = load_spec(st, spec_key, &spec);
-    if (rc != 0) {
-        status = rc == -ENOMEM ? EXIT_INTERNAL : EXIT_SPEC;
-        goto out_store;
-    }
+    int rc = load_spec(st, spec_key, &spec);
+    if (rc != 0)
+        return rc == -ENOMEM ? EXIT_INTERNAL : EXIT_SPEC;
     if (inv >= spec.ninvocations) {
         warnx("JOB_INDEX %" PRIu32 " is out of range: spec %s has %" PRIu32
               " invocations",
@@ -255,7 +199,195 @@ out_writer:
     input_src_free(src);
 out_spec:
     invoc_spec_free(&spec);
-out_store:
+    return status;
+}
+
+/* Longest request line of --serve: a key (store.c allows 1024 bytes), a
+ * space, an index. */
+#define SERVE_LINE_MAX (1024 + 16)
+
+/*
+ * Moves fd (0 or 1) to a new close-on-exec descriptor and puts /dev/null in
+ * its place, so that nothing a task or a function does with its standard
+ * streams can touch the conversation with burstd.  Returns the new fd or -1.
+ */
+static int
+serve_take_fd(int fd)
+{
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (moved < 0 || null < 0 || dup2(null, fd) < 0) {
+        if (moved >= 0)
+            close(moved);
+        moved = -1;
+    }
+    if (null >= 0)
+        close(null);
+    return moved;
+}
+
+/* Reads one request line into buf (NUL-terminated, without the newline).
+ * Returns 1, 0 at EOF or on a stop request, or -errno. */
+static int
+serve_read_line(int fd, char *buf, size_t size, size_t *have)
+{
+    for (;;) {
+        char *nl = memchr(buf, '\n', *have);
+        if (nl != NULL) {
+            *nl = '\0';
+            return 1;
+        }
+        if (*have + 1 >= size)
+            return -E2BIG;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int rc = run_poll(&p, 1, -1);
+        if (run_stop_requested())
+            return 0;
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            continue; /* a child's SIGCHLD: nothing to do here */
+        ssize_t n = read(fd, buf + *have, size - 1 - *have);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return 0;
+        *have += (size_t)n;
+    }
+}
+
+/*
+ * --serve: a warm worker for burstd's local backend.  Each request on stdin
+ * is "SPEC_KEY JOB_INDEX\n", run as a one-shot worker would run it (with
+ * BURST_SPEC and JOB_INDEX set for the tasks); the reply on stdout is the
+ * exit status that worker would have had, as "STATUS\n".  Ends at EOF, on
+ * SIGTERM (after replying for the invocation it was running), or when a
+ * request cannot be read.  The process start, the dynamic linking and the
+ * storage set-up are paid once instead of once per invocation.
+ */
+static int
+serve(struct store *st)
+{
+    int in = serve_take_fd(0), out = serve_take_fd(1);
+    if (in < 0 || out < 0) {
+        warn("cannot set up --serve");
+        return EXIT_INTERNAL;
+    }
+    char line[SERVE_LINE_MAX + 2];
+    size_t have = 0;
+    int rc;
+    while ((rc = serve_read_line(in, line, sizeof(line), &have)) == 1) {
+        size_t used = strlen(line) + 1;
+        char *sp = strchr(line, ' ');
+        uint32_t inv = 0;
+        int status;
+        if (sp == NULL || (*sp = '\0', !store_key_valid(line)) ||
+            parse_job_index(sp + 1, &inv) != 0) {
+            warnx("--serve: malformed request");
+            status = EXIT_ENV;
+        } else if (setenv("BURST_SPEC", line, 1) != 0 ||
+                   setenv("JOB_INDEX", sp + 1, 1) != 0) {
+            warnx("out of memory");
+            status = EXIT_INTERNAL;
+        } else {
+            status = run_invocation(st, line, inv);
+        }
+        char reply[16];
+        int len = snprintf(reply, sizeof(reply), "%d\n", status);
+        if (write(out, reply, (size_t)len) != len) {
+            warn("--serve: cannot reply");
+            return EXIT_INTERNAL;
+        }
+        memmove(line, line + used, have - used);
+        have -= used;
+        if (run_stop_requested())
+            return 0;
+    }
+    if (rc < 0) {
+        warnx("--serve: cannot read a request: %s", strerror(-rc));
+        return EXIT_INTERNAL;
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    bool serving = false;
+    if (argc > 1) {
+        if (strcmp(argv[1], "--version") == 0) {
+            printf("burst-worker %s\n", BURST_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[1], "--serve") == 0 && argc == 2) {
+            serving = true;
+        } else {
+            fprintf(stderr,
+                    "usage: burst-worker (configured by BURST_STORAGE, BURST_SPEC "
+                    "and JOB_INDEX in the environment)\n"
+                    "       burst-worker --serve (BURST_STORAGE; requests on "
+                    "stdin)\n");
+            return EXIT_ENV;
+        }
+    }
+    if (std_fds_open() != 0 || run_signals_init() != 0) {
+        warn("cannot set up the process");
+        return EXIT_INTERNAL;
+    }
+    /* Under burstd's local backend: stop when burstd dies, as on SIGTERM
+     * (daemon/compute_local.c, layer 1).  The getppid check catches a
+     * burstd that died before the prctl. */
+    const char *parent = getenv("BURST_PARENT_PID");
+    if (parent != NULL) {
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != (pid_t)atol(parent)) {
+            warnx("burstd (pid %s) is gone", parent);
+            return EXIT_ENV;
+        }
+        unsetenv("BURST_PARENT_PID"); /* not the tasks' business */
+    }
+
+    const char *url = getenv("BURST_STORAGE");
+    const char *spec_key = getenv("BURST_SPEC");
+    const char *job_index = getenv("JOB_INDEX");
+    uint32_t inv = 0;
+    if (url == NULL || url[0] == '\0') {
+        warnx("BURST_STORAGE is not set");
+        return EXIT_ENV;
+    }
+    if (!serving && (spec_key == NULL || !store_key_valid(spec_key))) {
+        warnx(spec_key == NULL ? "BURST_SPEC is not set"
+                               : "BURST_SPEC is not a valid key");
+        return EXIT_ENV;
+    }
+    if (!serving && parse_job_index(job_index, &inv) != 0) {
+        warnx("JOB_INDEX is not a number: %s", job_index);
+        return EXIT_ENV;
+    }
+
+    /* A worker started as the job's owner reaches storage through a
+     * descriptor (file:/proc/self/fd/N: burstd's daemon/runas.h).  The
+     * worker and its forked executors use it by that path; exec'd tasks
+     * have no use for it. */
+    const char *fdpath = "file:/proc/self/fd/";
+    if (strncmp(url, fdpath, strlen(fdpath)) == 0) {
+        int fd = atoi(url + strlen(fdpath));
+        int fl = fcntl(fd, F_GETFD);
+        if (fd > 2 && fl >= 0)
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+
+    struct store *st = NULL;
+    int rc = store_open(url, &st);
+    if (rc != 0) {
+        const char *why = strerror(-rc);
+        if (rc == -EPROTONOSUPPORT || rc == -EINVAL)
+            why = "expected file:/absolute/dir";
+        warnx("cannot open storage %s: %s", url, why);
+        return EXIT_ENV;
+    }
+    int status = serving ? serve(st) : run_invocation(st, spec_key, inv);
     store_close(st);
     return status;
 }
