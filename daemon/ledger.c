@@ -143,8 +143,7 @@ enum ledger_stmt {
     ST_META_GET,
     ST_META_SET,
     ST_JOB_EXISTS,
-    ST_JOB_SEQ_SEED,
-    ST_JOB_RESERVE,
+    ST_JOB_LAST,
     ST_JOB_INSERT,
     ST_TASK_INSERT,
     ST_JOB_GET,
@@ -184,16 +183,11 @@ static const char *const ledger_sql[ST_COUNT] = {
     [ST_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2)"
                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     [ST_JOB_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
-    /* Job ids come from AUTOINCREMENT's counter in sqlite_sequence, which
-     * SQLite lets us advance: a reserved id is above every id handed out and
-     * below every one AUTOINCREMENT will hand out.  The seed creates the
-     * counter before the first job exists. */
-    [ST_JOB_SEQ_SEED] = "INSERT INTO sqlite_sequence(name, seq)"
-                        " SELECT 'jobs', coalesce(max(id), 0) FROM jobs WHERE NOT EXISTS"
-                        " (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs')",
-    [ST_JOB_RESERVE] =
-        "UPDATE sqlite_sequence SET seq = max(seq, ?1) + 1 WHERE name = 'jobs'"
-        " RETURNING seq",
+    /* The highest job id ever given out: AUTOINCREMENT's counter (which
+     * survives deleted jobs), or the ids themselves before the counter
+     * exists. */
+    [ST_JOB_LAST] = "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                    " WHERE name = 'jobs'), 0), coalesce((SELECT max(id) FROM jobs), 0))",
     /* ?23 NULL: AUTOINCREMENT assigns the id. */
     [ST_JOB_INSERT] =
         "INSERT INTO jobs(id, owner, kind, state, total, chunksize, retries,"
@@ -621,6 +615,16 @@ ledger_open(const char *path, struct ledger **out)
         goto fail_close;
     if ((err = ledger_schema(l)) != 0 || (err = ledger_prepare(l)) != 0)
         goto fail_close;
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_LAST);
+    rc = st != NULL ? sqlite3_step(st) : SQLITE_MISUSE;
+    if (rc == SQLITE_ROW)
+        l->last_job = (uint64_t)sqlite3_column_int64(st, 0);
+    else
+        err = ledger_fail(l, rc, "read the last job id");
+    if (st != NULL)
+        stmt_put(l, ST_JOB_LAST);
+    if (err != 0)
+        goto fail_close;
 
     *out = l; /* ownership to the caller: ledger_close() */
     return 0;
@@ -747,26 +751,10 @@ ledger_next_dispatch(struct ledger *l, uint64_t *out)
 int
 ledger_reserve_job_id(struct ledger *l, uint64_t *out)
 {
-    assert(ledger_in_txn(l));
-    sqlite3_stmt *st = stmt_take(l, ST_JOB_SEQ_SEED);
-    if (st == NULL)
-        return BURST_EINTERNAL;
-    int err = stmt_exec(l, st, "seed job ids");
-    stmt_put(l, ST_JOB_SEQ_SEED);
-    if (err != 0)
-        return err;
-    st = stmt_take(l, ST_JOB_RESERVE);
-    if (st == NULL)
-        return BURST_EINTERNAL;
-    int rc = sqlite3_bind_int64(st, 1, (int64_t)l->last_job);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = l->last_job = (uint64_t)sqlite3_column_int64(st, 0);
-    else
-        err = ledger_fail(l, rc, "reserve job id");
-    stmt_put(l, ST_JOB_RESERVE);
-    return err;
+    /* Kept in memory: the job's insertion persists its id, and an id whose
+     * job never got in (the submission failed) needs no record. */
+    *out = ++l->last_job;
+    return 0;
 }
 
 void
@@ -906,7 +894,13 @@ ledger_job_insert(struct ledger *l, struct ledger_job *job, uint32_t nrows)
     if (st == NULL)
         return BURST_EINTERNAL;
     int err = 0;
+    /* No id: the next one, so that it cannot meet an id reserved for a
+     * submission still writing its inputs. */
+    uint64_t asked = job->id;
+    if (job->id == 0)
+        job->id = l->last_job + 1;
     int rc = job_bind(st, job);
+    job->id = asked;
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
@@ -927,6 +921,8 @@ ledger_job_insert(struct ledger *l, struct ledger_job *job, uint32_t nrows)
     stmt_put(l, ST_TASK_INSERT);
     if (err == 0)
         job->id = (uint64_t)id;
+    if (err == 0 && job->id > l->last_job)
+        l->last_job = job->id;
     return err;
 }
 

@@ -97,10 +97,11 @@ int ledger_next_dispatch(struct ledger *l, uint64_t *out);
 
 /* ---- jobs ---- */
 
-/* Reserves a fresh job id (persisted in the open transaction, never reused,
- * not even after a rollback within this process)
- * so that a job's inputs can be written to storage under its id before the
- * job itself is inserted. */
+/* Reserves a fresh job id, so that a job's inputs can be written to storage
+ * under its id before the job itself is inserted.  Above every id given out
+ * so far; kept in memory only (no transaction needed, no write): inserting
+ * the job persists it, and an id whose job never got in may come back after
+ * a restart. */
 int ledger_reserve_job_id(struct ledger *l, uint64_t *out);
 
 /* Inserts job with nrows queued task rows 0..nrows-1, in the open
