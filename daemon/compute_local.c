@@ -1046,7 +1046,13 @@ inv_ended(struct wproc *w, struct local_inv *inv, int64_t exit_status, int term_
     uv_timer_stop(&inv->timer);
     uv_close((uv_handle_t *)&inv->timer, handle_closed);
 
-    /* A worker that was told to stop or swept has done its last. */
+    /* A worker that was told to stop or swept has done its last.  One that
+     * replied to a cancel's SIGTERM is still alive, so all of its session
+     * is certainly ours: it goes with whatever its tasks left there. */
+    if (inv->term_sent && !exited && !inv->swept) {
+        struct reap_target t = {.sid = inv->pid, .start = inv->start, .spec_entry = NULL};
+        reap_sessions(cl, &t, 1, NULL);
+    }
     if (inv->term_sent || inv->swept)
         wproc_retire(w);
     else if (!exited)
