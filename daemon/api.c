@@ -493,6 +493,7 @@ struct submit_op {
     uv_buf_t idx_buf;
     char fn_key[KEY_MAX], red_key[KEY_MAX];
     char data_key[KEY_MAX], idx_key[KEY_MAX];
+    struct burstd_waiter waiter; /* for the commit that holds the job */
 };
 
 static void
@@ -547,7 +548,50 @@ fn_from_proto(struct ledger_fn *dst, const struct proto_fn *src)
     return 0;
 }
 
-/* Inputs are durable: write the job and its tasks, commit, acknowledge. */
+/*
+ * The commit that held the job is over: acknowledge it (rc 0), or tell the
+ * client nothing was accepted.  A job committed while its client left is
+ * scheduled all the same: it exists now.
+ */
+static void
+submit_committed(void *arg, int rc)
+{
+    struct submit_op *op = arg;
+    struct burstd *d = op->d;
+    struct conn *c = op->c;
+    const struct proto_submit *sub = &op->req.u.submit;
+    if (rc != 0) {
+        conn_send_error(c, op->req.id, rc == -ENOMEM ? rc : BURST_ELEDGER,
+                        "the job could not be recorded (%s); nothing was accepted",
+                        burst_strerror(rc));
+        submit_finish(op);
+        return;
+    }
+    /* Committed: from here on the job exists whatever happens. */
+    log_info("job %llu: %s of %u tasks submitted by uid %u", (unsigned long long)op->job,
+             burst_job_kind_name(sub->kind), op->n, (unsigned)c->uid);
+    if (sched_job_added(d->sched, op->job) != 0)
+        log_warnx("job %llu: not scheduled now; it will be at the next start",
+                  (unsigned long long)op->job);
+    if (sub->opts.cancel_on_disconnect) {
+        struct conn_job *cj = malloc(sizeof(*cj));
+        if (cj != NULL) {
+            cj->job = op->job;
+            cj->next = c->cancel_jobs;
+            c->cancel_jobs = cj;
+        }
+    }
+    struct proto_reply rep = {.op = PROTO_OP_SUBMIT, .re = op->req.id, .ok = true};
+    rep.u.submit.job = op->job;
+    rep.u.submit.total = op->n;
+    reply_send(c, &rep);
+    if (sub->subscribe)
+        events_subscribe(d->events, c, op->job, 0);
+    submit_finish(op);
+}
+
+/* Inputs are durable: write the job and its tasks; the next commit (shared
+ * with whatever else this loop iteration did) acknowledges it. */
 static void
 submit_commit(struct submit_op *op)
 {
@@ -582,44 +626,22 @@ submit_commit(struct submit_op *op)
     if (rc == 0 && sub->kind == BURST_KIND_MAP_REDUCE)
         rc = fn_from_proto(&job.reduce, &sub->reduce);
     uint32_t rows = op->n + (sub->kind == BURST_KIND_MAP_REDUCE ? 1 : 0);
-    if (rc == 0)
-        rc = ledger_begin(d->ledger);
+    if (rc != 0) {
+        ledger_job_free(&job);
+        submit_committed(op, rc); /* nothing was written */
+        return;
+    }
+    rc = ledger_begin(d->ledger);
     if (rc == 0)
         rc = ledger_job_insert(d->ledger, &job, rows);
     if (rc == 0)
         rc = events_job_state(d->events, job.id, BURST_JOB_QUEUED);
-    if (rc == 0)
-        rc = burstd_commit(d);
-    if (rc != 0) {
-        conn_send_error(c, op->req.id, rc == -ENOMEM ? rc : BURST_ELEDGER,
-                        "the job could not be recorded (%s); nothing was accepted",
-                        burst_strerror(rc));
-        ledger_job_free(&job);
-        submit_finish(op);
-        return;
-    }
-    /* Committed: from here on the job exists whatever happens. */
-    log_info("job %llu: %s of %u tasks submitted by uid %u", (unsigned long long)job.id,
-             burst_job_kind_name(job.kind), op->n, (unsigned)c->uid);
-    if (sched_job_added(d->sched, job.id) != 0)
-        log_warnx("job %llu: not scheduled now; it will be at the next start",
-                  (unsigned long long)job.id);
-    if (job.cancel_on_disconnect) {
-        struct conn_job *cj = malloc(sizeof(*cj));
-        if (cj != NULL) {
-            cj->job = job.id;
-            cj->next = c->cancel_jobs;
-            c->cancel_jobs = cj;
-        }
-    }
-    struct proto_reply rep = {.op = PROTO_OP_SUBMIT, .re = op->req.id, .ok = true};
-    rep.u.submit.job = job.id;
-    rep.u.submit.total = op->n;
-    reply_send(c, &rep);
-    if (sub->subscribe)
-        events_subscribe(d->events, c, job.id, 0);
     ledger_job_free(&job);
-    submit_finish(op);
+    /* A failure undoes the whole transaction, with whatever else it held
+     * (other submissions waiting for this commit are told too). */
+    burstd_after_commit(d, &op->waiter, submit_committed, op);
+    if (rc != 0)
+        burstd_abort(d, rc);
 }
 
 static void
