@@ -23,7 +23,7 @@ burstd_now_ms(void)
 
 void
 burstd_after_commit(struct burstd *d, struct burstd_waiter *w,
-                     void (*cb)(void *arg, int rc), void *arg)
+                    void (*cb)(void *arg, int rc), void *arg)
 {
     w->cb = cb;
     w->arg = arg;

@@ -32,20 +32,20 @@ struct burstd_waiter {
 };
 
 struct burstd {
-    uv_loop_t *loop;          /* borrowed: the default loop */
-    struct config *cfg;       /* borrowed from main */
-    struct ledger *ledger;    /* owned */
-    struct storage *storage;  /* owned */
-    struct compute *compute;  /* owned */
-    struct sched *sched;      /* owned */
-    struct events *events;    /* owned */
-    struct server *server;    /* owned */
-    uid_t uid;                /* the daemon's own uid: an admin of itself */
+    uv_loop_t *loop;         /* borrowed: the default loop */
+    struct config *cfg;      /* borrowed from main */
+    struct ledger *ledger;   /* owned */
+    struct storage *storage; /* owned */
+    struct compute *compute; /* owned */
+    struct sched *sched;     /* owned */
+    struct events *events;   /* owned */
+    struct server *server;   /* owned */
+    uid_t uid;               /* the daemon's own uid: an admin of itself */
     bool has_admin_gid;
-    gid_t admin_gid;          /* members see and steer every job */
-    bool stopping;            /* SIGTERM received */
+    gid_t admin_gid;               /* members see and steer every job */
+    bool stopping;                 /* SIGTERM received */
     struct burstd_waiter *waiters; /* for the next commit, newest first */
-    uv_prepare_t tick;        /* commits the ledger once per loop iteration */
+    uv_prepare_t tick;             /* commits the ledger once per loop iteration */
 };
 
 /* Milliseconds since the epoch (the ledger's clock). */
