@@ -836,8 +836,14 @@ fail:
     return rc;
 }
 
-/* The job (of the owner with the fewest running invocations, then the job
- * of that owner with the fewest) that should get the next invocation. */
+/*
+ * The job that should get the next invocation: of the owner with the fewest
+ * running invocations, then the job of that owner with the fewest.  Ties go
+ * to the one served longest ago (a job never served first), and then to the
+ * older job: without that last rule, the job list's order (newest first)
+ * made equal jobs run newest first, and a client whose jobs were submitted
+ * early waited behind every later one (bench B6).
+ */
 static struct sched_job *
 pick_job(struct sched *s)
 {
@@ -852,12 +858,14 @@ pick_job(struct sched *s)
         struct sched_owner *o = j->owner, *bo = best->owner;
         if (o != bo) {
             if (o->running < bo->running ||
-                (o->running == bo->running && o->served < bo->served))
+                (o->running == bo->running &&
+                 (o->served < bo->served || (o->served == bo->served && j->id < best->id))))
                 best = j;
             continue;
         }
         if (j->running < best->running ||
-            (j->running == best->running && j->served < best->served))
+            (j->running == best->running &&
+             (j->served < best->served || (j->served == best->served && j->id < best->id))))
             best = j;
     }
     return best;

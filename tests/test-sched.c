@@ -313,6 +313,38 @@ test_fair_share(void **state)
 }
 
 static int
+first_dispatch(void *arg, const struct ledger_task *t)
+{
+    uint64_t *d = arg;
+    *d = t->dispatch;
+    return 0;
+}
+
+/* Jobs alike (one owner, nothing running, never served) start in the order
+ * they were submitted: the oldest waits least. */
+static void
+test_equal_jobs_fifo(void **state)
+{
+    struct fixture *f = *state;
+    struct burstd *d = &f->d;
+    assert_int_equal(sched_new(d, 1, &d->sched), 0);
+    uint64_t ids[6];
+    for (int i = 0; i < 6; i++)
+        ids[i] = job_create(f, 1001, "cat", 1, 1, 0);
+    assert_int_equal(sched_start(d->sched), 0);
+    run_until_done(f);
+    uint64_t prev = 0;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(job_state(f, ids[i]), BURST_JOB_SUCCEEDED);
+        uint64_t disp = 0;
+        assert_int_equal(ledger_tasks_foreach(d->ledger, ids[i], -1, 0, 0, first_dispatch, &disp),
+                         0);
+        assert_true(disp > prev);
+        prev = disp;
+    }
+}
+
+static int
 count_dispatch(void *arg, const struct ledger_task *t)
 {
     uint64_t *seen = arg;
@@ -417,6 +449,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fair_share, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_equal_jobs_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
