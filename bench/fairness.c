@@ -104,7 +104,7 @@ struct client_out {
     double first_ack; /* unix ms of the client's first acknowledgment */
     uint32_t retried; /* tasks that took more than one attempt */
     uint32_t nlat[REQ_NKINDS];
-    uint32_t lost_lat; /* status samples beyond the room kept for them */
+    uint32_t lost_lat; /* samples beyond lat_room() */
     uint32_t unheard;  /* jobs whose end no event told of */
 };
 
@@ -114,7 +114,7 @@ struct shared {
     void *base;
     size_t size;
     struct client_out *out; /* [clients] */
-    double *lat;            /* [REQ_NKINDS][clients][jobs], monotonic ms */
+    double *lat;            /* [REQ_NKINDS][clients][lat_room()], monotonic ms */
     double *ack;            /* [clients][jobs]: acknowledgment */
     double *seen;           /* [clients][jobs]: the client learnt the job ended */
     double *job_end;        /* [clients][jobs]: daemon's last task end */
@@ -167,13 +167,22 @@ parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
     return 0;
 }
 
+/* Round trips of each kind kept per client: one submit, subscribe, tasks
+ * and results per job, and room for a status request per silence. */
+static size_t
+lat_room(const struct cfg *cfg)
+{
+    return 4 * (size_t)cfg->jobs + 64;
+}
+
 /* Maps the arrays for cfg, zeroed and shared with the children to come.
  * Returns 0, or -1 with errno set. */
 static int
 shared_map(const struct cfg *cfg, struct shared *sh)
 {
     size_t cj = (size_t)cfg->clients * cfg->jobs;
-    size_t doubles = (REQ_NKINDS + 3) * cj + cj * cfg->tasks;
+    size_t nlat = REQ_NKINDS * (size_t)cfg->clients * lat_room(cfg);
+    size_t doubles = nlat + 3 * cj + cj * cfg->tasks;
     size_t head = (size_t)cfg->clients * sizeof(struct client_out);
     head = (head + sizeof(double) - 1) / sizeof(double) * sizeof(double);
     sh->size = head + doubles * sizeof(double);
@@ -184,7 +193,7 @@ shared_map(const struct cfg *cfg, struct shared *sh)
     sh->out = sh->base;
     double *d = (double *)((char *)sh->base + head);
     sh->lat = d;
-    d += REQ_NKINDS * cj;
+    d += nlat;
     sh->ack = d;
     d += cj;
     sh->seen = d;
@@ -221,13 +230,13 @@ struct client {
 static void
 client_lat(struct client *cl, enum req_kind k, double ms)
 {
-    size_t room = cl->cfg->jobs;
+    size_t room = lat_room(cl->cfg);
     if (cl->out->nlat[k] >= room) {
         cl->out->lost_lat++;
         return;
     }
-    size_t cj = (size_t)cl->cfg->clients * cl->cfg->jobs;
-    cl->sh->lat[k * cj + (size_t)cl->ci * cl->cfg->jobs + cl->out->nlat[k]++] = ms;
+    size_t at = ((size_t)k * cl->cfg->clients + cl->ci) * room + cl->out->nlat[k]++;
+    cl->sh->lat[at] = ms;
 }
 
 static size_t
@@ -284,6 +293,10 @@ client_submit(struct client *cl, const burst_fn *fn, uint32_t j)
         len += (size_t)task_line(cl->blob + len, LINE_MAX_LEN, cl->ci, j, t);
     burst_opts opts = BURST_OPTS_INIT;
     opts.chunksize = cfg->tasks; /* one invocation per job */
+    /* The ledger cannot tell the clients apart (one uid): the name can. */
+    char name[32];
+    snprintf(name, sizeof(name), "b6 c%" PRIu32, cl->ci);
+    opts.name = name;
     struct slot *s = &cl->slots[j];
     double t0 = mono_ms();
     int rc = burst_submit_map_lines(cl->c, fn, cl->blob, len, &opts, &s->id);
@@ -734,7 +747,8 @@ analyse(const struct cfg *cfg, struct shared *sh, double release, double base50,
     }
 
     double *ratio = calloc(cfg->clients, sizeof(*ratio));
-    double *all = calloc(REQ_NKINDS * cj, sizeof(*all));
+    size_t room = lat_room(cfg);
+    double *all = calloc(REQ_NKINDS * (size_t)cfg->clients * room, sizeof(*all));
     if (ratio == NULL || all == NULL) {
         fprintf(stderr, "bench-fairness: out of memory\n");
         free(ratio);
@@ -804,7 +818,7 @@ analyse(const struct cfg *cfg, struct shared *sh, double release, double base50,
         size_t n = 0;
         double *v = all + nall;
         for (uint32_t c = 0; c < cfg->clients; c++) {
-            const double *src = sh->lat + k * cj + (size_t)c * cfg->jobs;
+            const double *src = sh->lat + ((size_t)k * cfg->clients + c) * room;
             memcpy(v + n, src, sh->out[c].nlat[k] * sizeof(double));
             n += sh->out[c].nlat[k];
         }
@@ -816,7 +830,7 @@ analyse(const struct cfg *cfg, struct shared *sh, double release, double base50,
             nall += n;
     }
     if (lost_lat > 0)
-        fprintf(stderr, "  (%" PRIu32 " status samples not kept)\n", lost_lat);
+        fprintf(stderr, "  (%" PRIu32 " samples not kept: no room)\n", lost_lat);
     report_lat("all single round trips", all, nall);
     double r50 = pct(all, nall, 0.5), r99 = pct(all, nall, 0.99);
 
