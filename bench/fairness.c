@@ -677,9 +677,10 @@ struct fairness {
     double job_pct; /* one job's tasks in percent of the fair share */
 };
 
-/* Each client's share of the tasks that ended in [ws, we], against the fair
- * share.  ratio gets [clients] scratch room.  Returns -1 when no task ended
- * in the window. */
+/* Each client's share of the tasks that ended in (ws, we], against the fair
+ * share (half open, so that quarters do not count a task twice).  ratio
+ * gets [clients] scratch room.  Returns -1 when no task ended in the
+ * window. */
 static int
 share_in(const struct cfg *cfg, const struct shared *sh, double ws, double we,
          double *ratio, struct fairness *f)
@@ -690,7 +691,7 @@ share_in(const struct cfg *cfg, const struct shared *sh, double ws, double we,
         const double *te = sh->task_end + (size_t)c * per;
         double k = 0;
         for (size_t i = 0; i < per; i++)
-            if (te[i] >= ws && te[i] <= we)
+            if (te[i] > ws && te[i] <= we)
                 k++;
         ratio[c] = k;
         total += k;
