@@ -21,8 +21,8 @@
 #include "msg.h"
 #include "server.h"
 
-#define EV_BATCH 10000u  /* task changes per log entry */
-#define EV_REPLAY 1000u  /* log entries per replayed frame */
+#define EV_BATCH 10000u /* task changes per log entry */
+#define EV_REPLAY 1000u /* log entries per replayed frame */
 
 struct ev_item {
     int type;  /* BURST_EV_JOB or BURST_EV_TASK */
@@ -39,6 +39,8 @@ struct ev_job {
     struct ev_job *next;
 };
 
+#define EV_SUB_BUCKETS 4096 /* a power of two */
+
 struct ev_sub {
     struct conn *conn; /* borrowed; removed in events_conn_closed */
     uint64_t job;
@@ -47,12 +49,21 @@ struct ev_sub {
 };
 
 struct events {
-    struct burstd *d;      /* borrowed */
-    struct ev_job *queued; /* owned: changes of this iteration */
-    struct ev_job *last;   /* cache: the job most recently touched */
-    struct ev_job *flushed;/* owned: in the ledger, waiting for the commit */
-    struct ev_sub *subs;   /* owned */
+    struct burstd *d;       /* borrowed */
+    struct ev_job *queued;  /* owned: changes of this iteration */
+    struct ev_job *last;    /* cache: the job most recently touched */
+    struct ev_job *flushed; /* owned: in the ledger, waiting for the commit */
+    /* owned: subscriptions hashed by job id (ids are sequential, so the
+     * low bits spread them), so that publishing the events of a job and
+     * subscribing cost the subscriptions of that job, not all of them */
+    struct ev_sub *subs[EV_SUB_BUCKETS];
 };
+
+static struct ev_sub **
+ev_bucket(struct events *ev, uint64_t job)
+{
+    return &ev->subs[job & (EV_SUB_BUCKETS - 1)];
+}
 
 int
 events_new(struct burstd *d, struct events **out)
@@ -85,10 +96,12 @@ events_free(struct events *ev)
         return;
     ev_jobs_free(ev->queued);
     ev_jobs_free(ev->flushed);
-    while (ev->subs != NULL) {
-        struct ev_sub *s = ev->subs;
-        ev->subs = s->next;
-        free(s);
+    for (size_t b = 0; b < EV_SUB_BUCKETS; b++) {
+        while (ev->subs[b] != NULL) {
+            struct ev_sub *s = ev->subs[b];
+            ev->subs[b] = s->next;
+            free(s);
+        }
     }
     free(ev);
 }
@@ -258,7 +271,7 @@ events_publish(struct events *ev)
 {
     for (struct ev_job *j = ev->flushed; j != NULL; j = j->next) {
         bool any = false;
-        for (struct ev_sub *s = ev->subs; s != NULL && !any; s = s->next)
+        for (struct ev_sub *s = *ev_bucket(ev, j->job); s != NULL && !any; s = s->next)
             any = s->job == j->job;
         if (!any || j->nitems == 0)
             continue;
@@ -275,7 +288,7 @@ events_publish(struct events *ev)
             items[i].ntasks = j->items[i].n;
             items[i].tasks = j->items[i].tasks;
         }
-        for (struct ev_sub *s = ev->subs; s != NULL; s = s->next)
+        for (struct ev_sub *s = *ev_bucket(ev, j->job); s != NULL; s = s->next)
             if (s->job == j->job)
                 ev_send(s, items, j->nitems);
         free(items);
@@ -375,7 +388,7 @@ replay_one(void *arg, uint64_t seq, const void *body, size_t len)
 static struct ev_sub *
 ev_sub_find(const struct events *ev, const struct conn *c, uint64_t job)
 {
-    for (struct ev_sub *s = ev->subs; s != NULL; s = s->next)
+    for (struct ev_sub *s = ev->subs[job & (EV_SUB_BUCKETS - 1)]; s != NULL; s = s->next)
         if (s->conn == c && s->job == job)
             return s;
     return NULL;
@@ -403,8 +416,8 @@ events_subscribe(struct events *ev, struct conn *c, uint64_t job, uint64_t from_
             return -ENOMEM;
         s->conn = c;
         s->job = job;
-        s->next = ev->subs;
-        ev->subs = s;
+        s->next = *ev_bucket(ev, job);
+        *ev_bucket(ev, job) = s;
         c->nsubs++;
     }
     s->last_seq = from_seq;
@@ -421,7 +434,7 @@ events_subscribe(struct events *ev, struct conn *c, uint64_t job, uint64_t from_
 void
 events_unsubscribe(struct events *ev, struct conn *c, uint64_t job)
 {
-    struct ev_sub **pp = &ev->subs;
+    struct ev_sub **pp = ev_bucket(ev, job);
     while (*pp != NULL) {
         struct ev_sub *s = *pp;
         if (s->conn == c && s->job == job) {
@@ -437,14 +450,17 @@ events_unsubscribe(struct events *ev, struct conn *c, uint64_t job)
 void
 events_conn_closed(struct events *ev, struct conn *c)
 {
-    struct ev_sub **pp = &ev->subs;
-    while (*pp != NULL) {
-        struct ev_sub *s = *pp;
-        if (s->conn == c) {
-            *pp = s->next;
-            free(s);
-        } else {
-            pp = &s->next;
+    for (size_t b = 0; b < EV_SUB_BUCKETS && c->nsubs > 0; b++) {
+        struct ev_sub **pp = &ev->subs[b];
+        while (*pp != NULL) {
+            struct ev_sub *s = *pp;
+            if (s->conn == c) {
+                *pp = s->next;
+                free(s);
+                c->nsubs--;
+            } else {
+                pp = &s->next;
+            }
         }
     }
     c->nsubs = 0;
