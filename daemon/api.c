@@ -488,11 +488,11 @@ struct submit_op {
     int err;                   /* first failure */
     char errmsg[256];
     uint64_t *offsets;         /* owned: n + 1 little-endian offsets */
-    uv_buf_t *bufs;            /* owned: one per input (array mode) */
+    uv_buf_t *bufs;            /* owned: header, offsets, then the inputs */
     unsigned nbufs;
-    uv_buf_t idx_buf;
+    unsigned char header[INVOC_INPUT_HEADER];
     char fn_key[KEY_MAX], red_key[KEY_MAX];
-    char data_key[KEY_MAX], idx_key[KEY_MAX];
+    char input_key[KEY_MAX];
     struct burstd_waiter waiter; /* for the commit that holds the job */
 };
 
@@ -668,8 +668,13 @@ submit_write_inputs(struct submit_op *op)
     const struct proto_submit *sub = &op->req.u.submit;
     struct burstd *d = op->d;
     op->offsets = malloc(((size_t)op->n + 1) * sizeof(uint64_t));
-    if (op->offsets == NULL)
+    /* The input object (invoc.h): header, offsets, then the inputs, written
+     * from the request's own buffers without a copy. */
+    size_t ndata = sub->input_mode == PROTO_INPUT_LINES ? 1 : op->n;
+    op->bufs = malloc((ndata + 2) * sizeof(*op->bufs));
+    if (op->offsets == NULL || op->bufs == NULL)
         goto nomem;
+    uv_buf_t *data = op->bufs + 2;
     uint64_t off = 0;
     if (sub->input_mode == PROTO_INPUT_LINES) {
         const char *p = sub->blob.ptr, *end = p + sub->blob.len;
@@ -681,35 +686,26 @@ submit_write_inputs(struct submit_op *op)
             op->offsets[++i] = (uint64_t)(p - sub->blob.ptr);
         }
         op->n = i;
-        op->nbufs = 1;
-        op->bufs = malloc(sizeof(*op->bufs));
-        if (op->bufs == NULL)
-            goto nomem;
-        op->bufs[0] = uv_buf_init((char *)sub->blob.ptr, (unsigned)sub->blob.len);
+        data[0] = uv_buf_init((char *)sub->blob.ptr, (unsigned)sub->blob.len);
     } else {
-        op->bufs = malloc((op->n ? op->n : 1) * sizeof(*op->bufs));
-        if (op->bufs == NULL)
-            goto nomem;
         for (uint32_t i = 0; i < op->n; i++) {
             op->offsets[i] = off;
             off += sub->inputs[i].len;
-            op->bufs[i] = uv_buf_init((char *)sub->inputs[i].ptr, (unsigned)sub->inputs[i].len);
+            data[i] = uv_buf_init((char *)sub->inputs[i].ptr, (unsigned)sub->inputs[i].len);
         }
         op->offsets[op->n] = off;
-        op->nbufs = op->n;
     }
+    op->nbufs = (unsigned)ndata + 2;
     for (uint32_t i = 0; i <= op->n; i++)
         op->offsets[i] = htole64(op->offsets[i]);
-    op->idx_buf = uv_buf_init((char *)op->offsets,
+    invoc_input_header(op->header, op->n);
+    op->bufs[0] = uv_buf_init((char *)op->header, sizeof(op->header));
+    op->bufs[1] = uv_buf_init((char *)op->offsets,
                               (unsigned)(((size_t)op->n + 1) * sizeof(uint64_t)));
-    invoc_key_input_data(op->data_key, sizeof(op->data_key), op->job);
-    invoc_key_input_index(op->idx_key, sizeof(op->idx_key), op->job);
-    op->pending = 2;
-    int rc = storage_put(d->storage, op->data_key, op->bufs, op->nbufs, true,
+    invoc_key_input(op->input_key, sizeof(op->input_key), op->job);
+    op->pending = 1;
+    int rc = storage_put(d->storage, op->input_key, op->bufs, op->nbufs, true,
                          submit_step_done, op);
-    if (rc != 0)
-        submit_step_done(op, rc);
-    rc = storage_put(d->storage, op->idx_key, &op->idx_buf, 1, true, submit_step_done, op);
     if (rc != 0)
         submit_step_done(op, rc);
     return;

@@ -119,7 +119,7 @@ runas_grant(int root_fd, uint64_t job, const char *spec_key, const struct runas 
         goto out_jobs;
     /* The daemon wrote these in a directory only it can write to, so
      * nothing here was planted by the owner. */
-    static const char *const own[] = {"in.data", "in.idx", "reduce.in"};
+    static const char *const own[] = {"in", "reduce.in"};
     for (size_t i = 0; i < sizeof(own) / sizeof(own[0]) && rc == 0; i++)
         rc = give(jd, own[i], ra);
     if (rc != 0)

@@ -12,7 +12,7 @@
  * /proc/self/fd/3), and runas_grant() opens exactly what the worker needs:
  *   - the directories on the way (storage root, jobs/, jobs/<job>/, spec/,
  *     fn/) become 0711: traversable, not listable;
- *   - the job's own files (in.data, in.idx, reduce.in) and the dispatch's
+ *   - the job's own files (in, reduce.in) and the dispatch's
  *     spec object are chowned to the owner;
  *   - jobs/<job>/out/ is created, owned by the owner (0700): the only place
  *     the worker writes.

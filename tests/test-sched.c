@@ -153,23 +153,22 @@ job_create(struct fixture *f, uint32_t owner, const char *cmd, uint32_t n, uint3
     uint64_t id;
     assert_int_equal(ledger_begin(d->ledger), 0);
     assert_int_equal(ledger_reserve_job_id(d->ledger, &id), 0);
-    char *data = malloc((size_t)n * 16);
-    uint64_t *idx = malloc(((size_t)n + 1) * sizeof(*idx));
-    assert_non_null(data);
-    assert_non_null(idx);
+    /* The input object (worker/invoc.h): header, offsets, data. */
+    size_t base = INVOC_INPUT_HEADER + ((size_t)n + 1) * 8;
+    unsigned char *obj = malloc(base + (size_t)n * 16);
+    assert_non_null(obj);
+    invoc_input_header(obj, n);
+    uint64_t *idx = (uint64_t *)(void *)(obj + INVOC_INPUT_HEADER);
     size_t off = 0;
     for (uint32_t i = 0; i < n; i++) {
         idx[i] = htole64(off);
-        off += (size_t)sprintf(data + off, "x%u\n", i);
+        off += (size_t)sprintf((char *)obj + base + off, "x%u\n", i);
     }
     idx[n] = htole64(off);
     char key[128];
-    invoc_key_input_data(key, sizeof(key), id);
-    put_sync(d, key, data, off);
-    invoc_key_input_index(key, sizeof(key), id);
-    put_sync(d, key, idx, ((size_t)n + 1) * sizeof(*idx));
-    free(data);
-    free(idx);
+    invoc_key_input(key, sizeof(key), id);
+    put_sync(d, key, obj, base + off);
+    free(obj);
 
     struct ledger_job job = {0};
     job.id = id;

@@ -199,8 +199,8 @@ t_nobody_storage() {
     # through it the task reaches its own job, and nothing of root's.
     local probe
     probe='s=/proc/$PPID/fd/3
-cat "$s/jobs/$BURST_JOB_ID/in.data" >/dev/null && echo own-input
-cat "$s/jobs/'"$ROOT_DONE"'/in.data" && echo LEAK-input
+cat "$s/jobs/$BURST_JOB_ID/in" >/dev/null && echo own-input
+cat "$s/jobs/'"$ROOT_DONE"'/in" && echo LEAK-input
 ls "$s/jobs" && echo LEAK-list
 cat "$s/jobs/'"$ROOT_DONE"'/out/"* && echo LEAK-output
 cat "'"$D"'/state/ledger.db" >/dev/null && echo LEAK-ledger

@@ -145,7 +145,7 @@ slurp(const char *path, size_t *len)
     return buf;
 }
 
-/* Writes jobs/<job>/in.data and in.idx for n inputs (lens[i] bytes each). */
+/* Writes the input object jobs/<job>/in for n inputs (lens[i] bytes each). */
 static void
 put_inputs(struct fx *fx, uint64_t job, const char *const *in, const size_t *lens,
            size_t n)
@@ -153,26 +153,24 @@ put_inputs(struct fx *fx, uint64_t job, const char *const *in, const size_t *len
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += lens[i];
-    char *data = malloc(total ? total : 1);
-    unsigned char *idx = malloc((n + 1) * 8);
-    assert_non_null(data);
-    assert_non_null(idx);
+    size_t base = INVOC_INPUT_HEADER + (n + 1) * 8;
+    unsigned char *obj = malloc(base + total);
+    assert_non_null(obj);
+    invoc_input_header(obj, n);
+    unsigned char *idx = obj + INVOC_INPUT_HEADER;
     uint64_t off = 0;
     for (size_t i = 0; i <= n; i++) {
         for (int b = 0; b < 8; b++)
             idx[i * 8 + (size_t)b] = (unsigned char)(off >> (8 * b));
         if (i < n) {
-            memcpy(data + off, in[i], lens[i]);
+            memcpy(obj + base + off, in[i], lens[i]);
             off += lens[i];
         }
     }
     char key[128];
-    assert_int_equal(invoc_key_input_data(key, sizeof(key), job), 0);
-    put_file(fx, key, data, total);
-    assert_int_equal(invoc_key_input_index(key, sizeof(key), job), 0);
-    put_file(fx, key, idx, (n + 1) * 8);
-    free(data);
-    free(idx);
+    assert_int_equal(invoc_key_input(key, sizeof(key), job), 0);
+    put_file(fx, key, obj, base + total);
+    free(obj);
 }
 
 /* put_inputs for NUL-terminated strings. */
@@ -438,10 +436,8 @@ test_keys(void **state)
     char buf[64];
     assert_int_equal(invoc_key_fn(buf, sizeof(buf), "ab12"), 0);
     assert_string_equal(buf, "fn/ab12.so");
-    assert_int_equal(invoc_key_input_data(buf, sizeof(buf), 7), 0);
-    assert_string_equal(buf, "jobs/7/in.data");
-    assert_int_equal(invoc_key_input_index(buf, sizeof(buf), 7), 0);
-    assert_string_equal(buf, "jobs/7/in.idx");
+    assert_int_equal(invoc_key_input(buf, sizeof(buf), 7), 0);
+    assert_string_equal(buf, "jobs/7/in");
     assert_int_equal(invoc_key_spec(buf, sizeof(buf), 7, 12), 0);
     assert_string_equal(buf, "jobs/7/spec/12");
     assert_int_equal(invoc_key_output(buf, sizeof(buf), 7, 12, 3), 0);
@@ -1227,18 +1223,26 @@ test_exec_input_errors(void **state)
     assert_int_equal(o.r[0].status, INVOC_OK);
     assert_int_equal(o.r[1].status, INVOC_OK);
     assert_int_equal(o.r[2].status, INVOC_ERROR);
-    assert_non_null(strstr(o.r[2].reason, "in.idx"));
+    assert_non_null(strstr(o.r[2].reason, "no input for task 2"));
     out_free(&o);
 
-    /* in.data shorter than the index says */
+    /* data shorter than the index says: header 16 + 3 offsets, then "a" */
     char path[PATH_MAX * 2];
-    snprintf(path, sizeof(path), "%s/jobs/9/in.data", fx->dir);
-    assert_int_equal(truncate(path, 1), 0);
+    snprintf(path, sizeof(path), "%s/jobs/9/in", fx->dir);
+    assert_int_equal(truncate(path, INVOC_INPUT_HEADER + 3 * 8 + 1), 0);
     assert_int_equal(worker_run(fx, 9, 1, NULL), 0);
     out_read(fx, 9, 1, 0, &o);
     assert_int_equal(o.r[0].status, INVOC_OK);
     assert_int_equal(o.r[1].status, INVOC_ERROR);
     assert_non_null(strstr(o.r[1].reason, "truncated"));
+    out_free(&o);
+
+    /* not an input object at all */
+    put_file(fx, "jobs/9/in", "not an input object, really", 27);
+    assert_int_equal(worker_run(fx, 9, 1, NULL), 0);
+    out_read(fx, 9, 1, 0, &o);
+    assert_int_equal(o.r[0].status, INVOC_ERROR);
+    assert_non_null(strstr(o.r[0].reason, "not an input object"));
     out_free(&o);
     invoc_spec_free(&s);
 }

@@ -1,10 +1,11 @@
 /*
  * worker/input.c - loading task inputs from storage (see run.h).
  *
- * A map task's input is [idx[i], idx[i+1]) of jobs/<job>/in.data, where idx
- * is the little-endian uint64 array in jobs/<job>/in.idx (invoc.h).  Only
- * the two index entries a task needs and its own bytes are read, with
- * ranged reads, so a worker touches a small part of a large job's input.
+ * A map task's input is [idx[i], idx[i+1]) of the data in jobs/<job>/in,
+ * where idx is the little-endian uint64 array after the object's header
+ * (invoc.h).  Only the header (once), the two index entries a task needs
+ * and its own bytes are read, with ranged reads, so a worker touches a
+ * small part of a large job's input.
  * A reducer's input is the list of map results named by the manifest
  * jobs/<job>/reduce.in, each a range of an output object.
  *
@@ -17,6 +18,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +28,10 @@
 struct input_src {
     struct store *store;           /* borrowed */
     const struct invoc_spec *spec; /* borrowed */
-    char data_key[INPUT_KEY_MAX];
-    char index_key[INPUT_KEY_MAX];
+    char input_key[INPUT_KEY_MAX];
     char manifest_key[INPUT_KEY_MAX];
+    uint64_t ninputs; /* from the header, once read */
+    uint64_t base;    /* where the data starts; 0 until the header is read */
 };
 
 int
@@ -39,8 +42,7 @@ input_src_new(struct store *st, const struct invoc_spec *spec, struct input_src 
         return -ENOMEM;
     src->store = st;
     src->spec = spec;
-    if (invoc_key_input_data(src->data_key, sizeof(src->data_key), spec->job) != 0 ||
-        invoc_key_input_index(src->index_key, sizeof(src->index_key), spec->job) != 0 ||
+    if (invoc_key_input(src->input_key, sizeof(src->input_key), spec->job) != 0 ||
         invoc_key_reduce_manifest(src->manifest_key, sizeof(src->manifest_key),
                                   spec->job) != 0) {
         free(src); /* cannot happen: a uint64 job id fits */
@@ -114,18 +116,46 @@ read_exact(struct input_src *src, const char *key, uint64_t off, uint64_t len,
     return 0;
 }
 
+/* Reads and checks the input object's header, once per invocation. */
+static int
+load_header(struct input_src *src, char *reason, size_t size)
+{
+    if (src->base != 0)
+        return 0;
+    char *hdr = NULL;
+    int rc = read_exact(src, src->input_key, 0, INVOC_INPUT_HEADER, &hdr, reason, size);
+    if (rc != 0)
+        return rc;
+    bool magic = memcmp(hdr, INVOC_INPUT_MAGIC, 8) == 0;
+    uint64_t n = le64((const unsigned char *)hdr + 8);
+    free(hdr);
+    if (!magic || n > (UINT64_MAX - INVOC_INPUT_HEADER) / 8 - 1)
+        return fail(-EINVAL, reason, size, "%s is not an input object", src->input_key);
+    src->ninputs = n;
+    src->base = INVOC_INPUT_HEADER + (n + 1) * 8;
+    return 0;
+}
+
 static int
 load_map(struct input_src *src, uint32_t task, struct run_input *in, char *reason,
          size_t size)
 {
+    int rc = load_header(src, reason, size);
+    if (rc != 0)
+        return rc;
+    if (task >= src->ninputs)
+        return fail(-EINVAL, reason, size,
+                    "no input for task %" PRIu32 ": %s holds %" PRIu64, task,
+                    src->input_key, src->ninputs);
     char *idx = NULL;
-    int rc = read_exact(src, src->index_key, (uint64_t)task * 8, 16, &idx, reason, size);
+    rc = read_exact(src, src->input_key, INVOC_INPUT_HEADER + (uint64_t)task * 8, 16,
+                    &idx, reason, size);
     if (rc != 0)
         return rc;
     uint64_t a = le64((const unsigned char *)idx);
     uint64_t b = le64((const unsigned char *)idx + 8);
     free(idx);
-    if (b < a)
+    if (b < a || a > UINT64_MAX - src->base)
         return fail(-EINVAL, reason, size, "bad input index for task %" PRIu32, task);
     if (b - a > RUN_INPUT_MAX)
         return fail(-EFBIG, reason, size,
@@ -136,7 +166,7 @@ load_map(struct input_src *src, uint32_t task, struct run_input *in, char *reaso
         return fail(-ENOMEM, reason, size, "out of memory");
     in->nparts = 1;
     char *data;
-    rc = read_exact(src, src->data_key, a, b - a, &data, reason, size);
+    rc = read_exact(src, src->input_key, src->base + a, b - a, &data, reason, size);
     if (rc != 0)
         return rc;
     in->parts[0].iov_base = data; /* owned by in */

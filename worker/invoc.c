@@ -50,15 +50,17 @@ invoc_key_fn(char *buf, size_t size, const char *sha256_hex)
 }
 
 int
-invoc_key_input_data(char *buf, size_t size, uint64_t job)
+invoc_key_input(char *buf, size_t size, uint64_t job)
 {
-    return key_format(buf, size, "jobs/%" PRIu64 "/in.data", job);
+    return key_format(buf, size, "jobs/%" PRIu64 "/in", job);
 }
 
-int
-invoc_key_input_index(char *buf, size_t size, uint64_t job)
+void
+invoc_input_header(unsigned char hdr[INVOC_INPUT_HEADER], uint64_t n)
 {
-    return key_format(buf, size, "jobs/%" PRIu64 "/in.idx", job);
+    memcpy(hdr, INVOC_INPUT_MAGIC, 8);
+    for (int b = 0; b < 8; b++)
+        hdr[8 + b] = (unsigned char)(n >> (8 * b));
 }
 
 int

@@ -7,9 +7,13 @@
  * Storage keys, relative to the storage root (a directory for local storage,
  * a bucket prefix for S3):
  *   fn/<sha256>.so               a function library, content-addressed
- *   jobs/<job>/in.data           all task inputs, concatenated in task order
- *   jobs/<job>/in.idx            (total + 1) little-endian uint64 offsets
- *                                into in.data: input i is [idx[i], idx[i+1])
+ *   jobs/<job>/in                all task inputs, in one object (one put,
+ *                                one fsync per job): the header
+ *                                "BURSTIN1" and n (uint64), then n + 1
+ *                                uint64 offsets idx[] into the data that
+ *                                follows, then the inputs concatenated in
+ *                                task order: input i is [idx[i], idx[i+1])
+ *                                of the data (all integers little-endian)
  *   jobs/<job>/spec/<dispatch>   an invocation spec (below), written by the daemon
  *   jobs/<job>/out/<dispatch>.<n> the results of invocation n of that
  *                                dispatch, written by the worker atomically
@@ -36,10 +40,15 @@
 
 #define INVOC_VERSION 1
 
+/* The input object's header: magic, then the number of inputs. */
+#define INVOC_INPUT_MAGIC "BURSTIN1"
+#define INVOC_INPUT_HEADER 16
+/* Writes the header of an input object of n inputs into hdr. */
+void invoc_input_header(unsigned char hdr[INVOC_INPUT_HEADER], uint64_t n);
+
 /* Key builders: write into buf (size bytes); return 0 or -ENAMETOOLONG. */
 int invoc_key_fn(char *buf, size_t size, const char *sha256_hex);
-int invoc_key_input_data(char *buf, size_t size, uint64_t job);
-int invoc_key_input_index(char *buf, size_t size, uint64_t job);
+int invoc_key_input(char *buf, size_t size, uint64_t job);
 int invoc_key_spec(char *buf, size_t size, uint64_t job, uint64_t dispatch);
 int invoc_key_output(char *buf, size_t size, uint64_t job, uint64_t dispatch, uint32_t n);
 int invoc_key_reduce_manifest(char *buf, size_t size, uint64_t job);
@@ -61,16 +70,16 @@ struct invoc_task {
 struct invoc_spec {
     uint64_t job;
     uint64_t dispatch;
-    int fn_kind;        /* BURST_FN_EXEC or BURST_FN_SO (burst.h values) */
-    char *cmd;          /* owned; exec */
-    char *fn_key;       /* owned; so: storage key of the library */
-    char *symbol;       /* owned; so */
+    int fn_kind;  /* BURST_FN_EXEC or BURST_FN_SO (burst.h values) */
+    char *cmd;    /* owned; exec */
+    char *fn_key; /* owned; so: storage key of the library */
+    char *symbol; /* owned; so */
     uint64_t timeout_ms;
     uint32_t memory_mb;
     bool reduce;
     uint32_t ninvocations;
-    uint32_t *ntasks;           /* owned: ntasks[i] tasks in invocation i */
-    struct invoc_task **tasks;  /* owned: tasks[i][0 .. ntasks[i]) */
+    uint32_t *ntasks;          /* owned: ntasks[i] tasks in invocation i */
+    struct invoc_task **tasks; /* owned: tasks[i][0 .. ntasks[i]) */
 };
 
 /* Encode into a malloc'ed buffer (*out, *len).  Returns 0 or -ENOMEM. */
@@ -82,12 +91,12 @@ void invoc_spec_free(struct invoc_spec *spec);
 
 /* How a task attempt ended, as the worker saw it. */
 enum invoc_status {
-    INVOC_OK = 0,       /* exit 0 / function returned 0 */
-    INVOC_FAILED = 1,   /* non-zero exit status or return value */
-    INVOC_SIGNAL = 2,   /* killed by a signal (crash) */
-    INVOC_TIMEOUT = 3,  /* ran past timeout_ms and was killed */
-    INVOC_OOM = 4,      /* exceeded memory_mb */
-    INVOC_ERROR = 5,    /* could not be run: missing library/symbol, bad input */
+    INVOC_OK = 0,      /* exit 0 / function returned 0 */
+    INVOC_FAILED = 1,  /* non-zero exit status or return value */
+    INVOC_SIGNAL = 2,  /* killed by a signal (crash) */
+    INVOC_TIMEOUT = 3, /* ran past timeout_ms and was killed */
+    INVOC_OOM = 4,     /* exceeded memory_mb */
+    INVOC_ERROR = 5,   /* could not be run: missing library/symbol, bad input */
 };
 
 /*
@@ -105,16 +114,17 @@ enum invoc_status {
 struct invoc_result {
     uint32_t index;
     uint32_t attempt;
-    int status;          /* enum invoc_status */
+    int status; /* enum invoc_status */
     int exit_status;
     int signal;
-    const char *reason;  /* NUL-terminated; decode: an owned copy freed by invoc_results_free */
-    const char *result;  /* borrowed: points into the object buffer */
+    const char
+        *reason; /* NUL-terminated; decode: an owned copy freed by invoc_results_free */
+    const char *result; /* borrowed: points into the object buffer */
     size_t result_len;
-    size_t result_off;   /* offset of the result bytes within the object */
-    const char *log;     /* borrowed: points into the object buffer */
+    size_t result_off; /* offset of the result bytes within the object */
+    const char *log;   /* borrowed: points into the object buffer */
     size_t log_len;
-    size_t log_off;      /* offset of the log bytes within the object */
+    size_t log_off; /* offset of the log bytes within the object */
 };
 
 /* Incremental writer used by the worker: append tasks as they finish. */
