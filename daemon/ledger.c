@@ -266,13 +266,12 @@ static const char *const ledger_sql[ST_COUNT] = {
         " started_ms, finished_ms, retry_at_ms, dispatch, has_out, out_dispatch, out_n,"
         " CASE WHEN outs IS NULL THEN NULL"
         "  ELSE substr(outs, (?2 - lo) * " SQL_OUT_ENTRY " + 1) END"
-        " FROM runs WHERE job = ?1 AND " SQL_RUN_ACROSS("?2")
-        " AND state NOT IN " SQL_TASK_FINAL,
+        " FROM runs WHERE job = ?1 AND " SQL_RUN_ACROSS(
+            "?2") " AND state NOT IN " SQL_TASK_FINAL,
     [ST_RUN_SPLIT_CUT] =
         "UPDATE runs SET hi = ?2, outs = CASE WHEN outs IS NULL THEN NULL"
         "  ELSE substr(outs, 1, (?2 - lo) * " SQL_OUT_ENTRY ") END"
-        " WHERE job = ?1 AND " SQL_RUN_ACROSS("?2")
-        " AND state NOT IN " SQL_TASK_FINAL,
+        " WHERE job = ?1 AND " SQL_RUN_ACROSS("?2") " AND state NOT IN " SQL_TASK_FINAL,
     /* The statements below change the runs inside [?2, ?3), which the
      * caller has split at both ends first.  Final runs are never touched:
      * a result is recorded exactly once. */
@@ -1189,8 +1188,8 @@ ledger_tasks_foreach(struct ledger *l, uint64_t job, int state, uint32_t offset,
     sqlite3_stmt *st = stmt_take(l, ST_TASKS_LIST);
     if (st == NULL)
         return BURST_EINTERNAL;
-    int rc = stmt_bind_ints(st, 3, (const int64_t[]){(int64_t)job, offset,
-                                                     state < 0 ? -1 : state});
+    int rc = stmt_bind_ints(
+        st, 3, (const int64_t[]){(int64_t)job, offset, state < 0 ? -1 : state});
     uint32_t n = 0;
     while (err == 0 && (limit == 0 || n < limit) && rc == SQLITE_OK &&
            (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1408,7 +1407,8 @@ end_same(const struct ledger_task_end *a, const struct ledger_task_end *b)
            a->exit_status == b->exit_status && a->signal == b->signal &&
            (a->state != BURST_TASK_RETRYING || a->retry_at_ms == b->retry_at_ms) &&
            a->has_out == b->has_out &&
-           (!a->has_out || (a->out_dispatch == b->out_dispatch && a->out_n == b->out_n)) &&
+           (!a->has_out ||
+            (a->out_dispatch == b->out_dispatch && a->out_n == b->out_n)) &&
            strcmp(end_reason(a), end_reason(b)) == 0;
 }
 
@@ -1475,7 +1475,8 @@ ledger_tasks_end(struct ledger *l, uint64_t job, const struct ledger_task_end *e
      * invocation whose tasks all succeeded is one. */
     for (size_t i = 0; i < n && err == 0;) {
         uint32_t len = 1;
-        while (i + len < n && len < UINT32_MAX && end_same(&ends[i + len - 1], &ends[i + len]))
+        while (i + len < n && len < UINT32_MAX &&
+               end_same(&ends[i + len - 1], &ends[i + len]))
             len++;
         int64_t lo = ends[i].index, hi = lo + len;
         if ((err = runs_isolate(l, job, lo, hi)) != 0)

@@ -1421,7 +1421,8 @@ run_rows(struct fx *fx, uint64_t job)
 {
     sqlite3 *db;
     sqlite3_stmt *st;
-    assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
     assert_int_equal(
         sqlite3_prepare_v2(db, "SELECT count(*) FROM runs WHERE job = ?1", -1, &st, NULL),
         SQLITE_OK);
@@ -1631,8 +1632,8 @@ test_runs_split_keeps_outputs(void **state)
     assert_int_equal(run_rows(fx, id), 3);
     for (uint32_t i = 0; i < 10; i++) {
         struct ledger_task t = task(fx->l, id, i);
-        assert_int_equal(t.state, i >= 3 && i < 6 ? BURST_TASK_DISPATCHED
-                                                  : BURST_TASK_RETRYING);
+        assert_int_equal(t.state,
+                         i >= 3 && i < 6 ? BURST_TASK_DISPATCHED : BURST_TASK_RETRYING);
         assert_int_equal(t.dispatch, i >= 3 && i < 6 ? d2 : d);
         assert_int_equal(t.out_dispatch, d);
         assert_int_equal(t.res_off, 1000 + i * 10);
@@ -1696,7 +1697,8 @@ test_runs_reconcile(void **state)
     uint64_t d1 = dispatch_range(fx->l, id, 0, 6, att);
     uint32_t run[] = {0, 1, 2, 3, 4, 5};
     assert_int_equal(ledger_begin(fx->l), 0);
-    assert_int_equal(ledger_tasks_set_state(fx->l, id, run, 6, BURST_TASK_RUNNING, 20), 0);
+    assert_int_equal(ledger_tasks_set_state(fx->l, id, run, 6, BURST_TASK_RUNNING, 20),
+                     0);
     assert_int_equal(ledger_commit(fx->l), 0);
     reopen(fx);
 
