@@ -1272,7 +1272,9 @@ ledger_tasks_next_retry(struct ledger *l, uint64_t job, int64_t *at_ms, bool *fo
 
 /* Splits the non-final run of job that strictly contains boundary k, if
  * there is one, so that no non-final run crosses k.  A final run is never
- * split: nothing will change it, whatever range crosses it. */
+ * split: nothing will change it, whatever range crosses it.  When the copy
+ * inserts nothing there is no such run, and the cut is skipped: most
+ * boundaries (a chunk's end at the previous chunk's start) need no split. */
 static int
 run_split(struct ledger *l, uint64_t job, int64_t k)
 {
@@ -1284,9 +1286,12 @@ run_split(struct ledger *l, uint64_t job, int64_t k)
         int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, k});
         int err = rc == SQLITE_OK ? stmt_exec(l, st, "split a run")
                                   : ledger_fail(l, rc, "split a run");
+        bool copied = err == 0 && sqlite3_changes(l->db) > 0;
         stmt_put(l, steps[i]);
         if (err != 0)
             return err;
+        if (!copied)
+            break;
     }
     return 0;
 }
