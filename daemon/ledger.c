@@ -32,8 +32,10 @@
 
 #include "log.h"
 
-/* Bump when the schema changes, and teach ledger_schema() to migrate. */
-#define LEDGER_SCHEMA_VERSION 1
+/* Bump when the schema changes, and teach ledger_schema() to migrate.
+ * Version 1 held a row per task; version 2 holds runs of tasks.  Before the
+ * first release there is no migration: an older ledger is refused. */
+#define LEDGER_SCHEMA_VERSION 2
 /* "brst": tells a burst ledger apart from any other SQLite file. */
 #define LEDGER_APPLICATION_ID 0x62727374
 /* Long enough that an admin's sqlite3 shell holding a lock briefly does not
@@ -59,14 +61,32 @@ static_assert(BURST_JOB_QUEUED == 0 && BURST_JOB_RUNNING == 1 &&
 #define SQL_JOB_FINAL "(2, 3, 4)"     /* succeeded, failed, cancelled */
 
 /*
- * The schema.  Task rows carry only (job, idx) at insertion; every other
- * column has a default, so inserting a million tasks writes little.  The
- * invariant retry_at_ms = 0 unless state = retrying lets the pending lookup
- * test one column for both queued and retrying tasks.  The partial indexes
- * hold only the few rows the scheduler looks for (pending, retrying, in
- * flight), so finished tasks cost nothing to skip; tasks_pending carries
- * state and retry_at_ms so that the lookup never reads the table.
+ * The schema.  Tasks live in runs: a row covers the task indexes [lo, hi) of
+ * one job that share everything the ledger records (state, attempt count,
+ * dispatch, times, exit status, reason, output object).  A submission
+ * inserts one run for the whole job; dispatching a chunk splits off the run
+ * of its indexes and updates that one row; an invocation whose tasks all
+ * succeed updates it again.  Only a task to which something different
+ * happens (a failure, a retry with its own backoff, a cancel of part of a
+ * range) is split off into a run of its own, so the row count follows what
+ * happens, not how many tasks there are.  Runs of a job never overlap and
+ * their union is [0, rows), rows being total (+1 for a reducer).
+ *
+ * outs holds, for a run whose attempts wrote output (has_out), where each
+ * task's result and log are within that object: hi - lo entries of
+ * LEDGER_OUT_ENTRY bytes, four little-endian uint64 (res_off, res_len,
+ * log_off, log_len), entry k for task lo + k.  A blob per run instead of a
+ * row per task keeps an end of 10,000 tasks one UPDATE, and splitting a run
+ * splits its blob with substr(), which SQLite applies to blobs byte-wise.
+ *
+ * The invariant retry_at_ms = 0 unless state = retrying lets the pending
+ * lookup test one column for both queued and retrying runs.  The partial
+ * indexes hold only the few runs the scheduler looks for (pending,
+ * retrying, in flight), so finished runs cost nothing to skip.
  */
+#define LEDGER_OUT_ENTRY 32
+#define SQL_OUT_ENTRY "32"
+
 static const char ledger_schema_sql[] =
     "CREATE TABLE jobs ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT," /* AUTOINCREMENT: ids never reused */
@@ -94,9 +114,10 @@ static const char ledger_schema_sql[] =
     " last_seq INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX jobs_owner ON jobs(owner, id);"
     "CREATE INDEX jobs_active ON jobs(id) WHERE state IN " SQL_JOB_ACTIVE ";"
-    "CREATE TABLE tasks ("
+    "CREATE TABLE runs ("
     " job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
-    " idx INTEGER NOT NULL,"
+    " lo INTEGER NOT NULL,"
+    " hi INTEGER NOT NULL CHECK (hi > lo),"
     " state INTEGER NOT NULL DEFAULT 0,"
     " attempts INTEGER NOT NULL DEFAULT 0,"
     " exit_status INTEGER NOT NULL DEFAULT -1,"
@@ -109,15 +130,12 @@ static const char ledger_schema_sql[] =
     " has_out INTEGER NOT NULL DEFAULT 0,"
     " out_dispatch INTEGER NOT NULL DEFAULT 0,"
     " out_n INTEGER NOT NULL DEFAULT 0,"
-    " res_off INTEGER NOT NULL DEFAULT 0,"
-    " res_len INTEGER NOT NULL DEFAULT 0,"
-    " log_off INTEGER NOT NULL DEFAULT 0,"
-    " log_len INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY (job, idx)) WITHOUT ROWID;"
-    "CREATE INDEX tasks_pending ON tasks(job, idx, retry_at_ms, state)"
+    " outs BLOB,"
+    " PRIMARY KEY (job, lo)) WITHOUT ROWID;"
+    "CREATE INDEX runs_pending ON runs(job, lo, retry_at_ms, state)"
     " WHERE state IN " SQL_TASK_PENDING ";"
-    "CREATE INDEX tasks_retrying ON tasks(job, retry_at_ms) WHERE state = 6;"
-    "CREATE INDEX tasks_inflight ON tasks(job, dispatch, idx)"
+    "CREATE INDEX runs_retrying ON runs(job, retry_at_ms) WHERE state = 6;"
+    "CREATE INDEX runs_inflight ON runs(job, dispatch, lo)"
     " WHERE state IN " SQL_TASK_INFLIGHT ";"
     "CREATE TABLE events ("
     " job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
@@ -130,10 +148,15 @@ static const char ledger_schema_sql[] =
     "id, owner, kind, state, total, chunksize, retries, timeout_ms, memory_mb, cod,"     \
     " backend, name, error, fn_kind, fn_arg, fn_symbol, red_kind, red_arg, red_symbol,"  \
     " created_ms, started_ms, finished_ms, last_seq"
-#define TASK_COLS                                                                        \
-    "idx, state, attempts, exit_status, signal, reason, started_ms, finished_ms,"        \
-    " retry_at_ms, dispatch, has_out, out_dispatch, out_n, res_off, res_len, log_off,"   \
-    " log_len"
+#define RUN_COLS                                                                         \
+    "lo, hi, state, attempts, exit_status, signal, reason, started_ms, finished_ms,"     \
+    " retry_at_ms, dispatch, has_out, out_dispatch, out_n, outs"
+/* The run holding task ?2 of job ?1 (the primary key finds it in one seek). */
+#define SQL_RUN_AT(idx)                                                                  \
+    "lo = (SELECT max(lo) FROM runs WHERE job = ?1 AND lo <= " idx ") AND hi > " idx
+/* The run that strictly contains boundary k: it starts before k, ends after. */
+#define SQL_RUN_ACROSS(k)                                                                \
+    "lo = (SELECT max(lo) FROM runs WHERE job = ?1 AND lo < " k ") AND hi > " k
 
 enum ledger_stmt {
     ST_BEGIN,
@@ -145,7 +168,7 @@ enum ledger_stmt {
     ST_JOB_EXISTS,
     ST_JOB_LAST,
     ST_JOB_INSERT,
-    ST_TASK_INSERT,
+    ST_RUN_INSERT,
     ST_JOB_GET,
     ST_JOB_SET_STATE,
     ST_JOB_COUNTS,
@@ -157,6 +180,8 @@ enum ledger_stmt {
     ST_TASKS_LIST,
     ST_TASKS_PENDING,
     ST_TASKS_NEXT_RETRY,
+    ST_RUN_SPLIT_COPY,
+    ST_RUN_SPLIT_CUT,
     ST_TASK_DISPATCH,
     ST_TASK_SET_STATE,
     ST_TASK_END,
@@ -195,13 +220,8 @@ static const char *const ledger_sql[ST_COUNT] = {
         " fn_symbol, red_kind, red_arg, red_symbol, created_ms, started_ms,"
         " finished_ms, last_seq) VALUES(?23, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
         " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-    /* All of a job's task rows in one step: ?2 rows 0..?2-1, generated by a
-     * recursive CTE that streams (constant memory) and spares a million
-     * bind/step/reset round trips. */
-    [ST_TASK_INSERT] = "INSERT INTO tasks(job, idx)"
-                       " WITH RECURSIVE n(i) AS (SELECT 0 WHERE ?2 > 0"
-                       "  UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2)"
-                       " SELECT ?1, i FROM n",
+    /* A whole job is one queued run: [0, ?2). */
+    [ST_RUN_INSERT] = "INSERT INTO runs(job, lo, hi) VALUES(?1, 0, ?2)",
     [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
     /* ?2 new state, ?3 error (NULL keeps it), ?4 now. */
     [ST_JOB_SET_STATE] =
@@ -211,53 +231,77 @@ static const char *const ledger_sql[ST_COUNT] = {
         " finished_ms = CASE WHEN finished_ms = 0 AND ?2 IN " SQL_JOB_FINAL
         "  THEN ?4 ELSE finished_ms END"
         " WHERE id = ?1",
-    [ST_JOB_COUNTS] = "SELECT state, count(*) FROM tasks WHERE job = ?1 GROUP BY state",
+    [ST_JOB_COUNTS] =
+        "SELECT state, sum(hi - lo) FROM runs WHERE job = ?1 GROUP BY state",
     [ST_JOBS_ALL] = "SELECT " JOB_COLS " FROM jobs ORDER BY id",
     [ST_JOBS_ACTIVE] =
         "SELECT " JOB_COLS " FROM jobs WHERE state IN " SQL_JOB_ACTIVE " ORDER BY id",
     [ST_JOBS_OWNER] = "SELECT " JOB_COLS " FROM jobs WHERE owner = ?1 ORDER BY id",
     [ST_JOBS_OWNER_ACTIVE] = "SELECT " JOB_COLS " FROM jobs WHERE owner = ?1"
                              " AND state IN " SQL_JOB_ACTIVE " ORDER BY id",
-    [ST_TASK_GET] = "SELECT " TASK_COLS " FROM tasks WHERE job = ?1 AND idx = ?2",
-    /* ?3 < 0: any state; ?4 = -1: no limit. */
-    [ST_TASKS_LIST] = "SELECT " TASK_COLS " FROM tasks WHERE job = ?1 AND idx >= ?2"
-                      " AND (?3 < 0 OR state = ?3) ORDER BY idx LIMIT ?4",
-    /* The state term repeats the index's WHERE so tasks_pending is used. */
+    [ST_TASK_GET] = "SELECT " RUN_COLS " FROM runs WHERE job = ?1 AND " SQL_RUN_AT("?2"),
+    /* Runs overlapping [?2, end) in index order, starting with the one that
+     * holds ?2; ?3 < 0: any state.  The caller stops at its limit. */
+    [ST_TASKS_LIST] = "SELECT " RUN_COLS " FROM runs WHERE job = ?1"
+                      " AND lo >= coalesce((SELECT max(lo) FROM runs"
+                      "  WHERE job = ?1 AND lo <= ?2), 0) AND hi > ?2"
+                      " AND (?3 < 0 OR state = ?3) ORDER BY lo",
+    /* The state term repeats the index's WHERE so runs_pending is used. */
     [ST_TASKS_PENDING] =
-        "SELECT idx FROM tasks WHERE job = ?1 AND state IN " SQL_TASK_PENDING
-        " AND idx < ?2 AND retry_at_ms <= ?3 ORDER BY idx LIMIT ?4",
+        "SELECT lo, hi FROM runs WHERE job = ?1 AND state IN " SQL_TASK_PENDING
+        " AND lo < ?2 AND retry_at_ms <= ?3 ORDER BY lo LIMIT ?4",
     [ST_TASKS_NEXT_RETRY] =
-        "SELECT min(retry_at_ms) FROM tasks WHERE job = ?1 AND state = 6",
-    /* Final tasks are never touched: a result is recorded exactly once. */
+        "SELECT min(retry_at_ms) FROM runs WHERE job = ?1 AND state = 6",
+    /* Splitting the non-final run that strictly contains boundary ?2 into
+     * [lo, ?2) and [?2, hi): first the copy of its upper part, then the
+     * original is cut (the copy starts at ?2, so the cut still finds the
+     * original as the last run starting before ?2). */
+    [ST_RUN_SPLIT_COPY] =
+        "INSERT INTO runs(job, lo, hi, state, attempts, exit_status, signal, reason,"
+        " started_ms, finished_ms, retry_at_ms, dispatch, has_out, out_dispatch, out_n,"
+        " outs) SELECT job, ?2, hi, state, attempts, exit_status, signal, reason,"
+        " started_ms, finished_ms, retry_at_ms, dispatch, has_out, out_dispatch, out_n,"
+        " CASE WHEN outs IS NULL THEN NULL"
+        "  ELSE substr(outs, (?2 - lo) * " SQL_OUT_ENTRY " + 1) END"
+        " FROM runs WHERE job = ?1 AND " SQL_RUN_ACROSS(
+            "?2") " AND state NOT IN " SQL_TASK_FINAL,
+    [ST_RUN_SPLIT_CUT] =
+        "UPDATE runs SET hi = ?2, outs = CASE WHEN outs IS NULL THEN NULL"
+        "  ELSE substr(outs, 1, (?2 - lo) * " SQL_OUT_ENTRY ") END"
+        " WHERE job = ?1 AND " SQL_RUN_ACROSS("?2") " AND state NOT IN " SQL_TASK_FINAL,
+    /* The statements below change the runs inside [?2, ?3), which the
+     * caller has split at both ends first.  Final runs are never touched:
+     * a result is recorded exactly once. */
     [ST_TASK_DISPATCH] =
-        "UPDATE tasks SET state = 1, attempts = attempts + 1, dispatch = ?3,"
-        " started_ms = ?4, finished_ms = 0, retry_at_ms = 0"
-        " WHERE job = ?1 AND idx = ?2 AND state NOT IN " SQL_TASK_FINAL
-        " RETURNING attempts",
+        "UPDATE runs SET state = 1, attempts = attempts + 1, dispatch = ?4,"
+        " started_ms = ?5, finished_ms = 0, retry_at_ms = 0"
+        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND state NOT IN " SQL_TASK_FINAL
+        " RETURNING lo, hi, attempts",
     [ST_TASK_SET_STATE] =
-        "UPDATE tasks SET state = ?3,"
-        " started_ms = CASE WHEN ?3 = 2 THEN ?4 ELSE started_ms END,"
-        " finished_ms = CASE WHEN ?3 IN " SQL_TASK_FINAL "  THEN ?4 ELSE finished_ms END,"
-        " retry_at_ms = CASE WHEN ?3 = 6 THEN retry_at_ms ELSE 0 END"
-        " WHERE job = ?1 AND idx = ?2 AND state NOT IN " SQL_TASK_FINAL,
-    /* ?9 has_out: when false the previous attempt's output location stays. */
+        "UPDATE runs SET state = ?4,"
+        " started_ms = CASE WHEN ?4 = 2 THEN ?5 ELSE started_ms END,"
+        " finished_ms = CASE WHEN ?4 IN " SQL_TASK_FINAL "  THEN ?5 ELSE finished_ms END,"
+        " retry_at_ms = CASE WHEN ?4 = 6 THEN retry_at_ms ELSE 0 END"
+        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND state NOT IN " SQL_TASK_FINAL,
+    /* ?10 has_out: when false the previous attempt's output location stays;
+     * when true ?13 holds the entries of [?2, ?3) and each run takes its
+     * slice. */
     [ST_TASK_END] =
-        "UPDATE tasks SET state = ?3, exit_status = ?4, signal = ?5, reason = ?6,"
-        " retry_at_ms = CASE WHEN ?3 = 6 THEN ?7 ELSE 0 END, finished_ms = ?8,"
-        " has_out = CASE WHEN ?9 THEN 1 ELSE has_out END,"
-        " out_dispatch = CASE WHEN ?9 THEN ?10 ELSE out_dispatch END,"
-        " out_n = CASE WHEN ?9 THEN ?11 ELSE out_n END,"
-        " res_off = CASE WHEN ?9 THEN ?12 ELSE res_off END,"
-        " res_len = CASE WHEN ?9 THEN ?13 ELSE res_len END,"
-        " log_off = CASE WHEN ?9 THEN ?14 ELSE log_off END,"
-        " log_len = CASE WHEN ?9 THEN ?15 ELSE log_len END"
-        " WHERE job = ?1 AND idx = ?2 AND state NOT IN " SQL_TASK_FINAL,
+        "UPDATE runs SET state = ?4, exit_status = ?5, signal = ?6, reason = ?7,"
+        " retry_at_ms = CASE WHEN ?4 = 6 THEN ?8 ELSE 0 END, finished_ms = ?9,"
+        " has_out = CASE WHEN ?10 THEN 1 ELSE has_out END,"
+        " out_dispatch = CASE WHEN ?10 THEN ?11 ELSE out_dispatch END,"
+        " out_n = CASE WHEN ?10 THEN ?12 ELSE out_n END,"
+        " outs = CASE WHEN ?10 THEN substr(?13, (lo - ?2) * " SQL_OUT_ENTRY " + 1,"
+        "  (hi - lo) * " SQL_OUT_ENTRY ") ELSE outs END"
+        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND state NOT IN " SQL_TASK_FINAL
+        " RETURNING hi - lo",
     [ST_JOB_CANCEL_PENDING] =
-        "UPDATE tasks SET state = 7, finished_ms = ?2, retry_at_ms = 0"
-        " WHERE job = ?1 AND state IN " SQL_TASK_PENDING,
+        "UPDATE runs SET state = 7, finished_ms = ?2, retry_at_ms = 0"
+        " WHERE job = ?1 AND state IN " SQL_TASK_PENDING " RETURNING hi - lo",
     [ST_TASKS_INFLIGHT] =
-        "SELECT job, " TASK_COLS " FROM tasks WHERE state IN " SQL_TASK_INFLIGHT
-        " ORDER BY job, dispatch, idx",
+        "SELECT job, " RUN_COLS " FROM runs WHERE state IN " SQL_TASK_INFLIGHT
+        " ORDER BY job, dispatch, lo",
     [ST_EVENT_SEQ] =
         "UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
     [ST_EVENT_INSERT] = "INSERT INTO events(job, seq, body) VALUES(?1, ?2, ?3)",
@@ -516,6 +560,14 @@ ledger_schema(struct ledger *l)
     if (version > LEDGER_SCHEMA_VERSION) {
         log_warnx("ledger: schema version %" PRId64 " is newer than this burstd's (%d);"
                   " run a newer burstd or restore an older ledger",
+                  version, LEDGER_SCHEMA_VERSION);
+        err = BURST_ELEDGER;
+        goto fail_rollback;
+    }
+    if (version != 0 && version < LEDGER_SCHEMA_VERSION) {
+        log_warnx("ledger: schema version %" PRId64 " is from an older burstd (a row per"
+                  " task); this burstd needs version %d and cannot convert it: move the"
+                  " ledger aside to start afresh",
                   version, LEDGER_SCHEMA_VERSION);
         err = BURST_ELEDGER;
         goto fail_rollback;
@@ -881,10 +933,8 @@ job_bind(sqlite3_stmt *st, const struct ledger_job *job)
 }
 
 /*
- * Inserts the job row, then its nrows task rows with one reused INSERT that
- * names only (job, idx): the other columns take their defaults.  This is
- * the hot path of a large submission: a million rows take about a second,
- * half of what a bind/step loop per row costs.
+ * Inserts the job row, then one queued run [0, nrows) for all its tasks:
+ * a submission costs two rows however many tasks it has.
  */
 int
 ledger_job_insert(struct ledger *l, struct ledger_job *job, uint32_t nrows)
@@ -909,16 +959,17 @@ ledger_job_insert(struct ledger *l, struct ledger_job *job, uint32_t nrows)
     if (err != 0)
         return err;
     int64_t id = sqlite3_last_insert_rowid(l->db);
-
-    st = stmt_take(l, ST_TASK_INSERT);
-    if (st == NULL)
-        return BURST_EINTERNAL;
-    rc = stmt_bind_ints(st, 2, (const int64_t[]){id, nrows});
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE)
-        err = ledger_fail(l, rc, "insert tasks");
-    stmt_put(l, ST_TASK_INSERT);
+    if (nrows > 0) {
+        st = stmt_take(l, ST_RUN_INSERT);
+        if (st == NULL)
+            return BURST_EINTERNAL;
+        rc = stmt_bind_ints(st, 2, (const int64_t[]){id, nrows});
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+            err = ledger_fail(l, rc, "insert tasks");
+        stmt_put(l, ST_RUN_INSERT);
+    }
     if (err == 0)
         job->id = (uint64_t)id;
     if (err == 0 && job->id > l->last_job)
@@ -1034,32 +1085,79 @@ reason_copy(char *dst, size_t size, const char *reason, size_t len)
     dst[n] = '\0';
 }
 
-/* Fills t from a row of TASK_COLS starting at column c. */
-static void
-task_from_row(sqlite3_stmt *st, int c, struct ledger_task *t)
+/*
+ * A run as read from a row of RUN_COLS: what its tasks share, and its blob
+ * of output locations (borrowed from the statement until its next step or
+ * reset).
+ */
+struct run_row {
+    int64_t lo, hi;
+    struct ledger_task t; /* index and output locations unset */
+    const unsigned char *outs;
+    size_t outs_len;
+};
+
+static uint64_t
+le64_get(const unsigned char *p)
 {
-    memset(t, 0, sizeof(*t));
-    t->index = (uint32_t)sqlite3_column_int64(st, c + 0);
-    t->state = sqlite3_column_int(st, c + 1);
-    t->attempts = (uint32_t)sqlite3_column_int64(st, c + 2);
-    t->exit_status = sqlite3_column_int(st, c + 3);
-    t->signal = sqlite3_column_int(st, c + 4);
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void
+le64_put(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+/* Fills r from a row of RUN_COLS starting at column c. */
+static void
+run_from_row(sqlite3_stmt *st, int c, struct run_row *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->lo = sqlite3_column_int64(st, c + 0);
+    r->hi = sqlite3_column_int64(st, c + 1);
+    struct ledger_task *t = &r->t;
+    t->state = sqlite3_column_int(st, c + 2);
+    t->attempts = (uint32_t)sqlite3_column_int64(st, c + 3);
+    t->exit_status = sqlite3_column_int(st, c + 4);
+    t->signal = sqlite3_column_int(st, c + 5);
     /* A NULL here is "no reason" or, rarely, no memory to convert: either
      * way an empty reason is the safe answer. */
-    const char *reason = (const char *)sqlite3_column_text(st, c + 5);
+    const char *reason = (const char *)sqlite3_column_text(st, c + 6);
     reason_copy(t->reason, sizeof(t->reason), reason,
-                (size_t)sqlite3_column_bytes(st, c + 5));
-    t->started_ms = sqlite3_column_int64(st, c + 6);
-    t->finished_ms = sqlite3_column_int64(st, c + 7);
-    t->retry_at_ms = sqlite3_column_int64(st, c + 8);
-    t->dispatch = (uint64_t)sqlite3_column_int64(st, c + 9);
-    t->has_out = sqlite3_column_int(st, c + 10) != 0;
-    t->out_dispatch = (uint64_t)sqlite3_column_int64(st, c + 11);
-    t->out_n = (uint32_t)sqlite3_column_int64(st, c + 12);
-    t->res_off = (uint64_t)sqlite3_column_int64(st, c + 13);
-    t->res_len = (uint64_t)sqlite3_column_int64(st, c + 14);
-    t->log_off = (uint64_t)sqlite3_column_int64(st, c + 15);
-    t->log_len = (uint64_t)sqlite3_column_int64(st, c + 16);
+                (size_t)sqlite3_column_bytes(st, c + 6));
+    t->started_ms = sqlite3_column_int64(st, c + 7);
+    t->finished_ms = sqlite3_column_int64(st, c + 8);
+    t->retry_at_ms = sqlite3_column_int64(st, c + 9);
+    t->dispatch = (uint64_t)sqlite3_column_int64(st, c + 10);
+    t->has_out = sqlite3_column_int(st, c + 11) != 0;
+    t->out_dispatch = (uint64_t)sqlite3_column_int64(st, c + 12);
+    t->out_n = (uint32_t)sqlite3_column_int64(st, c + 13);
+    r->outs = sqlite3_column_blob(st, c + 14);
+    r->outs_len = (size_t)sqlite3_column_bytes(st, c + 14);
+}
+
+/* Task index of run r (lo <= index < hi) as a struct ledger_task.  A blob
+ * too short for the index (never written so) leaves the locations at 0,
+ * which reads as an empty result rather than someone else's bytes. */
+static void
+run_task(const struct run_row *r, uint32_t index, struct ledger_task *t)
+{
+    *t = r->t;
+    t->index = index;
+    size_t k = (size_t)(index - r->lo) * LEDGER_OUT_ENTRY;
+    if (t->has_out && r->outs != NULL && r->outs_len >= LEDGER_OUT_ENTRY &&
+        k <= r->outs_len - LEDGER_OUT_ENTRY) {
+        const unsigned char *e = r->outs + k;
+        t->res_off = le64_get(e);
+        t->res_len = le64_get(e + 8);
+        t->log_off = le64_get(e + 16);
+        t->log_len = le64_get(e + 24);
+    }
 }
 
 int
@@ -1072,12 +1170,15 @@ ledger_task_get(struct ledger *l, uint64_t job, uint32_t index, struct ledger_ta
     int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, index});
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        task_from_row(st, 0, out);
-    else if (rc == SQLITE_DONE)
+    if (rc == SQLITE_ROW) {
+        struct run_row r;
+        run_from_row(st, 0, &r);
+        run_task(&r, index, out);
+    } else if (rc == SQLITE_DONE) {
         err = BURST_ENOTASK;
-    else
+    } else {
         err = ledger_fail(l, rc, "get task");
+    }
     stmt_put(l, ST_TASK_GET);
     /* Tell an unknown job from an unknown index of a known job. */
     if (err == BURST_ENOTASK && ledger_job_check(l, job) == BURST_ENOJOB)
@@ -1095,17 +1196,26 @@ ledger_tasks_foreach(struct ledger *l, uint64_t job, int state, uint32_t offset,
     sqlite3_stmt *st = stmt_take(l, ST_TASKS_LIST);
     if (st == NULL)
         return BURST_EINTERNAL;
-    int64_t lim = limit == 0 ? -1 : (int64_t)limit;
     int rc = stmt_bind_ints(
-        st, 4, (const int64_t[]){(int64_t)job, offset, state < 0 ? -1 : state, lim});
-    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct ledger_task t;
-        task_from_row(st, 0, &t);
-        if ((err = cb(arg, &t)) != 0)
-            break;
+        st, 3, (const int64_t[]){(int64_t)job, offset, state < 0 ? -1 : state});
+    uint32_t n = 0;
+    while (err == 0 && (limit == 0 || n < limit) && rc == SQLITE_OK &&
+           (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct run_row r;
+        run_from_row(st, 0, &r);
+        /* Expanded task by task: a run is one row, a listing is per task. */
+        for (int64_t i = r.lo > offset ? r.lo : offset; i < r.hi; i++) {
+            if (limit != 0 && n == limit)
+                break;
+            struct ledger_task t;
+            run_task(&r, (uint32_t)i, &t);
+            n++;
+            if ((err = cb(arg, &t)) != 0)
+                break;
+        }
         rc = SQLITE_OK;
     }
-    if (err == 0 && rc != SQLITE_DONE)
+    if (err == 0 && rc != SQLITE_DONE && rc != SQLITE_OK)
         err = ledger_fail(l, rc, "list tasks");
     stmt_put(l, ST_TASKS_LIST);
     return err;
@@ -1122,11 +1232,16 @@ ledger_tasks_pending(struct ledger *l, uint64_t job, uint32_t idx_limit, int64_t
     sqlite3_stmt *st = stmt_take(l, ST_TASKS_PENDING);
     if (st == NULL)
         return BURST_EINTERNAL;
+    /* Every run holds at least one task, so max runs are always enough. */
     int rc =
         stmt_bind_ints(st, 4, (const int64_t[]){(int64_t)job, idx_limit, now_ms, max});
     uint32_t n = 0;
     while (rc == SQLITE_OK && n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        idx_out[n++] = (uint32_t)sqlite3_column_int64(st, 0);
+        int64_t lo = sqlite3_column_int64(st, 0), hi = sqlite3_column_int64(st, 1);
+        if (hi > idx_limit)
+            hi = idx_limit;
+        for (int64_t i = lo; i < hi && n < max; i++)
+            idx_out[n++] = (uint32_t)i;
         rc = SQLITE_OK;
     }
     if (rc != SQLITE_DONE && rc != SQLITE_OK)
@@ -1163,35 +1278,95 @@ ledger_tasks_next_retry(struct ledger *l, uint64_t job, int64_t *at_ms, bool *fo
     return err;
 }
 
+/* Splits the non-final run of job that strictly contains boundary k, if
+ * there is one, so that no non-final run crosses k.  A final run is never
+ * split: nothing will change it, whatever range crosses it.  When the copy
+ * inserts nothing there is no such run, and the cut is skipped: most
+ * boundaries (a chunk's end at the previous chunk's start) need no split. */
+static int
+run_split(struct ledger *l, uint64_t job, int64_t k)
+{
+    static const enum ledger_stmt steps[] = {ST_RUN_SPLIT_COPY, ST_RUN_SPLIT_CUT};
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        sqlite3_stmt *st = stmt_take(l, steps[i]);
+        if (st == NULL)
+            return BURST_EINTERNAL;
+        int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, k});
+        int err = rc == SQLITE_OK ? stmt_exec(l, st, "split a run")
+                                  : ledger_fail(l, rc, "split a run");
+        bool copied = err == 0 && sqlite3_changes(l->db) > 0;
+        stmt_put(l, steps[i]);
+        if (err != 0)
+            return err;
+        if (!copied)
+            break;
+    }
+    return 0;
+}
+
+/* Makes [lo, hi) a union of whole runs (as far as non-final runs go). */
+static int
+runs_isolate(struct ledger *l, uint64_t job, int64_t lo, int64_t hi)
+{
+    int err = run_split(l, job, lo);
+    if (err == 0)
+        err = run_split(l, job, hi);
+    return err;
+}
+
+/* The length of the stretch of consecutive indexes idx[i], idx[i] + 1, ...
+ * that starts at i (at least 1, at most n - i). */
+static uint32_t
+stretch_len(const uint32_t *idx, uint32_t n, uint32_t i)
+{
+    uint32_t k = i + 1;
+    while (k < n && idx[k - 1] != UINT32_MAX && idx[k] == idx[k - 1] + 1)
+        k++;
+    return k - i;
+}
+
+/* Binds the range [lo, hi) to ?2 and ?3 and the job to ?1. */
+static int
+stmt_bind_range(sqlite3_stmt *st, uint64_t job, int64_t lo, int64_t hi)
+{
+    return stmt_bind_ints(st, 3, (const int64_t[]){(int64_t)job, lo, hi});
+}
+
 int
 ledger_tasks_dispatch(struct ledger *l, uint64_t job, const uint32_t *idx, uint32_t n,
                       uint64_t dispatch, int64_t now_ms, uint32_t *attempts_out)
 {
     assert(ledger_in_txn(l));
-    sqlite3_stmt *st = stmt_take(l, ST_TASK_DISPATCH);
-    if (st == NULL)
-        return BURST_EINTERNAL;
     int err = 0;
-    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 3, (int64_t)dispatch);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 4, now_ms);
-    for (uint32_t i = 0; i < n && rc == SQLITE_OK; i++) {
-        rc = sqlite3_bind_int64(st, 2, idx[i]);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-            attempts_out[i] = (uint32_t)sqlite3_column_int64(st, 0);
-        else if (rc == SQLITE_DONE)
-            attempts_out[i] = 0; /* unknown or already final: left alone */
-        else
+    /* One UPDATE per stretch of consecutive indexes: a chunk of fresh tasks
+     * is one stretch, and one run once split off. */
+    for (uint32_t i = 0; i < n && err == 0;) {
+        uint32_t len = stretch_len(idx, n, i);
+        int64_t lo = idx[i], hi = (int64_t)idx[i] + len;
+        memset(&attempts_out[i], 0, len * sizeof(*attempts_out));
+        if ((err = runs_isolate(l, job, lo, hi)) != 0)
             break;
-        rc = sqlite3_reset(st);
+        sqlite3_stmt *st = stmt_take(l, ST_TASK_DISPATCH);
+        if (st == NULL)
+            return BURST_EINTERNAL;
+        int rc = stmt_bind_range(st, job, lo, hi);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 4, (int64_t)dispatch);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 5, now_ms);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t rlo = sqlite3_column_int64(st, 0), rhi = sqlite3_column_int64(st, 1);
+            uint32_t att = (uint32_t)sqlite3_column_int64(st, 2);
+            /* Unknown or already final tasks keep their 0. */
+            for (int64_t k = rlo < lo ? lo : rlo; k < rhi && k < hi; k++)
+                attempts_out[i + (uint32_t)(k - lo)] = att;
+            rc = SQLITE_OK;
+        }
+        if (rc != SQLITE_DONE)
+            err = ledger_fail(l, rc, "dispatch tasks");
+        stmt_put(l, ST_TASK_DISPATCH);
+        i += len;
     }
-    if (rc != SQLITE_OK)
-        err = ledger_fail(l, rc, "dispatch tasks");
-    stmt_put(l, ST_TASK_DISPATCH);
     return err;
 }
 
@@ -1201,23 +1376,25 @@ ledger_tasks_set_state(struct ledger *l, uint64_t job, const uint32_t *idx, uint
 {
     assert(ledger_in_txn(l));
     assert(state >= 0 && state < BURST_TASK_NSTATES);
-    sqlite3_stmt *st = stmt_take(l, ST_TASK_SET_STATE);
-    if (st == NULL)
-        return BURST_EINTERNAL;
     int err = 0;
-    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int(st, 3, state);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 4, now_ms);
-    for (uint32_t i = 0; i < n && rc == SQLITE_OK; i++) {
-        rc = sqlite3_bind_int64(st, 2, idx[i]);
-        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE)
-            rc = sqlite3_reset(st);
+    for (uint32_t i = 0; i < n && err == 0;) {
+        uint32_t len = stretch_len(idx, n, i);
+        int64_t lo = idx[i], hi = (int64_t)idx[i] + len;
+        if ((err = runs_isolate(l, job, lo, hi)) != 0)
+            break;
+        sqlite3_stmt *st = stmt_take(l, ST_TASK_SET_STATE);
+        if (st == NULL)
+            return BURST_EINTERNAL;
+        int rc = stmt_bind_range(st, job, lo, hi);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int(st, 4, state);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 5, now_ms);
+        err = rc == SQLITE_OK ? stmt_exec(l, st, "set task state")
+                              : ledger_fail(l, rc, "set task state");
+        stmt_put(l, ST_TASK_SET_STATE);
+        i += len;
     }
-    if (rc != SQLITE_OK)
-        err = ledger_fail(l, rc, "set task state");
-    stmt_put(l, ST_TASK_SET_STATE);
     return err;
 }
 
@@ -1228,24 +1405,42 @@ task_end_state_ok(int state)
            state == BURST_TASK_TIMEOUT || state == BURST_TASK_RETRYING;
 }
 
-static int
-task_end_bind(sqlite3_stmt *st, const struct ledger_task_end *e, int64_t now_ms)
+static const char *
+end_reason(const struct ledger_task_end *e)
 {
-    const int64_t v[] = {
-        e->index,
-        e->state,
-        e->exit_status,
-        e->signal,
-    };
-    /* Parameters 2..5; 1 (the job) is bound once for the batch. */
-    int rc = SQLITE_OK;
-    for (int i = 0; i < 4 && rc == SQLITE_OK; i++)
-        rc = sqlite3_bind_int64(st, 2 + i, v[i]);
+    return e->reason != NULL ? e->reason : "";
+}
+
+/* Whether b can share a run with a, b's index following a's: everything
+ * the run row records is the same (the output locations are per task). */
+static bool
+end_same(const struct ledger_task_end *a, const struct ledger_task_end *b)
+{
+    return a->index != UINT32_MAX && b->index == a->index + 1 && a->state == b->state &&
+           a->exit_status == b->exit_status && a->signal == b->signal &&
+           (a->state != BURST_TASK_RETRYING || a->retry_at_ms == b->retry_at_ms) &&
+           a->has_out == b->has_out &&
+           (!a->has_out ||
+            (a->out_dispatch == b->out_dispatch && a->out_n == b->out_n)) &&
+           strcmp(end_reason(a), end_reason(b)) == 0;
+}
+
+/* Binds the end shared by ends[0..len) to ST_TASK_END, with the blob of
+ * their output locations in *blob (malloc'ed here, freed by the caller). */
+static int
+task_end_bind(sqlite3_stmt *st, uint64_t job, const struct ledger_task_end *ends,
+              uint32_t len, int64_t now_ms, unsigned char **blob)
+{
+    const struct ledger_task_end *e = &ends[0];
+    int rc = stmt_bind_range(st, job, e->index, (int64_t)e->index + len);
+    const int64_t v[] = {e->state, e->exit_status, e->signal};
+    for (int i = 0; i < 3 && rc == SQLITE_OK; i++)
+        rc = sqlite3_bind_int64(st, 4 + i, v[i]);
     if (rc == SQLITE_OK) {
-        const char *r = e->reason != NULL && *e->reason != '\0' ? e->reason : NULL;
+        const char *r = *end_reason(e) != '\0' ? e->reason : NULL;
         /* Stored as it will be read back: at most 159 bytes, whole characters. */
-        size_t len = r != NULL ? utf8_cut(r, strlen(r), LEDGER_REASON_MAX) : 0;
-        rc = stmt_bind_text(st, 6, r, len);
+        size_t rlen = r != NULL ? utf8_cut(r, strlen(r), LEDGER_REASON_MAX) : 0;
+        rc = stmt_bind_text(st, 7, r, rlen);
     }
     const int64_t w[] = {
         e->state == BURST_TASK_RETRYING ? e->retry_at_ms : 0,
@@ -1253,14 +1448,23 @@ task_end_bind(sqlite3_stmt *st, const struct ledger_task_end *e, int64_t now_ms)
         e->has_out,
         (int64_t)e->out_dispatch,
         e->out_n,
-        (int64_t)e->res_off,
-        (int64_t)e->res_len,
-        (int64_t)e->log_off,
-        (int64_t)e->log_len,
     };
-    for (int i = 0; i < 9 && rc == SQLITE_OK; i++)
-        rc = sqlite3_bind_int64(st, 7 + i, w[i]);
-    return rc;
+    for (int i = 0; i < 5 && rc == SQLITE_OK; i++)
+        rc = sqlite3_bind_int64(st, 8 + i, w[i]);
+    if (rc != SQLITE_OK || !e->has_out)
+        return rc;
+    size_t size = (size_t)len * LEDGER_OUT_ENTRY;
+    *blob = malloc(size);
+    if (*blob == NULL)
+        return SQLITE_NOMEM;
+    for (uint32_t i = 0; i < len; i++) {
+        unsigned char *p = *blob + (size_t)i * LEDGER_OUT_ENTRY;
+        le64_put(p, ends[i].res_off);
+        le64_put(p + 8, ends[i].res_len);
+        le64_put(p + 16, ends[i].log_off);
+        le64_put(p + 24, ends[i].log_len);
+    }
+    return sqlite3_bind_blob64(st, 13, *blob, size, SQLITE_STATIC); /* until reset */
 }
 
 int
@@ -1278,23 +1482,34 @@ ledger_tasks_end(struct ledger *l, uint64_t job, const struct ledger_task_end *e
             return -EINVAL;
         }
     }
-    sqlite3_stmt *st = stmt_take(l, ST_TASK_END);
-    if (st == NULL)
-        return BURST_EINTERNAL;
     int err = 0;
     size_t applied = 0;
-    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
-    for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-        rc = task_end_bind(st, &ends[i], now_ms);
-        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE) {
-            /* 0 when the task was already final (or does not exist). */
-            applied += (size_t)sqlite3_changes(l->db);
-            rc = sqlite3_reset(st);
+    /* Ends alike and consecutive become one UPDATE of one stretch: an
+     * invocation whose tasks all succeeded is one. */
+    for (size_t i = 0; i < n && err == 0;) {
+        uint32_t len = 1;
+        while (i + len < n && len < UINT32_MAX &&
+               end_same(&ends[i + len - 1], &ends[i + len]))
+            len++;
+        int64_t lo = ends[i].index, hi = lo + len;
+        if ((err = runs_isolate(l, job, lo, hi)) != 0)
+            break;
+        sqlite3_stmt *st = stmt_take(l, ST_TASK_END);
+        if (st == NULL)
+            return BURST_EINTERNAL;
+        unsigned char *blob = NULL;
+        int rc = task_end_bind(st, job, &ends[i], len, now_ms, &blob);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            /* Already final (or unknown) tasks are not returned. */
+            applied += (size_t)sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
         }
+        if (rc != SQLITE_DONE)
+            err = ledger_fail(l, rc, "end tasks");
+        stmt_put(l, ST_TASK_END);
+        free(blob);
+        i += len;
     }
-    if (rc != SQLITE_OK)
-        err = ledger_fail(l, rc, "end tasks");
-    stmt_put(l, ST_TASK_END);
     if (n_applied != NULL)
         *n_applied = applied;
     return err;
@@ -1313,13 +1528,16 @@ ledger_job_cancel_pending(struct ledger *l, uint64_t job, int64_t now_ms,
     sqlite3_stmt *st = stmt_take(l, ST_JOB_CANCEL_PENDING);
     if (st == NULL)
         return BURST_EINTERNAL;
+    uint64_t n = 0;
     int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, now_ms});
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        n += (uint64_t)sqlite3_column_int64(st, 0);
+        rc = SQLITE_OK;
+    }
     if (rc != SQLITE_DONE)
         err = ledger_fail(l, rc, "cancel tasks");
     else if (n_cancelled != NULL)
-        *n_cancelled = (uint32_t)sqlite3_changes(l->db);
+        *n_cancelled = (uint32_t)n;
     stmt_put(l, ST_JOB_CANCEL_PENDING);
     return err;
 }
@@ -1332,11 +1550,15 @@ ledger_tasks_inflight(struct ledger *l, ledger_inflight_cb cb, void *arg)
         return BURST_EINTERNAL;
     int err = 0;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct ledger_task t;
-        task_from_row(st, 1, &t);
-        if ((err = cb(arg, (uint64_t)sqlite3_column_int64(st, 0), &t)) != 0)
-            break;
+    while (err == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t job = (uint64_t)sqlite3_column_int64(st, 0);
+        struct run_row r;
+        run_from_row(st, 1, &r);
+        for (int64_t i = r.lo; i < r.hi && err == 0; i++) {
+            struct ledger_task t;
+            run_task(&r, (uint32_t)i, &t);
+            err = cb(arg, job, &t);
+        }
     }
     if (err == 0 && rc != SQLITE_DONE)
         err = ledger_fail(l, rc, "in-flight tasks");

@@ -6,6 +6,18 @@
  * scheduler keeps only counters in memory and asks the ledger for the next
  * tasks to run, so a job of millions of tasks costs no RAM per task.
  *
+ * Tasks are stored as runs, not rows: one row covers a range [lo, hi) of a
+ * job's task indexes that share state, attempts, dispatch, times, exit
+ * status, reason and output object (ledger.c, "The schema").  A submission
+ * is one run; dispatching, starting and ending a chunk whose tasks all fare
+ * alike update one row; only a task to which something different happens
+ * (a failure, a retry, a cancel of part of a range) is split off.  Each
+ * task's result and log locations are kept per run, in one blob.  The API
+ * below still speaks of tasks: lists of indexes go in (consecutive ones are
+ * handled as one range), tasks come out one by one, so the callers need
+ * not know about runs.  Opening a ledger of the old row-per-task schema
+ * (version 1) fails with BURST_ELEDGER and a logged explanation.
+ *
  * Writes happen inside a transaction the caller opens with ledger_begin() and
  * closes with ledger_commit(); the daemon commits once per loop iteration so
  * many small updates share one fsync, and commits at once before it
@@ -16,7 +28,7 @@
  * from a mutating function the caller must ledger_rollback(): SQLite may
  * already have undone part or all of the transaction (e.g. on a full disk).
  *
- * A map_reduce job has total + 1 task rows: index total is the reducer.
+ * A map_reduce job has total + 1 tasks: index total is the reducer.
  */
 #ifndef BURST_DAEMON_LEDGER_H
 #define BURST_DAEMON_LEDGER_H
@@ -104,7 +116,7 @@ int ledger_next_dispatch(struct ledger *l, uint64_t *out);
  * a restart. */
 int ledger_reserve_job_id(struct ledger *l, uint64_t *out);
 
-/* Inserts job with nrows queued task rows 0..nrows-1, in the open
+/* Inserts job with nrows queued tasks 0..nrows-1 (one run), in the open
  * transaction.  When job->id is 0 a fresh id is assigned and written back to
  * job->id; otherwise it must be one from ledger_reserve_job_id() (an id
  * already in use fails with BURST_ELEDGER). */
@@ -146,7 +158,9 @@ int ledger_tasks_next_retry(struct ledger *l, uint64_t job, int64_t *at_ms, bool
 
 /* Marks the tasks dispatched under dispatch, attempts + 1 each; writes each
  * task's new attempt number to attempts_out[i], or 0 for a task that is
- * already final or does not exist (left unchanged). */
+ * already final or does not exist (left unchanged).  Each stretch of
+ * consecutive indexes in idx costs one UPDATE, so idx should be ascending
+ * (as ledger_tasks_pending() gives it). */
 int ledger_tasks_dispatch(struct ledger *l, uint64_t job, const uint32_t *idx, uint32_t n,
                           uint64_t dispatch, int64_t now_ms, uint32_t *attempts_out);
 /* Moves tasks to state (running: sets started_ms; queued: a lost attempt
@@ -169,7 +183,9 @@ struct ledger_task_end {
 };
 /* Records the end of attempts.  A task already in a final state is left as
  * it is (so a result is recorded exactly once) and *n_applied counts the
- * ones that changed (may be NULL). */
+ * ones that changed (may be NULL).  Consecutive entries for consecutive
+ * indexes that end alike (same state, status, reason, retry time and output
+ * object: only the result and log locations differ) are one UPDATE. */
 int ledger_tasks_end(struct ledger *l, uint64_t job, const struct ledger_task_end *ends,
                      size_t n, int64_t now_ms, size_t *n_applied);
 /* Every queued or retrying task of job becomes cancelled. */

@@ -435,6 +435,48 @@ attempt_outcome(struct sched *s, struct sched_job *j, int status, uint32_t attem
     e->state = status == INVOC_TIMEOUT ? BURST_TASK_TIMEOUT : BURST_TASK_FAILED;
 }
 
+/* The position of index in sd->idx, or -1.  sd->idx is ascending when
+ * sorted (what the ledger hands out always is), so a binary search finds it;
+ * otherwise a scan does. */
+static int64_t
+disp_slot(const struct sched_disp *sd, bool sorted, uint32_t index)
+{
+    if (!sorted) {
+        for (uint32_t i = 0; i < sd->n; i++)
+            if (sd->idx[i] == index)
+                return i;
+        return -1;
+    }
+    uint32_t lo = 0, hi = sd->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (sd->idx[mid] < index)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < sd->n && sd->idx[lo] == index ? (int64_t)lo : -1;
+}
+
+/* Fills by_slot[i] with the result reported for task sd->idx[i] in the
+ * attempt this dispatch ran, or NULL.  One pass over the results instead of
+ * one per task: an invocation of 10,000 tasks would otherwise cost 10^8
+ * comparisons. */
+static void
+disp_match(const struct sched_disp *sd, const struct invoc_result *results, size_t nres,
+           const struct invoc_result **by_slot)
+{
+    bool sorted = true;
+    for (uint32_t i = 1; i < sd->n && sorted; i++)
+        sorted = sd->idx[i - 1] < sd->idx[i];
+    for (size_t k = 0; k < nres; k++) {
+        int64_t i = disp_slot(sd, sorted, results[k].index);
+        /* The first report wins, as the scan this replaces did. */
+        if (i >= 0 && results[k].attempt == sd->attempts[i] && by_slot[i] == NULL)
+            by_slot[i] = &results[k];
+    }
+}
+
 /*
  * Records the end of every task of a dispatch: those in the output object
  * (results may be NULL) as the worker reported them, the others as lost.
@@ -460,8 +502,9 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
     uint32_t *end_att = calloc(sd->n, sizeof(*end_att));
     uint32_t *cancel_att = calloc(sd->n, sizeof(*cancel_att));
     char(*reasons)[192] = calloc(sd->n, sizeof(*reasons));
+    const struct invoc_result **by_slot = calloc(sd->n ? sd->n : 1, sizeof(*by_slot));
     if (ends == NULL || cancel_idx == NULL || end_att == NULL || cancel_att == NULL ||
-        reasons == NULL) {
+        reasons == NULL || by_slot == NULL) {
         log_warnx("job %llu: out of memory recording dispatch %llu",
                   (unsigned long long)j->id, (unsigned long long)sd->d.dispatch);
         goto out;
@@ -469,13 +512,9 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
     size_t nends = 0;
     uint32_t ncancel = 0;
     int prev = sd->started ? BURST_TASK_RUNNING : BURST_TASK_DISPATCHED;
+    disp_match(sd, results, nres, by_slot);
     for (uint32_t i = 0; i < sd->n; i++) {
-        const struct invoc_result *r = NULL;
-        for (size_t k = 0; k < nres; k++)
-            if (results[k].index == sd->idx[i] && results[k].attempt == sd->attempts[i]) {
-                r = &results[k];
-                break;
-            }
+        const struct invoc_result *r = by_slot[i];
         if (j->cancelled && (r == NULL || r->status != INVOC_OK)) {
             cancel_att[ncancel] = sd->attempts[i];
             cancel_idx[ncancel++] = sd->idx[i];
@@ -550,6 +589,7 @@ out:
     free(end_att);
     free(cancel_att);
     free(reasons);
+    free(by_slot);
 }
 
 static void

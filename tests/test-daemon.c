@@ -556,14 +556,17 @@ test_startup_errors(void **state)
 /*
  * Ledger full: a daemon whose ledger is capped at 1 MiB refuses a job too
  * big to record with a clear error, loses nothing it acknowledged before,
- * keeps answering reads, and accepts a small job again afterwards.
+ * keeps answering reads, and accepts a small job again afterwards.  A job
+ * is a couple of rows however many tasks it has, so what makes this one too
+ * big is its name: 2 MiB, which a raised limits.max_string lets through to
+ * the ledger.
  */
 static void
 test_ledger_full(void **state)
 {
     (void)state;
     struct testd full;
-    daemon_start(&full, "ledger_max_mb = 1\n");
+    daemon_start(&full, "ledger_max_mb = 1\nlimits.max_string = 4194304\n");
     burst_client *c;
     assert_int_equal(burst_connect(full.sock, &c), 0);
     burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "tr a-z A-Z"};
@@ -572,18 +575,18 @@ test_ledger_full(void **state)
     assert_int_equal(burst_submit_map_lines(c, &fn, "ab\ncd\n", 6, &opts, &small), 0);
     assert_int_equal(burst_wait(c, small, NULL), 0);
 
-    size_t n = 200000;
-    char *blob = malloc(n * 2);
-    assert_non_null(blob);
-    for (size_t i = 0; i < n; i++) {
-        blob[2 * i] = 'x';
-        blob[2 * i + 1] = '\n';
-    }
+    size_t namelen = 2u * 1024u * 1024u;
+    char *name = malloc(namelen + 1);
+    assert_non_null(name);
+    memset(name, 'n', namelen);
+    name[namelen] = '\0';
+    burst_opts big_opts = BURST_OPTS_INIT;
+    big_opts.name = name;
     uint64_t big = 0;
-    int rc = burst_submit_map_lines(c, &fn, blob, n * 2, &opts, &big);
-    free(blob);
-    print_message("200000-task job on a full ledger: %s: %s\n", burst_error_name(rc),
-                  burst_last_error(c));
+    int rc = burst_submit_map_lines(c, &fn, "x\n", 2, &big_opts, &big);
+    free(name);
+    print_message("a job with a 2 MiB name on a 1 MiB ledger: %s: %s\n",
+                  burst_error_name(rc), burst_last_error(c));
     assert_int_equal(rc, BURST_ELEDGER);
     assert_non_null(strstr(burst_last_error(c), "nothing was accepted"));
 

@@ -225,7 +225,7 @@ test_reader_does_not_block(void **state)
     assert_int_equal(sqlite3_open_v2(fx->path, &rd, SQLITE_OPEN_READONLY, NULL),
                      SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM tasks;", NULL, NULL, NULL),
+        sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM runs;", NULL, NULL, NULL),
         SQLITE_OK);
     add_job(fx->l, 1, 2); /* commits while the reader holds its snapshot */
     int n = 0;
@@ -1232,8 +1232,15 @@ static void
 test_fault_damaged_pages(void **state)
 {
     struct fx *fx = *state;
-    add_job(fx->l, 1, 20000);
-    add_job(fx->l, 1, 20000);
+    /* A job is a few rows now, however many tasks it has: events fill the
+     * file instead, so that there are pages to damage. */
+    uint64_t id = add_job(fx->l, 1, 20000);
+    char body[1024];
+    memset(body, 'e', sizeof(body));
+    assert_int_equal(ledger_begin(fx->l), 0);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(ledger_event_append(fx->l, id, body, sizeof(body), NULL), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
     ledger_close(fx->l); /* checkpoints everything into the main file */
     fx->l = NULL;
     struct stat sb;
@@ -1284,14 +1291,17 @@ test_fault_full(void **state)
 
     /* A cap below the current size holds the file where it is. */
     assert_int_equal(ledger_set_max_size(fx->l, 1), 0);
-    struct ledger_job big;
-    job_fill(&big, 2, 200000);
+    /* A job is a few rows whatever its size; a large event must grow it. */
+    size_t biglen = 1024 * 1024;
+    char *bigbody = calloc(1, biglen);
+    assert_non_null(bigbody);
     int rc = ledger_begin(fx->l);
     if (rc == 0) {
-        rc = ledger_job_insert(fx->l, &big, 200000);
+        rc = ledger_event_append(fx->l, id, bigbody, biglen, NULL);
         if (rc == 0)
             rc = ledger_commit(fx->l);
     }
+    free(bigbody);
     assert_int_equal(rc, BURST_ELEDGER);
     ledger_rollback(fx->l);
     assert_false(ledger_in_txn(fx->l));
@@ -1441,6 +1451,370 @@ test_large_insert(void **state)
     assert_int_equal(c[BURST_TASK_QUEUED], n + 1);
 }
 
+/* ---- runs: a row covers a range of tasks that share everything ---- */
+
+/* How many run rows job has, read with a second connection as an admin's
+ * sqlite3 shell would. */
+static int
+run_rows(struct fx *fx, uint64_t job)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM runs WHERE job = ?1", -1, &st, NULL),
+        SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)job);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Dispatches the stretch [lo, hi) as one dispatch; returns its number. */
+static uint64_t
+dispatch_range(struct ledger *l, uint64_t job, uint32_t lo, uint32_t hi, uint32_t *att)
+{
+    uint32_t idx[64];
+    assert_true(hi - lo <= 64);
+    for (uint32_t i = lo; i < hi; i++)
+        idx[i - lo] = i;
+    uint64_t d;
+    assert_int_equal(ledger_begin(l), 0);
+    assert_int_equal(ledger_next_dispatch(l, &d), 0);
+    assert_int_equal(ledger_tasks_dispatch(l, job, idx, hi - lo, d, 10, att), 0);
+    assert_int_equal(ledger_commit(l), 0);
+    return d;
+}
+
+/* The end of task i of dispatch d with recognisable output locations. */
+static struct ledger_task_end
+end_ok(uint32_t i, uint64_t d)
+{
+    return (struct ledger_task_end){.index = i,
+                                    .state = BURST_TASK_SUCCEEDED,
+                                    .exit_status = 0,
+                                    .has_out = true,
+                                    .out_dispatch = d,
+                                    .res_off = 1000 + i * 10,
+                                    .res_len = i + 1,
+                                    .log_off = 5000 + i,
+                                    .log_len = 2 * i};
+}
+
+static void
+ends_apply(struct ledger *l, uint64_t job, const struct ledger_task_end *e, size_t n,
+           size_t expect_applied)
+{
+    size_t applied;
+    assert_int_equal(ledger_begin(l), 0);
+    assert_int_equal(ledger_tasks_end(l, job, e, n, 60, &applied), 0);
+    assert_int_equal(ledger_commit(l), 0);
+    assert_int_equal(applied, expect_applied);
+}
+
+static void
+assert_out(struct ledger *l, uint64_t job, uint32_t i, uint64_t d)
+{
+    struct ledger_task t = task(l, job, i);
+    assert_int_equal(t.state, BURST_TASK_SUCCEEDED);
+    assert_true(t.has_out);
+    assert_int_equal(t.out_dispatch, d);
+    assert_int_equal(t.res_off, 1000 + i * 10);
+    assert_int_equal(t.res_len, i + 1);
+    assert_int_equal(t.log_off, 5000 + i);
+    assert_int_equal(t.log_len, 2 * i);
+}
+
+/* A submission is one row; a chunk dispatched and ended whole is one more,
+ * and each task still has its own result location. */
+static void
+test_runs_chunk(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 1000000);
+    assert_int_equal(run_rows(fx, id), 1);
+    uint32_t att[64];
+    uint64_t d = dispatch_range(fx->l, id, 0, 40, att);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(att[i], 1);
+    assert_int_equal(run_rows(fx, id), 2);
+    struct ledger_task_end e[40];
+    for (uint32_t i = 0; i < 40; i++)
+        e[i] = end_ok(i, d);
+    ends_apply(fx->l, id, e, 40, 40);
+    assert_int_equal(run_rows(fx, id), 2);
+    for (uint32_t i = 0; i < 40; i++)
+        assert_out(fx->l, id, i, d);
+    uint32_t c[BURST_TASK_NSTATES];
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_SUCCEEDED], 40);
+    assert_int_equal(c[BURST_TASK_QUEUED], 1000000 - 40);
+    /* A second end of the same tasks changes nothing: exactly once. */
+    for (uint32_t i = 0; i < 40; i++)
+        e[i].res_off = 7;
+    ends_apply(fx->l, id, e, 40, 0);
+    assert_out(fx->l, id, 17, d);
+}
+
+/* A failure in the middle of a chunk splits its run in three; the tasks on
+ * either side keep their own result locations. */
+static void
+test_runs_fail_in_middle(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 12);
+    uint32_t att[64];
+    uint64_t d = dispatch_range(fx->l, id, 0, 10, att);
+    struct ledger_task_end e[10];
+    for (uint32_t i = 0; i < 10; i++)
+        e[i] = end_ok(i, d);
+    e[4].state = BURST_TASK_FAILED;
+    e[4].exit_status = 3;
+    e[4].reason = "failed";
+    ends_apply(fx->l, id, e, 10, 10);
+    /* [0,4) [4,5) [5,10) and the queued [10,12). */
+    assert_int_equal(run_rows(fx, id), 4);
+    for (uint32_t i = 0; i < 10; i++)
+        if (i != 4)
+            assert_out(fx->l, id, i, d);
+    struct ledger_task t = task(fx->l, id, 4);
+    assert_int_equal(t.state, BURST_TASK_FAILED);
+    assert_int_equal(t.exit_status, 3);
+    assert_string_equal(t.reason, "failed");
+    assert_int_equal(t.log_off, 5004);
+    assert_int_equal(task(fx->l, id, 3).exit_status, 0);
+    assert_string_equal(task(fx->l, id, 5).reason, "");
+
+    /* Listing by state sees the split as tasks, in index order. */
+    struct seen_tasks s = {0};
+    assert_int_equal(
+        ledger_tasks_foreach(fx->l, id, BURST_TASK_SUCCEEDED, 2, 0, tasks_cb, &s), 0);
+    assert_int_equal(s.n, 7);
+    assert_int_equal(s.idx[0], 2);
+    assert_int_equal(s.idx[1], 3);
+    assert_int_equal(s.idx[2], 5);
+    assert_int_equal(s.idx[6], 9);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_tasks_foreach(fx->l, id, -1, 3, 4, tasks_cb, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_int_equal(s.idx[0], 3);
+    assert_int_equal(s.state[1], BURST_TASK_FAILED);
+    assert_int_equal(s.idx[3], 6);
+}
+
+/* A retry of one task between two succeeded chunks runs alone and leaves
+ * its neighbours' runs and results as they were. */
+static void
+test_runs_retry_neighbours(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 10);
+    uint32_t att[64];
+    uint64_t d1 = dispatch_range(fx->l, id, 0, 5, att);
+    uint64_t d2 = dispatch_range(fx->l, id, 5, 10, att);
+    struct ledger_task_end e[10];
+    for (uint32_t i = 0; i < 5; i++)
+        e[i] = end_ok(i, d1);
+    ends_apply(fx->l, id, e, 5, 5);
+    for (uint32_t i = 5; i < 10; i++)
+        e[i] = end_ok(i, d2);
+    e[5].state = BURST_TASK_RETRYING;
+    e[5].retry_at_ms = 70;
+    e[5].reason = "killed by a signal";
+    ends_apply(fx->l, id, e + 5, 5, 5);
+    assert_int_equal(run_rows(fx, id), 3);
+
+    uint32_t idx[10], got;
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 10, 100, 10, idx, &got), 0);
+    assert_int_equal(got, 1);
+    assert_int_equal(idx[0], 5);
+    uint64_t d3 = dispatch_range(fx->l, id, 5, 6, att);
+    assert_int_equal(att[0], 2);
+    struct ledger_task_end again = end_ok(5, d3);
+    again.res_off = 1050; /* what end_ok gives, from another object */
+    ends_apply(fx->l, id, &again, 1, 1);
+    assert_out(fx->l, id, 5, d3);
+    assert_int_equal(task(fx->l, id, 5).attempts, 2);
+    for (uint32_t i = 0; i < 5; i++)
+        assert_out(fx->l, id, i, d1);
+    for (uint32_t i = 6; i < 10; i++) {
+        assert_out(fx->l, id, i, d2);
+        assert_int_equal(task(fx->l, id, i).attempts, 1);
+    }
+    uint32_t c[BURST_TASK_NSTATES];
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_SUCCEEDED], 10);
+}
+
+/* Dispatching part of a run that holds output locations (tasks handed back
+ * with their logs) splits the locations with it. */
+static void
+test_runs_split_keeps_outputs(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 10);
+    uint32_t att[64];
+    uint64_t d = dispatch_range(fx->l, id, 0, 10, att);
+    struct ledger_task_end e[10];
+    for (uint32_t i = 0; i < 10; i++) {
+        e[i] = end_ok(i, d);
+        e[i].state = BURST_TASK_RETRYING;
+        e[i].retry_at_ms = 50;
+    }
+    ends_apply(fx->l, id, e, 10, 10);
+    assert_int_equal(run_rows(fx, id), 1);
+    uint64_t d2 = dispatch_range(fx->l, id, 3, 6, att);
+    assert_int_equal(att[2], 2);
+    assert_int_equal(run_rows(fx, id), 3);
+    for (uint32_t i = 0; i < 10; i++) {
+        struct ledger_task t = task(fx->l, id, i);
+        assert_int_equal(t.state,
+                         i >= 3 && i < 6 ? BURST_TASK_DISPATCHED : BURST_TASK_RETRYING);
+        assert_int_equal(t.dispatch, i >= 3 && i < 6 ? d2 : d);
+        assert_int_equal(t.out_dispatch, d);
+        assert_int_equal(t.res_off, 1000 + i * 10);
+        assert_int_equal(t.log_len, 2 * i);
+    }
+}
+
+/* Cancelling a job part of which is in flight cancels the pending runs at
+ * once; the in-flight ones end (or are cancelled) as they come back. */
+static void
+test_runs_cancel_partly_dispatched(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 20);
+    uint32_t att[64];
+    uint64_t d = dispatch_range(fx->l, id, 5, 10, att);
+    uint32_t n = 0;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_cancel_pending(fx->l, id, 30, &n), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(n, 15);
+    uint32_t c[BURST_TASK_NSTATES];
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_CANCELLED], 15);
+    assert_int_equal(c[BURST_TASK_DISPATCHED], 5);
+    /* Task 6 finished; 5, 7, 8, 9 are cancelled as the worker stops. */
+    struct ledger_task_end ok = end_ok(6, d);
+    ends_apply(fx->l, id, &ok, 1, 1);
+    uint32_t rest[] = {5, 7, 8, 9};
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_set_state(fx->l, id, rest, 4, BURST_TASK_CANCELLED, 40),
+                     0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_CANCELLED], 19);
+    assert_int_equal(c[BURST_TASK_SUCCEEDED], 1);
+    assert_int_equal(c[BURST_TASK_DISPATCHED], 0);
+    assert_out(fx->l, id, 6, d);
+    assert_int_equal(task(fx->l, id, 9).finished_ms, 40);
+    assert_int_equal(task(fx->l, id, 19).finished_ms, 30);
+    /* Nothing pending is left, and the cancel finds nothing more. */
+    uint32_t idx[4], got;
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 20, 1000, 4, idx, &got), 0);
+    assert_int_equal(got, 0);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_cancel_pending(fx->l, id, 50, &n), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_int_equal(n, 0);
+}
+
+/* After a crash (a reopen), the runs in flight are listed task by task in
+ * (job, dispatch, index) order; handing them back as lost records each
+ * once, and their result, when it comes, once more. */
+static void
+test_runs_reconcile(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t id = add_job(fx->l, 1, 10);
+    uint32_t att[64];
+    uint64_t d2 = dispatch_range(fx->l, id, 6, 10, att);
+    uint64_t d1 = dispatch_range(fx->l, id, 0, 6, att);
+    uint32_t run[] = {0, 1, 2, 3, 4, 5};
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_tasks_set_state(fx->l, id, run, 6, BURST_TASK_RUNNING, 20),
+                     0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    reopen(fx);
+
+    struct seen_tasks s = {0};
+    assert_int_equal(ledger_tasks_inflight(fx->l, inflight_cb, &s), 0);
+    assert_int_equal(s.n, 10);
+    assert_int_equal(s.dispatch[0], d2);
+    assert_int_equal(s.idx[0], 6);
+    assert_int_equal(s.state[0], BURST_TASK_DISPATCHED);
+    assert_int_equal(s.idx[3], 9);
+    assert_int_equal(s.dispatch[4], d1);
+    assert_int_equal(s.idx[4], 0);
+    assert_int_equal(s.state[4], BURST_TASK_RUNNING);
+
+    /* d1's output says tasks 0-2 succeeded; 3-5 were lost. */
+    struct ledger_task_end e[6];
+    for (uint32_t i = 0; i < 6; i++) {
+        e[i] = end_ok(i, d1);
+        if (i >= 3) {
+            e[i] = (struct ledger_task_end){.index = i,
+                                            .state = BURST_TASK_RETRYING,
+                                            .exit_status = -1,
+                                            .reason = "lost: burstd restarted",
+                                            .retry_at_ms = 60};
+        }
+    }
+    ends_apply(fx->l, id, e, 6, 6);
+    ends_apply(fx->l, id, e, 3, 0); /* read again: already recorded */
+    uint32_t c[BURST_TASK_NSTATES];
+    assert_int_equal(ledger_job_counts(fx->l, id, c), 0);
+    assert_int_equal(c[BURST_TASK_SUCCEEDED], 3);
+    assert_int_equal(c[BURST_TASK_RETRYING], 3);
+    assert_int_equal(c[BURST_TASK_DISPATCHED], 4);
+    struct ledger_task t = task(fx->l, id, 4);
+    assert_string_equal(t.reason, "lost: burstd restarted");
+    assert_false(t.has_out);
+    uint32_t idx[10], got;
+    assert_int_equal(ledger_tasks_pending(fx->l, id, 10, 60, 10, idx, &got), 0);
+    assert_int_equal(got, 3);
+    assert_int_equal(idx[0], 3);
+    assert_int_equal(idx[2], 5);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_tasks_inflight(fx->l, inflight_cb, &s), 0);
+    assert_int_equal(s.n, 4);
+}
+
+/* A ledger of schema version 1 (a row per task) is refused, not read. */
+static void
+test_fault_old_schema(void **state)
+{
+    struct fx *fx = *state;
+    char old[160];
+    snprintf(old, sizeof(old), "%s/old.db", fx->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(old, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TABLE tasks(job, idx, state);"
+                                  "INSERT INTO tasks VALUES(1, 0, 0);"
+                                  "PRAGMA user_version = 1;"
+                                  "PRAGMA application_id = 1651663732;",
+                                  NULL, NULL, NULL),
+                     0);
+    sqlite3_close(db);
+    struct ledger *l = NULL;
+    assert_int_equal(ledger_open(old, &l), BURST_ELEDGER);
+    assert_null(l);
+    /* Left as it was, for an older burstd or an admin to take. */
+    assert_int_equal(sqlite3_open(old, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM tasks", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 int
 main(void)
 {
@@ -1476,6 +1850,13 @@ main(void)
         T(test_fault_full),
         T(test_fault_commit_fails),
         T(test_large_insert),
+        T(test_runs_chunk),
+        T(test_runs_fail_in_middle),
+        T(test_runs_retry_neighbours),
+        T(test_runs_split_keeps_outputs),
+        T(test_runs_cancel_partly_dispatched),
+        T(test_runs_reconcile),
+        T(test_fault_old_schema),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
