@@ -295,7 +295,7 @@ static const char *const ledger_sql[ST_COUNT] = {
         " outs = CASE WHEN ?10 THEN substr(?13, (lo - ?2) * " SQL_OUT_ENTRY " + 1,"
         "  (hi - lo) * " SQL_OUT_ENTRY ") ELSE outs END"
         " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND state NOT IN " SQL_TASK_FINAL
-        " RETURNING hi - lo",
+        " RETURNING lo, hi",
     [ST_JOB_CANCEL_PENDING] =
         "UPDATE runs SET state = 7, finished_ms = ?2, retry_at_ms = 0"
         " WHERE job = ?1 AND state IN " SQL_TASK_PENDING " RETURNING hi - lo",
@@ -1471,9 +1471,18 @@ int
 ledger_tasks_end(struct ledger *l, uint64_t job, const struct ledger_task_end *ends,
                  size_t n, int64_t now_ms, size_t *n_applied)
 {
+    return ledger_tasks_end_marked(l, job, ends, n, now_ms, n_applied, NULL);
+}
+
+int
+ledger_tasks_end_marked(struct ledger *l, uint64_t job, const struct ledger_task_end *ends,
+                        size_t n, int64_t now_ms, size_t *n_applied, bool *applied_out)
+{
     assert(ledger_in_txn(l));
     if (n_applied != NULL)
         *n_applied = 0;
+    if (applied_out != NULL)
+        memset(applied_out, 0, n * sizeof(*applied_out));
     /* Check the whole batch first so a bad entry changes nothing. */
     for (size_t i = 0; i < n; i++) {
         if (!task_end_state_ok(ends[i].state)) {
@@ -1501,7 +1510,11 @@ ledger_tasks_end(struct ledger *l, uint64_t job, const struct ledger_task_end *e
         int rc = task_end_bind(st, job, &ends[i], len, now_ms, &blob);
         while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
             /* Already final (or unknown) tasks are not returned. */
-            applied += (size_t)sqlite3_column_int64(st, 0);
+            int64_t rlo = sqlite3_column_int64(st, 0), rhi = sqlite3_column_int64(st, 1);
+            applied += (size_t)(rhi - rlo);
+            for (int64_t k = rlo; applied_out != NULL && k < rhi; k++)
+                if (k >= lo && k < hi)
+                    applied_out[i + (size_t)(k - lo)] = true;
             rc = SQLITE_OK;
         }
         if (rc != SQLITE_DONE)

@@ -188,6 +188,10 @@ struct ledger_task_end {
  * object: only the result and log locations differ) are one UPDATE. */
 int ledger_tasks_end(struct ledger *l, uint64_t job, const struct ledger_task_end *ends,
                      size_t n, int64_t now_ms, size_t *n_applied);
+/* ledger_tasks_end that also says which: applied[i] (n entries) is true
+ * when ends[i] was recorded, false when its task had already ended. */
+int ledger_tasks_end_marked(struct ledger *l, uint64_t job, const struct ledger_task_end *ends,
+                            size_t n, int64_t now_ms, size_t *n_applied, bool *applied);
 /* Every queued or retrying task of job becomes cancelled. */
 int ledger_job_cancel_pending(struct ledger *l, uint64_t job, int64_t now_ms,
                               uint32_t *n_cancelled);

@@ -503,8 +503,9 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
     uint32_t *cancel_att = calloc(sd->n, sizeof(*cancel_att));
     char(*reasons)[192] = calloc(sd->n, sizeof(*reasons));
     const struct invoc_result **by_slot = calloc(sd->n ? sd->n : 1, sizeof(*by_slot));
+    bool *recorded = calloc(sd->n ? sd->n : 1, sizeof(*recorded)); /* per entry of ends */
     if (ends == NULL || cancel_idx == NULL || end_att == NULL || cancel_att == NULL ||
-        reasons == NULL || by_slot == NULL) {
+        reasons == NULL || by_slot == NULL || recorded == NULL) {
         log_warnx("job %llu: out of memory recording dispatch %llu",
                   (unsigned long long)j->id, (unsigned long long)sd->d.dispatch);
         goto out;
@@ -554,7 +555,7 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
         nends++;
     }
     size_t applied = 0;
-    rc = ledger_tasks_end(d->ledger, j->id, ends, nends, now, &applied);
+    rc = ledger_tasks_end_marked(d->ledger, j->id, ends, nends, now, &applied, recorded);
     if (rc == 0 && ncancel > 0)
         rc = ledger_tasks_set_state(d->ledger, j->id, cancel_idx, ncancel,
                                     BURST_TASK_CANCELLED, now);
@@ -564,6 +565,10 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
         goto out;
     }
     for (size_t i = 0; i < nends; i++) {
+        /* A late duplicate (the task had already ended, e.g. by the
+         * reconciliation of an earlier dispatch) changed nothing: no event. */
+        if (!recorded[i])
+            continue;
         count_move(j, prev, ends[i].state);
         events_task(d->events, j->id, ends[i].index, ends[i].state, end_att[i]);
         if (ends[i].index == j->total && j->kind == BURST_KIND_MAP_REDUCE)
@@ -590,6 +595,7 @@ out:
     free(cancel_att);
     free(reasons);
     free(by_slot);
+    free(recorded);
 }
 
 static void

@@ -752,10 +752,16 @@ test_end_exactly_once(void **state)
         {.index = 2, .state = BURST_TASK_TIMEOUT, .reason = ""},
         {.index = 9, .state = BURST_TASK_SUCCEEDED}, /* no such task */
     };
+    bool which[4] = {true, true, false, true};
     assert_int_equal(ledger_begin(fx->l), 0);
-    assert_int_equal(ledger_tasks_end(fx->l, id, dup, 4, 600, &applied), 0);
+    assert_int_equal(ledger_tasks_end_marked(fx->l, id, dup, 4, 600, &applied, which), 0);
     assert_int_equal(ledger_commit(fx->l), 0);
     assert_int_equal(applied, 1);
+    /* Which of them: only task 2 (what the scheduler tells subscribers). */
+    assert_false(which[0]);
+    assert_false(which[1]);
+    assert_true(which[2]);
+    assert_false(which[3]);
     t = task(fx->l, id, 0);
     assert_int_equal(t.state, BURST_TASK_SUCCEEDED);
     assert_int_equal(t.out_dispatch, 5);
