@@ -574,7 +574,14 @@ submit_committed(void *arg, int rc)
     if (sched_job_added(d->sched, op->job) != 0)
         log_warnx("job %llu: not scheduled now; it will be at the next start",
                   (unsigned long long)op->job);
-    if (sub->opts.cancel_on_disconnect) {
+    if (sub->opts.cancel_on_disconnect && c->closing) {
+        /* The client left while its job waited for the commit: what its
+         * disconnect would have cancelled, cancel now. */
+        int state;
+        if (sched_cancel(d->sched, op->job, &state) == 0)
+            log_info("job %llu: cancelled because its client disconnected",
+                     (unsigned long long)op->job);
+    } else if (sub->opts.cancel_on_disconnect) {
         struct conn_job *cj = malloc(sizeof(*cj));
         if (cj != NULL) {
             cj->job = op->job;
