@@ -1424,6 +1424,250 @@ test_so_missing_library(void **state)
     invoc_spec_free(&s);
 }
 
+/* ---- so: many tasks per executor (the shared ring) ---------------------------- */
+
+/* n inputs, input i being fmt with i (each malloc'ed; free with
+ * free_inputs). */
+static char **
+make_inputs(size_t n, const char *fmt)
+{
+    char **in = calloc(n, sizeof(*in));
+    assert_non_null(in);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(asprintf(&in[i], fmt, i) > 0);
+    }
+    return in;
+}
+
+static void
+free_inputs(char **in, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(in[i]);
+    free(in);
+}
+
+/* Writes the n inputs and the spec, runs the worker and reads its output. */
+static void
+run_many(struct fx *fx, struct invoc_spec *s, char *const *in, size_t n, struct out *o)
+{
+    size_t *lens = calloc(n, sizeof(*lens));
+    assert_non_null(lens);
+    for (size_t i = 0; i < n; i++)
+        lens[i] = strlen(in[i]);
+    put_inputs(fx, s->job, (const char *const *)in, lens, n);
+    free(lens);
+    put_spec(fx, s);
+    assert_int_equal(worker_run(fx, s->job, s->dispatch, NULL), 0);
+    out_read(fx, s->job, s->dispatch, 0, o);
+}
+
+/* A crash after thousands of tasks in one executor (several wake-ups of the
+ * worker, most results still in the ring): every earlier task is recorded
+ * exactly once and in order, the crashing one fails with SIGSEGV and its
+ * log, and the tasks after it run in a new executor. */
+static void
+test_so_crash_many(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 3000, CRASH = 2500 };
+    char **in = make_inputs(N, "task %zu");
+    free(in[CRASH]);
+    in[CRASH] = strdup("CRASH now");
+    assert_non_null(in[CRASH]);
+    struct invoc_spec s;
+    spec_init(&s, 70, 1, N);
+    spec_so(fx, &s, "crash_on_marker");
+    struct out o;
+    run_many(fx, &s, in, N, &o);
+    assert_int_equal(o.nr, N);
+    for (uint32_t i = 0; i < N; i++) {
+        assert_int_equal(o.r[i].index, i);
+        if (i == CRASH)
+            continue;
+        assert_int_equal(o.r[i].status, INVOC_OK);
+        assert_result(&o.r[i], in[i]);
+        assert_int_equal(o.r[i].log_len, 0);
+    }
+    assert_int_equal(o.r[CRASH].status, INVOC_SIGNAL);
+    assert_int_equal(o.r[CRASH].signal, SIGSEGV);
+    assert_true(log_contains(&o.r[CRASH], "about to crash"));
+    out_free(&o);
+    invoc_spec_free(&s);
+    free_inputs(in, N);
+}
+
+/* Results larger than the ring go through the pipe, between results that
+ * go through the ring: all arrive, in order. */
+static void
+test_so_large_result(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 2503, BIG1 = 1000, BIG2 = 1001, BIG3 = 2500 };
+    static const size_t big_len[] = {3u << 20, (3u << 20) / 2, 5u << 20};
+    static const size_t big_at[] = {BIG1, BIG2, BIG3};
+    char **in = make_inputs(N, "small %zu");
+    for (size_t k = 0; k < 3; k++) {
+        free(in[big_at[k]]);
+        in[big_at[k]] = malloc(big_len[k] + 1);
+        assert_non_null(in[big_at[k]]);
+        memset(in[big_at[k]], 'a' + (int)k, big_len[k]);
+        in[big_at[k]][big_len[k]] = '\0';
+    }
+    struct invoc_spec s;
+    spec_init(&s, 71, 1, N);
+    spec_so(fx, &s, "echo");
+    struct out o;
+    run_many(fx, &s, in, N, &o);
+    assert_int_equal(o.nr, N);
+    for (uint32_t i = 0; i < N; i++) {
+        assert_int_equal(o.r[i].index, i);
+        assert_int_equal(o.r[i].status, INVOC_OK);
+        assert_result(&o.r[i], in[i]);
+    }
+    out_free(&o);
+    invoc_spec_free(&s);
+    free_inputs(in, N);
+}
+
+/* Inputs the executor cannot read in one go: tasks out of order or retried
+ * (no run of consecutive indexes), data above the bulk limit (a small
+ * memory limit lowers it), and data cut short.  Each task still gets its
+ * own input, or its own error. */
+static void
+test_so_input_fallback(void **state)
+{
+    struct fx *fx = *state;
+    /* out of order, with a retried attempt */
+    const char *in[] = {"zero", "one", "two", "three", "four", "five"};
+    static const uint32_t order[] = {3, 1, 2, 0, 5, 4};
+    struct invoc_spec s;
+    spec_init(&s, 72, 1, 6);
+    spec_so(fx, &s, "echo");
+    for (uint32_t i = 0; i < 6; i++)
+        s.tasks[0][i] = (struct invoc_task){order[i], 1 + order[i] % 2};
+    struct out o;
+    run_simple(fx, &s, in, 6, &o);
+    assert_int_equal(o.nr, 6);
+    for (uint32_t i = 0; i < 6; i++) {
+        assert_int_equal(o.r[i].index, order[i]);
+        assert_int_equal(o.r[i].attempt, 1 + order[i] % 2);
+        assert_int_equal(o.r[i].status, INVOC_OK);
+        assert_result(&o.r[i], in[order[i]]);
+    }
+    out_free(&o);
+    invoc_spec_free(&s);
+
+    /* 8 inputs of 700 KiB: 5.6 MiB, above the 4 MiB a 32 MiB limit allows
+     * in one read */
+    enum { NB = 8, LEN = 700 * 1024 };
+    char **big = make_inputs(NB, "%zu");
+    for (size_t i = 0; i < NB; i++) {
+        free(big[i]);
+        big[i] = malloc(LEN + 1);
+        assert_non_null(big[i]);
+        memset(big[i], 'A' + (int)i, LEN);
+        big[i][LEN] = '\0';
+    }
+    spec_init(&s, 73, 1, NB);
+    spec_so(fx, &s, "echo");
+    s.memory_mb = 32;
+    run_many(fx, &s, big, NB, &o);
+    assert_int_equal(o.nr, NB);
+    for (uint32_t i = 0; i < NB; i++) {
+        assert_int_equal(o.r[i].status, INVOC_OK);
+        assert_result(&o.r[i], big[i]);
+    }
+    out_free(&o);
+    invoc_spec_free(&s);
+    free_inputs(big, NB);
+
+    /* the data ends in the middle of task 1: task 0 runs, the rest fail */
+    const char *cut[] = {"a", "bb", "ccc"};
+    spec_init(&s, 74, 1, 3);
+    spec_so(fx, &s, "echo");
+    put_str_inputs(fx, 74, cut, 3);
+    put_spec(fx, &s);
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof(path), "%s/jobs/74/in", fx->dir);
+    assert_int_equal(truncate(path, INVOC_INPUT_HEADER + 4 * 8 + 2), 0);
+    assert_int_equal(worker_run(fx, 74, 1, NULL), 0);
+    out_read(fx, 74, 1, 0, &o);
+    assert_int_equal(o.nr, 3);
+    assert_int_equal(o.r[0].status, INVOC_OK);
+    assert_result(&o.r[0], "a");
+    for (int i = 1; i < 3; i++) {
+        assert_int_equal(o.r[i].status, INVOC_ERROR);
+        assert_non_null(strstr(o.r[i].reason, "truncated"));
+    }
+    out_free(&o);
+    invoc_spec_free(&s);
+}
+
+/* A task that hangs among thousands of quick ones still times out, and
+ * only it. */
+static void
+test_so_timeout_many(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 4001, HANG = 2000 };
+    char path[2048];
+    snprintf(path, sizeof(path), "%s/hang.pid", fx->dir);
+    char **in = make_inputs(N, "noop %zu");
+    free(in[HANG]);
+    in[HANG] = strdup(path);
+    assert_non_null(in[HANG]);
+    struct invoc_spec s;
+    spec_init(&s, 75, 1, N);
+    spec_so(fx, &s, "hang");
+    s.timeout_ms = 300;
+    struct out o;
+    run_many(fx, &s, in, N, &o);
+    assert_int_equal(o.nr, N);
+    for (uint32_t i = 0; i < N; i++) {
+        assert_int_equal(o.r[i].index, i);
+        if (i == HANG)
+            continue;
+        assert_int_equal(o.r[i].status, INVOC_OK);
+        assert_result(&o.r[i], in[i]);
+    }
+    assert_int_equal(o.r[HANG].status, INVOC_TIMEOUT);
+    assert_string_equal(o.r[HANG].reason, "timed out after 300 ms");
+    assert_true(process_gone(wait_pidfile(path)));
+    out_free(&o);
+    invoc_spec_free(&s);
+    free_inputs(in, N);
+}
+
+/* The log is read and emptied only after tasks that wrote to it: a task
+ * that logs nothing has an empty log, whatever came before. */
+static void
+test_so_logs_sparse(void **state)
+{
+    struct fx *fx = *state;
+    const char *in[] = {"LOG a", "b", "c", "LOG d", "LOG e", "f"};
+    struct invoc_spec s;
+    spec_init(&s, 76, 1, 6);
+    spec_so(fx, &s, "log_on_marker");
+    struct out o;
+    run_simple(fx, &s, in, 6, &o);
+    assert_int_equal(o.nr, 6);
+    for (uint32_t i = 0; i < 6; i++) {
+        assert_int_equal(o.r[i].status, INVOC_OK);
+        assert_result(&o.r[i], in[i]);
+        if (in[i][0] == 'L') {
+            char want[64];
+            snprintf(want, sizeof(want), "log of task %u\n", i);
+            assert_int_equal(o.r[i].log_len, strlen(want));
+            assert_memory_equal(o.r[i].log, want, strlen(want));
+        } else {
+            assert_int_equal(o.r[i].log_len, 0);
+        }
+    }
+    out_free(&o);
+    invoc_spec_free(&s);
+}
+
 /* ---- reasons ---------------------------------------------------------------------- */
 
 /* Runs spec s (one invocation) over in and checks each task's status and
@@ -1791,6 +2035,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_so_timeout, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_so_missing_symbol, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_so_missing_library, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_so_crash_many, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_so_large_result, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_so_input_fallback, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_so_timeout_many, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_so_logs_sparse, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reasons, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reduce_exec, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reduce_so, fx_setup, fx_teardown),

@@ -5,7 +5,10 @@
  * where idx is the little-endian uint64 array after the object's header
  * (invoc.h).  Only the header (once), the two index entries a task needs
  * and its own bytes are read, with ranged reads, so a worker touches a
- * small part of a large job's input.
+ * small part of a large job's input.  For an invocation of many small tasks
+ * that is still three reads per task, so input_prefetch reads the index
+ * entries of a run of consecutive tasks, and their data when it is bounded,
+ * in one read each; input_load then takes a task's input from that cache.
  * A reducer's input is the list of map results named by the manifest
  * jobs/<job>/reduce.in, each a range of an output object.
  *
@@ -32,6 +35,15 @@ struct input_src {
     char manifest_key[INPUT_KEY_MAX];
     uint64_t ninputs; /* from the header, once read */
     uint64_t base;    /* where the data starts; 0 until the header is read */
+    /* The bulk cache (input_prefetch) covers tasks bulk_first ..
+     * bulk_first + bulk_n - 1.  bulk_idx (NULL when the read failed) holds
+     * their bulk_n + 1 index entries as stored, unchecked; bulk_data, when
+     * not NULL, the bulk_len bytes of data from offset bulk_idx[0] on. */
+    uint32_t bulk_first;
+    uint32_t bulk_n;    /* 0: nothing tried yet */
+    uint64_t *bulk_idx; /* owned */
+    char *bulk_data;    /* owned */
+    uint64_t bulk_len;
 };
 
 int
@@ -52,16 +64,29 @@ input_src_new(struct store *st, const struct invoc_spec *spec, struct input_src 
     return 0;
 }
 
+static void
+bulk_drop(struct input_src *src)
+{
+    free(src->bulk_idx);
+    free(src->bulk_data);
+    src->bulk_idx = NULL;
+    src->bulk_data = NULL;
+    src->bulk_n = 0;
+    src->bulk_len = 0;
+}
+
 void
 input_src_free(struct input_src *src)
 {
+    if (src != NULL)
+        bulk_drop(src);
     free(src);
 }
 
 void
 input_release(struct run_input *in)
 {
-    if (in->parts != NULL) {
+    if (in->parts != NULL && !in->borrowed) {
         for (size_t i = 0; i < in->nparts; i++)
             free(in->parts[i].iov_base);
     }
@@ -136,6 +161,59 @@ load_header(struct input_src *src, char *reason, size_t size)
     return 0;
 }
 
+void
+input_prefetch(struct input_src *src, const struct invoc_task *tasks, uint32_t n)
+{
+    char reason[RUN_REASON_MAX];
+    if (src->spec->reduce || n < 2)
+        return;
+    uint32_t first = tasks[0].index;
+    if (src->bulk_n > 0 && first >= src->bulk_first &&
+        first - src->bulk_first < src->bulk_n)
+        return; /* covered, or tried and failed: per-task reads will do */
+    if (load_header(src, reason, sizeof(reason)) != 0 || first >= src->ninputs)
+        return; /* input_load reports it */
+    uint32_t k = 1;
+    while (k < n && k < INPUT_BULK_TASKS && tasks[k].index == first + k &&
+           (uint64_t)first + k < src->ninputs)
+        k++;
+    if (k < 2)
+        return; /* not a run: one task's reads are as cheap */
+
+    bulk_drop(src);
+    /* Whatever happens below, this run is not tried again. */
+    src->bulk_first = first;
+    src->bulk_n = k;
+    char *raw = NULL;
+    if (read_exact(src, src->input_key, INVOC_INPUT_HEADER + (uint64_t)first * 8,
+                   ((uint64_t)k + 1) * 8, &raw, reason, sizeof(reason)) != 0)
+        return;
+    src->bulk_idx = malloc(((size_t)k + 1) * sizeof(*src->bulk_idx));
+    if (src->bulk_idx == NULL) {
+        free(raw);
+        return;
+    }
+    for (uint32_t i = 0; i <= k; i++)
+        src->bulk_idx[i] = le64((const unsigned char *)raw + (size_t)i * 8);
+    free(raw);
+
+    /* The data in one read when it is one sane range: each task's own range
+     * is checked against it in load_map. */
+    uint64_t limit = INPUT_BULK_MAX;
+    uint64_t mem = (uint64_t)src->spec->memory_mb * 1024u * 1024u / 8u;
+    if (mem > 0 && mem < limit)
+        limit = mem; /* leave a small limit to the function */
+    uint64_t a = src->bulk_idx[0], b = src->bulk_idx[k];
+    if (b <= a || a > UINT64_MAX - src->base || b - a > limit)
+        return;
+    char *data = NULL;
+    if (read_exact(src, src->input_key, src->base + a, b - a, &data, reason,
+                   sizeof(reason)) != 0)
+        return;            /* truncated, say: each task finds out for itself */
+    src->bulk_data = data; /* owned by src */
+    src->bulk_len = b - a;
+}
+
 static int
 load_map(struct input_src *src, uint32_t task, struct run_input *in, char *reason,
          size_t size)
@@ -147,14 +225,22 @@ load_map(struct input_src *src, uint32_t task, struct run_input *in, char *reaso
         return fail(-EINVAL, reason, size,
                     "no input for task %" PRIu32 ": %s holds %" PRIu64, task,
                     src->input_key, src->ninputs);
-    char *idx = NULL;
-    rc = read_exact(src, src->input_key, INVOC_INPUT_HEADER + (uint64_t)task * 8, 16,
-                    &idx, reason, size);
-    if (rc != 0)
-        return rc;
-    uint64_t a = le64((const unsigned char *)idx);
-    uint64_t b = le64((const unsigned char *)idx + 8);
-    free(idx);
+    uint64_t a, b;
+    bool cached = src->bulk_idx != NULL && task >= src->bulk_first &&
+                  task - src->bulk_first < src->bulk_n;
+    if (cached) {
+        a = src->bulk_idx[task - src->bulk_first];
+        b = src->bulk_idx[task - src->bulk_first + 1];
+    } else {
+        char *idx = NULL;
+        rc = read_exact(src, src->input_key, INVOC_INPUT_HEADER + (uint64_t)task * 8, 16,
+                        &idx, reason, size);
+        if (rc != 0)
+            return rc;
+        a = le64((const unsigned char *)idx);
+        b = le64((const unsigned char *)idx + 8);
+        free(idx);
+    }
     if (b < a || a > UINT64_MAX - src->base)
         return fail(-EINVAL, reason, size, "bad input index for task %" PRIu32, task);
     if (b - a > RUN_INPUT_MAX)
@@ -165,6 +251,14 @@ load_map(struct input_src *src, uint32_t task, struct run_input *in, char *reaso
     if (in->parts == NULL)
         return fail(-ENOMEM, reason, size, "out of memory");
     in->nparts = 1;
+    if (cached && src->bulk_data != NULL && a >= src->bulk_idx[0] &&
+        b - src->bulk_idx[0] <= src->bulk_len) {
+        in->parts[0].iov_base = src->bulk_data + (a - src->bulk_idx[0]);
+        in->parts[0].iov_len = (size_t)(b - a);
+        in->total = b - a;
+        in->borrowed = true; /* the bytes stay src's */
+        return 0;
+    }
     char *data;
     rc = read_exact(src, src->input_key, src->base + a, b - a, &data, reason, size);
     if (rc != 0)

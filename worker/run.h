@@ -27,6 +27,12 @@
 #define RUN_RESULT_MAX (1024u * 1024u * 1024u)
 /* A single task input (or reducer part) above this is refused. */
 #define RUN_INPUT_MAX (1024ull * 1024u * 1024u)
+/* input_prefetch reads at most this many bytes of data, and the index
+ * entries of at most INPUT_BULK_TASKS tasks, at a time: enough to make the
+ * reads of an invocation of small tasks a handful, little enough not to
+ * crowd the function's own memory. */
+#define INPUT_BULK_MAX (64ull * 1024u * 1024u)
+#define INPUT_BULK_TASKS 65536u
 /* All reducer parts together. */
 #define RUN_REDUCE_MAX (4ull * 1024u * 1024u * 1024u)
 /* Room for a reason text, NUL included. */
@@ -40,9 +46,13 @@
 
 /* One task's input: a map task has one part, a reducer one per map result. */
 struct run_input {
-    struct iovec *parts; /* owned, and so is every parts[i].iov_base */
+    struct iovec *parts; /* owned, and so is every parts[i].iov_base ... */
     size_t nparts;
     uint64_t total; /* sum of the parts' lengths */
+    /* ... unless the bytes are borrowed from the input source's bulk cache
+     * (input_prefetch): then they stay valid until the next input_prefetch
+     * or input_src_free. */
+    bool borrowed;
 };
 
 struct input_src;
@@ -53,6 +63,18 @@ struct input_src;
 int input_src_new(struct store *st, const struct invoc_spec *spec,
                   struct input_src **out);
 void input_src_free(struct input_src *src);
+
+/*
+ * Before input_load of tasks[0] (the next task to run; tasks[1 .. n) follow
+ * it): makes the source read, in one ranged read each, the index entries of
+ * the run of consecutive task indexes that starts at tasks[0] and, when
+ * their data is one range of at most INPUT_BULK_MAX bytes (less under a
+ * small memory limit), that data too.  Does nothing when the cache already
+ * covers tasks[0], for a reducer, or when tasks[0] and tasks[1] are not
+ * consecutive.  Never fails: whatever it could not read, input_load reads
+ * per task as before, and reports each task's error there.
+ */
+void input_prefetch(struct input_src *src, const struct invoc_task *tasks, uint32_t n);
 
 /*
  * Loads the input of task task_index (for a reduce spec: the manifest's parts)

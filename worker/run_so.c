@@ -4,15 +4,37 @@
  * task.
  *
  * The worker forks an executor child that dlopens the library once and
- * calls the function for each task in turn, reading each input from
- * storage itself.  The worker never loads the library: a crash, a hang or a
- * corrupted heap stays in the child.  The child tells the worker over a pipe
- * when a task starts and how it ended (messages below); its stdout and
- * stderr go to a memfd that it empties before each task, so every task has
- * its own log, and the worker can still read the log of a task whose child
- * died.  The worker times each task, and when the child dies or is killed in
- * the middle of one, records that task and forks a new child that goes on
- * with the next, so a crashing task fails alone.
+ * calls the function for each task in turn.  The worker never loads the
+ * library: a crash, a hang or a corrupted heap stays in the child.  The
+ * child reads the inputs itself, in bulk where it can (input_prefetch).
+ *
+ * Since an invocation can hold many thousands of tasks that each take a
+ * microsecond, the protocol avoids a system call or a wake-up per task.
+ * Before the fork the worker maps a shared region (struct so_shm):
+ *   - a header where the child publishes the task it is running (cur), when
+ *     it started and its memory baseline, all before calling the function;
+ *   - a ring of finished tasks (struct so_rec: status, result and log
+ *     bytes) that the child appends to without a system call.
+ * The child wakes the worker with a message on a pipe only every
+ * SO_WAKE_TASKS tasks or when the ring is more than half full; the worker
+ * drains the ring on each wake-up and when the child has ended.  What does
+ * not fit in the ring (a large result, or a ring the worker has not emptied
+ * yet) goes through the pipe as before (struct so_msg_hdr); every record
+ * and message carries the task's position and the worker reports them in
+ * that order, so the two paths never reorder tasks.
+ *
+ * Crash isolation: a result is in the ring before the child moves on, so
+ * when the child dies every task it finished is still recorded, the task in
+ * the header (if not finished) fails with the child's verdict (signal,
+ * exit, out of memory, timeout) and the log it left in the child's log
+ * memfd, and a new child goes on with the next task.  The worker times the
+ * running task from the start time in the header (checked against its own
+ * observation, since the child can scribble over the region), waking in
+ * ppoll at that task's deadline and re-reading the header then.  Everything
+ * read from the region is checked like a message from the wire.
+ *
+ * Each task's stdout and stderr go to the log memfd, which the child reads
+ * and empties after a task only when the task wrote to it.
  *
  * A memory limit (run_mem.c) applies to each executor child as a whole; the
  * child measures each task's peak under RLIMIT_AS and sends it along, so
@@ -27,6 +49,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdalign.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,13 +61,13 @@
 #include <unistd.h>
 
 /*
- * Child-to-worker messages: a fixed header, then len1 + len2 bytes.  Both
- * ends are the same binary (a fork), so the header is sent as the struct it
- * is; the worker still checks every field, since the function runs in the
- * child and may have scribbled over anything.
+ * Child-to-worker messages on the pipe: a fixed header, then len1 + len2
+ * bytes.  Both ends are the same binary (a fork), so the header is sent as
+ * the struct it is; the worker still checks every field, since the function
+ * runs in the child and may have scribbled over anything.
  */
 enum so_msg_type {
-    SO_MSG_START = 1,      /* pos, flags, mem_kib: the task is about to be called */
+    SO_MSG_WAKE = 1,       /* the ring holds results: drain it */
     SO_MSG_DONE = 2,       /* pos, rc, flags, mem_kib; len1 result, len2 log bytes */
     SO_MSG_TASK_ERROR = 3, /* pos: the task could not be started; len1 reason */
     SO_MSG_LOAD_ERROR = 4, /* library or symbol missing; len1 reason */
@@ -51,8 +75,8 @@ enum so_msg_type {
 
 #define SO_DONE_TOO_LARGE 1u /* the function wrote more than RUN_RESULT_MAX */
 #define SO_DONE_NOMEM 2u     /* the result buffer could not grow */
-/* START: the peak resident set was reset to mem_kib, the current one, so the
- * task's peak can be measured (RLIMIT_AS only). */
+/* so_shm.start_flags: the peak resident set was reset to rss_kib, the
+ * current one, so the task's peak can be measured (RLIMIT_AS only). */
 #define SO_START_PEAK 1u
 
 struct so_msg_hdr {
@@ -62,9 +86,62 @@ struct so_msg_hdr {
     uint32_t flags;
     uint64_t len1;
     uint64_t len2;
-    /* START: resident KiB when the task starts; DONE: how many KiB the
-     * task's peak rose above that (0: not measured) */
+    /* DONE: how many KiB the task's peak rose above its start (0: not
+     * measured) */
     uint64_t mem_kib;
+};
+
+/* ---- the shared region ---------------------------------------------------------- */
+
+/* Bytes of finished tasks the ring holds; a record above half of it goes
+ * through the pipe, so that one large result does not stall the ring. */
+#define SO_RING_SIZE (2u * 1024u * 1024u)
+/* The child wakes the worker after this many tasks even when the ring has
+ * room, so results do not sit for long. */
+#define SO_WAKE_TASKS 1024u
+
+/* A 64-bit atomic in memory shared by two processes must be lock-free: a
+ * lock would live in one process only. */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2,
+               "64-bit atomics must be lock-free");
+
+enum so_rec_kind {
+    SO_REC_DONE = 1,       /* as SO_MSG_DONE */
+    SO_REC_TASK_ERROR = 2, /* as SO_MSG_TASK_ERROR */
+    SO_REC_PAD = 3,        /* the rest of the ring is unused: go on at its start */
+};
+
+/* A record in the ring: this header, then len1 + len2 bytes, padded to a
+ * multiple of 8.  A record never wraps: when the rest of the ring is too
+ * small, the child skips it (with a PAD record when a header fits). */
+struct so_rec {
+    uint32_t kind;
+    uint32_t pos;
+    int32_t rc;
+    uint32_t flags;
+    uint64_t mem_kib;
+    uint32_t len1;
+    uint32_t len2;
+};
+#define SO_REC_SIZE(len1, len2)                                                          \
+    ((sizeof(struct so_rec) + (size_t)(len1) + (size_t)(len2) + 7u) & ~(size_t)7u)
+
+/*
+ * The region both processes map (MAP_SHARED, made before the fork).  The
+ * child writes everything but tail; the worker writes only tail.  head and
+ * tail count bytes since the child started, so head - tail is what the ring
+ * holds; a record starts at head % SO_RING_SIZE.
+ */
+struct so_shm {
+    /* The task the child runs or ran last: its position + 1 (0: none yet).
+     * Stored with release after the three fields below. */
+    _Atomic uint64_t cur;
+    _Atomic int64_t start_ms; /* run_now_ms() at its start; 0: not timed */
+    _Atomic uint64_t rss_kib; /* its resident size at start, when SO_START_PEAK */
+    _Atomic uint32_t start_flags;
+    alignas(64) _Atomic uint64_t head; /* release after the bytes it covers */
+    alignas(64) _Atomic uint64_t tail; /* release once the worker is done with them */
+    alignas(64) unsigned char ring[SO_RING_SIZE];
 };
 
 /* ---- the executor child ------------------------------------------------------- */
@@ -116,6 +193,94 @@ child_send(int fd, uint32_t type, uint32_t pos, int32_t rc, uint32_t flags,
         _exit(3); /* the worker is gone or broke the pipe: nobody to tell */
 }
 
+/* What the child keeps about its side of the protocol. */
+struct so_child_io {
+    struct so_shm *shm; /* borrowed: the shared region */
+    int msgfd;
+    uint64_t head;       /* our copy of shm->head: only we write it */
+    uint32_t since_wake; /* tasks appended since the worker last heard from us */
+    bool half_woken;     /* we woke it for a half-full ring it has not drained */
+};
+
+/* Appends a record to the ring without a system call.  False when it does
+ * not fit (too large, or the worker has not made room yet). */
+static bool
+ring_append(struct so_child_io *io, const struct so_rec *rec, const void *p1, size_t len1,
+            const void *p2, size_t len2)
+{
+    size_t size = SO_REC_SIZE(len1, len2);
+    if (size > SO_RING_SIZE / 2)
+        return false;
+    /* Acquire: the worker has finished reading what it released. */
+    uint64_t tail = atomic_load_explicit(&io->shm->tail, memory_order_acquire);
+    size_t off = (size_t)(io->head % SO_RING_SIZE);
+    size_t room = SO_RING_SIZE - off;
+    size_t pad = room < size ? room : 0;
+    if (io->head + pad + size - tail > SO_RING_SIZE)
+        return false;
+    if (pad >= sizeof(struct so_rec)) {
+        struct so_rec skip = {.kind = SO_REC_PAD};
+        memcpy(io->shm->ring + off, &skip, sizeof(skip));
+    }
+    off = (size_t)((io->head + pad) % SO_RING_SIZE);
+    unsigned char *p = io->shm->ring + off;
+    memcpy(p, rec, sizeof(*rec));
+    if (len1 > 0)
+        memcpy(p + sizeof(*rec), p1, len1);
+    if (len2 > 0)
+        memcpy(p + sizeof(*rec) + len1, p2, len2);
+    io->head += pad + size;
+    /* Release: the bytes above are visible before the head that covers
+     * them. */
+    atomic_store_explicit(&io->shm->head, io->head, memory_order_release);
+    return true;
+}
+
+/* Reports task pos: through the ring when it fits, else through the pipe
+ * (which wakes the worker by itself); then wakes the worker when it is
+ * time to. */
+static void
+child_report(struct so_child_io *io, uint32_t kind, uint32_t pos, int32_t rc,
+             uint32_t flags, uint64_t mem_kib, const void *p1, size_t len1,
+             const void *p2, size_t len2)
+{
+    struct so_rec rec = {
+        .kind = kind,
+        .pos = pos,
+        .rc = rc,
+        .flags = flags,
+        .mem_kib = mem_kib,
+        .len1 = (uint32_t)len1,
+        .len2 = (uint32_t)len2,
+    };
+    if (len1 > UINT32_MAX || len2 > UINT32_MAX ||
+        !ring_append(io, &rec, p1, len1, p2, len2)) {
+        child_send(io->msgfd, kind == SO_REC_DONE ? SO_MSG_DONE : SO_MSG_TASK_ERROR, pos,
+                   rc, flags, mem_kib, p1, len1, p2, len2);
+        io->since_wake = 0;
+        return;
+    }
+    io->since_wake++;
+    uint64_t used = io->head - atomic_load_explicit(&io->shm->tail, memory_order_relaxed);
+    bool half = used > SO_RING_SIZE / 2;
+    if (!half)
+        io->half_woken = false;
+    if (io->since_wake >= SO_WAKE_TASKS || (half && !io->half_woken)) {
+        child_send(io->msgfd, SO_MSG_WAKE, pos, 0, 0, 0, NULL, 0, NULL, 0);
+        io->since_wake = 0;
+        io->half_woken = half;
+    }
+}
+
+static void
+child_report_text(struct so_child_io *io, uint32_t pos, const char *text)
+{
+    size_t n = strlen(text);
+    if (n >= RUN_REASON_MAX)
+        n = RUN_REASON_MAX - 1;
+    child_report(io, SO_REC_TASK_ERROR, pos, 0, 0, 0, text, n, NULL, 0);
+}
+
 static void
 child_send_text(int fd, uint32_t type, uint32_t pos, const char *text)
 {
@@ -125,17 +290,15 @@ child_send_text(int fd, uint32_t type, uint32_t pos, const char *text)
     child_send(fd, type, pos, 0, 0, 0, text, n, NULL, 0);
 }
 
-/* Reads the last INVOC_LOG_CAP bytes of the log file into buf; returns the
- * length.  Used by both the child (after a task) and the worker (after the
- * child died in one). */
+/* Reads the last INVOC_LOG_CAP bytes of the log file, which holds size
+ * bytes, into buf; returns the length. */
 static size_t
-log_tail(int logfd, char *buf)
+log_tail_of(int logfd, off_t size, char *buf)
 {
-    struct stat st;
-    if (fstat(logfd, &st) != 0 || st.st_size <= 0)
+    if (size <= 0)
         return 0;
-    off_t off = st.st_size > (off_t)INVOC_LOG_CAP ? st.st_size - (off_t)INVOC_LOG_CAP : 0;
-    size_t want = (size_t)(st.st_size - off);
+    off_t off = size > (off_t)INVOC_LOG_CAP ? size - (off_t)INVOC_LOG_CAP : 0;
+    size_t want = (size_t)(size - off);
     size_t got = 0;
     while (got < want) {
         ssize_t r = pread(logfd, buf + got, want - got, off + (off_t)got);
@@ -148,15 +311,27 @@ log_tail(int logfd, char *buf)
     return got;
 }
 
+/* log_tail_of the whole log file.  Used by the worker after the child died
+ * in a task. */
+static size_t
+log_tail(int logfd, char *buf)
+{
+    struct stat st;
+    if (fstat(logfd, &st) != 0)
+        return 0;
+    return log_tail_of(logfd, st.st_size, buf);
+}
+
 /*
  * The executor child: loads the library and runs tasks pos.. in order.
  * Never returns.  The worker's stdin is replaced by /dev/null and fds 1 and
  * 2 by the log file.  Its memory limit is already in force; mem says which
- * kind, since only RLIMIT_AS needs the per-task peak.
+ * kind, since only RLIMIT_AS needs the per-task peak.  shm is the shared
+ * region, fresh (zeroed) for this child.
  */
 static void __attribute__((noreturn))
 so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, int logfd,
-         const struct run_mem *mem)
+         const struct run_mem *mem, struct so_shm *shm)
 {
     char reason[RUN_REASON_MAX];
     int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -192,12 +367,17 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
     burst_function fn;
     memcpy(&fn, &sym, sizeof(fn));
 
+    struct so_child_io io = {.shm = shm, .msgfd = msgfd};
+    /* Reading the clock costs a system call on some machines: only when
+     * the worker needs it. */
+    bool timed = run_deadline(ctx->spec->timeout_ms) >= 0;
     static char logbuf[INVOC_LOG_CAP];
     for (; pos < ctx->ntasks; pos++) {
         const struct invoc_task *t = &ctx->tasks[pos];
         struct run_input in;
+        input_prefetch(ctx->input, t, ctx->ntasks - pos);
         if (input_load(ctx->input, t->index, &in, reason, sizeof(reason)) != 0) {
-            child_send_text(msgfd, SO_MSG_TASK_ERROR, pos, reason);
+            child_report_text(&io, pos, reason);
             continue;
         }
         burst_part *parts = NULL;
@@ -210,7 +390,7 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
             parts = calloc(in.nparts ? in.nparts : 1, sizeof(*parts));
             if (parts == NULL) {
                 input_release(&in);
-                child_send_text(msgfd, SO_MSG_TASK_ERROR, pos, "out of memory");
+                child_report_text(&io, pos, "out of memory");
                 continue;
             }
             /* Empty parts get a valid pointer too: authors memcpy from it. */
@@ -224,16 +404,19 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
             bi.len = in.nparts == 1 ? in.parts[0].iov_len : 0;
         }
 
-        /* A fresh log for this task: fds 1 and 2 share logfd's offset. */
-        if (ftruncate(logfd, 0) != 0 || lseek(logfd, 0, SEEK_SET) != 0)
-            _exit(5);
         /* The peak is reset last, so that only the function's own use
-         * counts, not the input the worker loaded for it. */
+         * counts, not the input loaded for it.  The log is empty here: it
+         * was emptied after the last task that wrote to it. */
         uint32_t start_flags = 0;
         uint64_t rss_kib = 0;
         if (mem->mode == RUN_MEM_RLIMIT && run_mem_peak_reset(&rss_kib))
             start_flags |= SO_START_PEAK;
-        child_send(msgfd, SO_MSG_START, pos, 0, start_flags, rss_kib, NULL, 0, NULL, 0);
+        atomic_store_explicit(&shm->start_flags, start_flags, memory_order_relaxed);
+        atomic_store_explicit(&shm->rss_kib, rss_kib, memory_order_relaxed);
+        atomic_store_explicit(&shm->start_ms, timed ? run_now_ms() : 0,
+                              memory_order_relaxed);
+        /* Release: the worker that sees this task also sees its start. */
+        atomic_store_explicit(&shm->cur, (uint64_t)pos + 1, memory_order_release);
         struct so_out out = {.base = {.write = so_out_write}};
         out.base.priv = &out;
         int rc = fn(&bi, &out.base);
@@ -242,13 +425,25 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
             uint64_t peak = run_mem_peak_read();
             grew_kib = peak > rss_kib ? peak - rss_kib : 0;
         }
+        /* Without buffered output these make no system call. */
         fflush(stdout);
         fflush(stderr);
-        size_t loglen = log_tail(logfd, logbuf);
+        /* One fstat tells whether the task logged anything (through any
+         * descriptor of the file); only then is the log read and emptied
+         * for the next task. */
+        size_t loglen = 0;
+        struct stat st;
+        off_t logsize = fstat(logfd, &st) == 0 ? st.st_size : -1;
+        if (logsize != 0) {
+            loglen = log_tail_of(logfd, logsize, logbuf);
+            /* fds 1 and 2 share logfd's offset. */
+            if (ftruncate(logfd, 0) != 0 || lseek(logfd, 0, SEEK_SET) != 0)
+                _exit(5);
+        }
         /* A result cut short is no result: the worker reports an error. */
         size_t outlen = out.flags != 0 ? 0 : out.len;
-        child_send(msgfd, SO_MSG_DONE, pos, rc, out.flags, grew_kib, out.buf, outlen,
-                   logbuf, loglen);
+        child_report(&io, SO_REC_DONE, pos, rc, out.flags, grew_kib, out.buf, outlen,
+                     logbuf, loglen);
         free(out.buf);
         free(parts);
         input_release(&in);
@@ -261,23 +456,26 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
 /* One executor child as the worker sees it. */
 struct so_exec {
     pid_t pid;
-    int msgfd; /* owned: read end of the message pipe, -1 at EOF */
-    int logfd; /* owned: the child's stdout/stderr file */
+    int msgfd;          /* owned: read end of the message pipe, -1 at EOF */
+    int logfd;          /* owned: the child's stdout/stderr file */
+    struct so_shm *shm; /* owned: the shared region (munmap) */
+    uint64_t tail;      /* our copy of shm->tail: only we write it */
     bool exited;
     int wstatus;
     struct rusage ru;   /* once exited: ru_maxrss is its peak since the last reset */
     struct run_mem mem; /* owned: the executor's memory limit */
     bool killed;
-    bool timed_out;
+    bool timed_out;     /* we killed it for the timeout of ... */
+    uint32_t timed_pos; /* ... this task */
     bool stopped;
-    bool broken;          /* it sent something that makes no sense */
-    bool nomem;           /* we could not store what it sent */
-    bool progress;        /* it started or refused at least one task */
-    bool running;         /* a task is in flight ... */
-    uint32_t run_pos;     /* ... this one */
-    bool run_peak;        /* ... its peak is measured from ... */
-    uint64_t run_rss_kib; /* ... this resident size */
-    int64_t deadline;
+    bool broken;   /* it sent or wrote something that makes no sense */
+    bool nomem;    /* we could not store what it sent */
+    bool progress; /* we took at least one task's end from it */
+    int64_t spawned_ms;
+    /* The worker's own view of the running task, against a start time the
+     * child may have scribbled over: seen_cur was first seen at seen_ms. */
+    uint64_t seen_cur;
+    int64_t seen_ms;
     /* the message being received */
     struct so_msg_hdr hdr;
     size_t hdr_got;
@@ -289,7 +487,7 @@ struct so_exec {
 /* What run_so keeps across executor children. */
 struct so_run {
     const struct run_ctx *ctx;
-    uint32_t pos; /* the next task to run */
+    uint32_t pos; /* the next task to report (and to run, for a new child) */
     int fatal;    /* what ctx->done returned, once it failed */
 };
 
@@ -347,19 +545,28 @@ so_memfd(void)
 }
 
 /* Forks an executor child for the tasks from sr->pos on.  Returns 0 with ex
- * filled in (its fds and memory limit owned by ex: the caller closes logfd
- * and releases mem after supervising), or -errno with nothing left open. */
+ * filled in (its fds, region and memory limit owned by ex: the caller
+ * releases them with so_exec_release after supervising), or -errno with
+ * nothing left open. */
 static int
 so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
 {
     int p[2];
     struct run_mem mem;
+    /* A fresh region per child: it starts with an empty ring and no task. */
+    struct so_shm *shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE,
+                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shm == MAP_FAILED)
+        return -errno;
     int logfd = so_memfd();
-    if (logfd < 0)
+    if (logfd < 0) {
+        munmap(shm, sizeof(*shm));
         return logfd;
+    }
     if (pipe2(p, O_CLOEXEC) != 0) {
         int rc = -errno;
         close(logfd);
+        munmap(shm, sizeof(*shm));
         return rc;
     }
     run_mem_prepare(&mem, sr->ctx->spec->memory_mb, true);
@@ -371,6 +578,7 @@ so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
         close(p[0]);
         close(p[1]);
         close(logfd);
+        munmap(shm, sizeof(*shm));
         return rc;
     }
     if (pid == 0) {
@@ -380,15 +588,31 @@ so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
         /* Limited before the library is even loaded: its constructors
          * count too. */
         run_mem_child(&mem);
-        so_child(sr->ctx, path, sr->pos, p[1], logfd, &mem);
+        so_child(sr->ctx, path, sr->pos, p[1], logfd, &mem, shm);
     }
     setpgid(pid, pid);
     run_mem_attach(&mem, pid);
+    /* The tasks are not announced one by one any more: the cgroup's OOM
+     * kills are counted from here, and again after each verdict. */
+    run_mem_task_start(&mem);
     close(p[1]);
     run_set_nonblock(p[0]);
-    *ex = (struct so_exec){
-        .pid = pid, .msgfd = p[0], .logfd = logfd, .mem = mem, .deadline = -1};
+    *ex = (struct so_exec){.pid = pid,
+                           .msgfd = p[0],
+                           .logfd = logfd,
+                           .shm = shm,
+                           .mem = mem,
+                           .spawned_ms = run_now_ms()};
     return 0;
+}
+
+static void
+so_exec_release(struct so_exec *ex)
+{
+    run_mem_release(&ex->mem);
+    close(ex->logfd);
+    munmap(ex->shm, sizeof(*ex->shm));
+    ex->shm = NULL;
 }
 
 static void
@@ -399,85 +623,168 @@ so_kill(struct so_exec *ex)
     ex->killed = true;
 }
 
+/* Stops trusting a child that sent or wrote what cannot be taken: the task
+ * it owes fails, and a new child continues after it. */
+static void
+so_give_up(struct so_exec *ex, bool nomem)
+{
+    ex->broken = !nomem;
+    ex->nomem = nomem;
+    so_kill(ex);
+    if (ex->msgfd >= 0)
+        close(ex->msgfd);
+    ex->msgfd = -1;
+}
+
+/* Reports the end of task pos (the next one), as the child described it
+ * in a ring record or a DONE message. */
+static void
+so_done(struct so_run *sr, struct so_exec *ex, uint32_t pos, int32_t rc, uint32_t flags,
+        uint64_t mem_kib, const char *result, size_t result_len, const char *log,
+        size_t log_len)
+{
+    char reason[RUN_REASON_MAX];
+    int status = INVOC_OK;
+    int exit_status = rc;
+    reason[0] = '\0';
+    if (flags & SO_DONE_TOO_LARGE) {
+        status = INVOC_ERROR;
+        exit_status = -1;
+        snprintf(reason, sizeof(reason), "result too large (more than %u MiB)",
+                 RUN_RESULT_MAX / (1024u * 1024u));
+    } else if ((flags & SO_DONE_NOMEM) && ex->mem.mode != RUN_MEM_NONE) {
+        /* The result itself did not fit in the task's memory. */
+        struct invoc_result r = {.exit_status = -1};
+        run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
+        status = r.status;
+        exit_status = -1;
+    } else if (flags & SO_DONE_NOMEM) {
+        status = INVOC_ERROR;
+        exit_status = -1;
+        snprintf(reason, sizeof(reason), "out of memory collecting the result");
+    } else if (rc != 0) {
+        status = INVOC_FAILED;
+        snprintf(reason, sizeof(reason), "function returned %d", (int)rc);
+        /* A careful function returns an error when malloc fails.  mem_kib
+         * is 0 when the peak was not measured. */
+        if (run_mem_exceeded(&ex->mem, mem_kib)) {
+            struct invoc_result r = {.exit_status = exit_status};
+            run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
+            status = r.status;
+        }
+        /* The next failure is judged by the OOM kills after this one. */
+        run_mem_task_start(&ex->mem);
+    }
+    ex->progress = true;
+    sr->pos = pos + 1;
+    so_report(sr, pos, status, exit_status, 0, reason, result, result_len, log, log_len);
+}
+
+/* A task the child could not start (its input, say). */
+static void
+so_task_error(struct so_run *sr, struct so_exec *ex, uint32_t pos, const char *text,
+              size_t len)
+{
+    char reason[RUN_REASON_MAX];
+    snprintf(reason, sizeof(reason), "%.*s", (int)len, text);
+    ex->progress = true;
+    sr->pos = pos + 1;
+    so_report(sr, pos, INVOC_ERROR, -1, 0, reason, NULL, 0, NULL, 0);
+}
+
+/*
+ * Reports the tasks the ring holds, in order, while they are the next to
+ * report: a record further on waits for the pipe message of the task before
+ * it.  Every record is checked before use; one that makes no sense gives up
+ * on the child.
+ */
+static void
+so_drain(struct so_run *sr, struct so_exec *ex)
+{
+    if (ex->broken || ex->nomem)
+        return;
+    /* Acquire: the records it covers are visible. */
+    uint64_t head = atomic_load_explicit(&ex->shm->head, memory_order_acquire);
+    uint64_t tail = ex->tail;
+    if (head - tail > SO_RING_SIZE) {
+        so_give_up(ex, false);
+        return;
+    }
+    while (tail != head && sr->fatal == 0) {
+        size_t off = (size_t)(tail % SO_RING_SIZE);
+        size_t room = SO_RING_SIZE - off;
+        struct so_rec rec = {0};
+        if (room >= sizeof(rec))
+            memcpy(&rec, ex->shm->ring + off, sizeof(rec)); /* read once */
+        if (room < sizeof(rec) || rec.kind == SO_REC_PAD) {
+            if (room > head - tail)
+                goto broken;
+            tail += room;
+            continue;
+        }
+        size_t size = SO_REC_SIZE(rec.len1, rec.len2);
+        bool valid =
+            (rec.kind == SO_REC_DONE && rec.len1 <= RUN_RESULT_MAX &&
+             rec.len2 <= INVOC_LOG_CAP) ||
+            (rec.kind == SO_REC_TASK_ERROR && rec.len1 < RUN_REASON_MAX && rec.len2 == 0);
+        if (!valid || size > room || size > head - tail || rec.pos < sr->pos ||
+            rec.pos >= sr->ctx->ntasks)
+            goto broken;
+        if (rec.pos > sr->pos)
+            break; /* a task before it comes through the pipe */
+        const char *p1 = (const char *)ex->shm->ring + off + sizeof(rec);
+        if (rec.kind == SO_REC_DONE)
+            so_done(sr, ex, rec.pos, rec.rc, rec.flags, rec.mem_kib, p1, rec.len1,
+                    p1 + rec.len1, rec.len2);
+        else
+            so_task_error(sr, ex, rec.pos, p1, rec.len1);
+        tail += size;
+    }
+    ex->tail = tail;
+    /* Release: we are done reading what the child may now overwrite. */
+    atomic_store_explicit(&ex->shm->tail, tail, memory_order_release);
+    return;
+broken:
+    ex->tail = tail;
+    so_give_up(ex, false);
+}
+
 /* Acts on one complete message. */
 static void
 so_handle(struct so_run *sr, struct so_exec *ex)
 {
     const struct so_msg_hdr *h = &ex->hdr;
     char reason[RUN_REASON_MAX];
-    if (ex->killed)
-        return; /* we gave up on this child: what it still says is moot */
+    if (ex->broken || ex->nomem || sr->fatal != 0)
+        return;
 
     switch (h->type) {
-    case SO_MSG_START:
-        if (ex->running || h->pos != sr->pos)
-            break;
-        ex->running = true;
-        ex->progress = true;
-        ex->run_pos = h->pos;
-        ex->run_peak = (h->flags & SO_START_PEAK) != 0;
-        ex->run_rss_kib = h->mem_kib;
-        ex->deadline = run_deadline(sr->ctx->spec->timeout_ms);
-        run_mem_task_start(&ex->mem);
-        return;
-    case SO_MSG_DONE: {
-        if (!ex->running || h->pos != ex->run_pos)
-            break;
-        const char *result = ex->payload;
-        const char *log = ex->payload + h->len1;
-        int status = INVOC_OK;
-        int exit_status = h->rc;
-        reason[0] = '\0';
-        if (h->flags & SO_DONE_TOO_LARGE) {
-            status = INVOC_ERROR;
-            exit_status = -1;
-            snprintf(reason, sizeof(reason), "result too large (more than %u MiB)",
-                     RUN_RESULT_MAX / (1024u * 1024u));
-        } else if ((h->flags & SO_DONE_NOMEM) && ex->mem.mode != RUN_MEM_NONE) {
-            /* The result itself did not fit in the task's memory. */
-            struct invoc_result r = {.exit_status = -1};
-            run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
-            status = r.status;
-            exit_status = -1;
-        } else if (h->flags & SO_DONE_NOMEM) {
-            status = INVOC_ERROR;
-            exit_status = -1;
-            snprintf(reason, sizeof(reason), "out of memory collecting the result");
-        } else if (h->rc != 0) {
-            status = INVOC_FAILED;
-            snprintf(reason, sizeof(reason), "function returned %d", (int)h->rc);
-            /* A careful function returns an error when malloc fails. */
-            if (run_mem_exceeded(&ex->mem, ex->run_peak ? h->mem_kib : 0)) {
-                struct invoc_result r = {.exit_status = exit_status};
-                run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
-                status = r.status;
-            }
-        }
-        ex->running = false;
-        ex->deadline = -1;
-        sr->pos = h->pos + 1;
-        so_report(sr, h->pos, status, exit_status, 0, reason, result, (size_t)h->len1,
-                  log, (size_t)h->len2);
-        return;
-    }
+    case SO_MSG_WAKE:
+        return; /* the caller drains the ring */
+    case SO_MSG_DONE:
     case SO_MSG_TASK_ERROR:
-        if (ex->running || h->pos != sr->pos)
+        /* The tasks before it are in the ring. */
+        so_drain(sr, ex);
+        if (ex->broken || sr->fatal != 0)
+            return;
+        if (h->pos != sr->pos)
             break;
-        snprintf(reason, sizeof(reason), "%.*s", (int)h->len1, ex->payload);
-        ex->progress = true;
-        sr->pos++;
-        so_report(sr, h->pos, INVOC_ERROR, -1, 0, reason, NULL, 0, NULL, 0);
+        if (h->type == SO_MSG_DONE)
+            so_done(sr, ex, h->pos, h->rc, h->flags, h->mem_kib, ex->payload,
+                    (size_t)h->len1, ex->payload + h->len1, (size_t)h->len2);
+        else
+            so_task_error(sr, ex, h->pos, ex->payload, (size_t)h->len1);
         return;
     case SO_MSG_LOAD_ERROR:
-        if (ex->running)
+        if (ex->progress ||
+            atomic_load_explicit(&ex->shm->cur, memory_order_relaxed) != 0)
             break;
         snprintf(reason, sizeof(reason), "%.*s", (int)h->len1, ex->payload);
         ex->progress = true;
         so_fail_rest(sr, reason);
         return;
     }
-    ex->broken = true;
-    so_kill(ex);
+    so_give_up(ex, false);
 }
 
 /* Checks a header before its payload is read: every length is bounded. */
@@ -485,7 +792,7 @@ static bool
 so_hdr_valid(const struct so_msg_hdr *h)
 {
     switch (h->type) {
-    case SO_MSG_START:
+    case SO_MSG_WAKE:
         return h->len1 == 0 && h->len2 == 0;
     case SO_MSG_DONE:
         return h->len1 <= RUN_RESULT_MAX && h->len2 <= INVOC_LOG_CAP;
@@ -495,18 +802,6 @@ so_hdr_valid(const struct so_msg_hdr *h)
     default:
         return false;
     }
-}
-
-/* Gives up on a child whose messages cannot be taken: the task in flight
- * (if any) fails, and a new child continues after it. */
-static void
-so_give_up(struct so_exec *ex, bool nomem)
-{
-    ex->broken = !nomem;
-    ex->nomem = nomem;
-    so_kill(ex);
-    close(ex->msgfd);
-    ex->msgfd = -1;
 }
 
 /* Reads what the pipe holds, handling each message as it completes. */
@@ -558,9 +853,59 @@ so_receive(struct so_run *sr, struct so_exec *ex)
 }
 
 /*
+ * Which task the child is running, if it has not been reported: sets *pos
+ * and returns true.  A task is running from the header's cur until the
+ * worker has reported it; between tasks (loading the next input) the child
+ * runs none.
+ */
+static bool
+so_running(const struct so_run *sr, const struct so_exec *ex, uint32_t *pos)
+{
+    /* Acquire: pairs with the child's release, so start_ms and the rest
+     * are this task's (or a later one's, which only errs late). */
+    uint64_t cur = atomic_load_explicit(&ex->shm->cur, memory_order_acquire);
+    if (cur == 0 || cur - 1 < sr->pos || cur - 1 >= sr->ctx->ntasks)
+        return false;
+    *pos = (uint32_t)(cur - 1);
+    return true;
+}
+
+/*
+ * When the running task's time is up, or -1 without a timeout.  With no task
+ * running it is a timeout from now: a task that starts later has a later
+ * deadline, and the worker looks again then.  *pos is the task the
+ * deadline belongs to (valid when *running).
+ */
+static int64_t
+so_deadline(const struct so_run *sr, struct so_exec *ex, bool *running, uint32_t *pos)
+{
+    uint64_t ms = sr->ctx->spec->timeout_ms;
+    int64_t later = run_deadline(ms);
+    *running = false;
+    if (later < 0)
+        return -1;
+    if (!so_running(sr, ex, pos))
+        return later;
+    *running = true;
+    int64_t now = run_now_ms();
+    if (ex->seen_cur != (uint64_t)*pos + 1) {
+        ex->seen_cur = (uint64_t)*pos + 1;
+        ex->seen_ms = now;
+    }
+    /* The child's start time is exact, but it lives in memory the function
+     * can write: one outside [spawn, now] is not believed, and when the
+     * worker saw the task start is used instead (later, never earlier). */
+    int64_t start = atomic_load_explicit(&ex->shm->start_ms, memory_order_relaxed);
+    if (start < ex->spawned_ms || start > now)
+        start = ex->seen_ms;
+    return start + (int64_t)ms;
+}
+
+/*
  * Supervises one executor child until it has ended and its pipe is drained.
- * Afterwards accounts for the task that was in flight, if any.  Returns true
- * when the worker was told to stop.
+ * Afterwards reports what the ring still holds and accounts for the task
+ * that was in flight, if any.  Returns true when the worker was told to
+ * stop.
  */
 static bool
 so_supervise(struct so_run *sr, struct so_exec *ex)
@@ -573,19 +918,26 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
         }
         if (ex->exited && (ex->msgfd < 0 || run_now_ms() >= grace))
             break;
+        int64_t deadline = -1;
         if (!ex->exited && !ex->killed) {
+            bool running;
+            uint32_t pos = 0;
+            if (sr->ctx->spec->timeout_ms != 0)
+                so_drain(sr, ex); /* a finished task is not timed */
+            deadline = so_deadline(sr, ex, &running, &pos);
             if (run_stop_requested()) {
                 ex->stopped = true;
                 so_kill(ex);
             } else if (sr->fatal != 0) {
                 so_kill(ex);
-            } else if (ex->running && ex->deadline >= 0 && run_now_ms() >= ex->deadline) {
+            } else if (running && run_now_ms() >= deadline) {
                 ex->timed_out = true;
+                ex->timed_pos = pos;
                 so_kill(ex);
             }
         }
         struct pollfd pfd = {.fd = ex->msgfd, .events = POLLIN};
-        int64_t wake = ex->exited ? grace : (ex->killed ? -1 : ex->deadline);
+        int64_t wake = ex->exited ? grace : (ex->killed ? -1 : deadline);
         int n = run_poll(&pfd, ex->msgfd >= 0 ? 1 : 0, wake);
         if (n < 0) {
             so_kill(ex);
@@ -595,18 +947,48 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
         }
         if (n > 0)
             so_receive(sr, ex);
+        /* Records after a task whose message is still in the pipe wait for
+         * it: so_drain stops at them. */
+        so_drain(sr, ex);
     }
     if (ex->msgfd >= 0)
         close(ex->msgfd);
     ex->msgfd = -1;
     free(ex->payload);
     ex->payload = NULL;
+    /* Every task the child finished is in the ring or was in the pipe: a
+     * record left over after this cannot be explained. */
+    so_drain(sr, ex);
+    if (!ex->broken && !ex->nomem && sr->fatal == 0 &&
+        atomic_load_explicit(&ex->shm->head, memory_order_acquire) != ex->tail)
+        ex->broken = true;
 
     if (ex->stopped || sr->fatal != 0)
         return ex->stopped;
+    if (sr->pos >= sr->ctx->ntasks)
+        return false;
 
     char reason[RUN_REASON_MAX];
-    if (ex->running) {
+    uint32_t run_pos = 0;
+    bool running = so_running(sr, ex, &run_pos);
+    if (ex->broken || ex->nomem) {
+        /* Whatever it was doing, the next task is charged, so that every
+         * child makes progress. */
+        snprintf(reason, sizeof(reason), "%s",
+                 ex->nomem ? "out of memory receiving the result"
+                           : "the executor process misbehaved");
+        uint32_t pos = sr->pos++;
+        so_report(sr, pos, INVOC_ERROR, -1, 0, reason, NULL, 0, NULL, 0);
+    } else if (running && run_pos != sr->pos) {
+        /* cur ahead of the results: only a scribbled header does that. */
+        snprintf(reason, sizeof(reason), "the executor process misbehaved");
+        uint32_t pos = sr->pos++;
+        so_report(sr, pos, INVOC_ERROR, -1, 0, reason, NULL, 0, NULL, 0);
+    } else if (running && ex->timed_out && ex->timed_pos != run_pos) {
+        /* We killed it for a task that finished at that very moment: the
+         * one it had just started is not at fault, and the next child runs
+         * it again. */
+    } else if (running) {
         /* The child died or was killed in the middle of task run_pos. */
         static char logbuf[INVOC_LOG_CAP];
         size_t loglen = log_tail(ex->logfd, logbuf);
@@ -616,11 +998,6 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
             r.status = INVOC_TIMEOUT;
             snprintf(reason, sizeof(reason), "timed out after %" PRIu64 " ms",
                      sr->ctx->spec->timeout_ms);
-        } else if (ex->broken || ex->nomem) {
-            r.status = INVOC_ERROR;
-            snprintf(reason, sizeof(reason), "%s",
-                     ex->nomem ? "out of memory receiving the result"
-                               : "the executor process misbehaved");
         } else {
             if (r.status == INVOC_OK || r.status == INVOC_FAILED) {
                 /* The function called exit(): the task did not complete. */
@@ -630,16 +1007,19 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
             }
             /* Whatever killed it (abort() after malloc failed, a crash on
              * its NULL, the kernel's OOM killer), the peak tells. */
+            uint32_t flags =
+                atomic_load_explicit(&ex->shm->start_flags, memory_order_relaxed);
+            uint64_t rss = atomic_load_explicit(&ex->shm->rss_kib, memory_order_relaxed);
             uint64_t maxrss = ex->ru.ru_maxrss > 0 ? (uint64_t)ex->ru.ru_maxrss : 0;
-            uint64_t grew =
-                ex->run_peak && maxrss > ex->run_rss_kib ? maxrss - ex->run_rss_kib : 0;
+            uint64_t grew = (flags & SO_START_PEAK) && maxrss > rss ? maxrss - rss : 0;
             if (run_mem_exceeded(&ex->mem, grew))
                 run_mem_describe(&ex->mem, &r, reason, sizeof(reason));
         }
-        sr->pos = ex->run_pos + 1;
-        so_report(sr, ex->run_pos, r.status, r.exit_status, r.signal, reason, NULL, 0,
-                  logbuf, loglen);
-    } else if (!ex->progress && sr->pos < sr->ctx->ntasks) {
+        sr->pos = run_pos + 1;
+        so_report(sr, run_pos, r.status, r.exit_status, r.signal, reason, NULL, 0, logbuf,
+                  loglen);
+    } else if (!ex->progress &&
+               atomic_load_explicit(&ex->shm->cur, memory_order_relaxed) == 0) {
         /* It died before starting anything (a library constructor crashed,
          * say): charge the next task so that every child makes progress. */
         struct invoc_result r = {.reason = reason};
@@ -692,8 +1072,7 @@ run_so(const struct run_ctx *ctx)
             break;
         }
         bool stopped = so_supervise(&sr, &ex);
-        run_mem_release(&ex.mem);
-        close(ex.logfd);
+        so_exec_release(&ex);
         if (stopped)
             break;
     }

@@ -2,7 +2,7 @@
  * tests/fns/test_fns.c - functions for burst-worker's tests
  * (tests/test-worker.c), written as a function author would against
  * burst_function.h: map functions (echo, upper, fail3, crash_on_marker,
- * hang, write_stderr, gobble) and reducers (concat, sum_numbers).
+ * hang, write_stderr, log_on_marker, gobble) and reducers (concat, sum_numbers).
  */
 #include <burst_function.h>
 
@@ -20,6 +20,7 @@ int fail3(const burst_input *in, burst_output *out);
 int crash_on_marker(const burst_input *in, burst_output *out);
 int hang(const burst_input *in, burst_output *out);
 int write_stderr(const burst_input *in, burst_output *out);
+int log_on_marker(const burst_input *in, burst_output *out);
 int gobble(const burst_input *in, burst_output *out);
 int concat(const burst_input *in, burst_output *out);
 int sum_numbers(const burst_input *in, burst_output *out);
@@ -102,6 +103,16 @@ write_stderr(const burst_input *in, burst_output *out)
 {
     fprintf(stderr, "stderr of task %u\n", in->task_index);
     printf("stdout of task %u\n", in->task_index);
+    return burst_write(out, in->data, in->len);
+}
+
+/* Echoes, and logs a line naming the task only when the input starts with
+ * "LOG": the worker must not carry one task's log into the next. */
+int
+log_on_marker(const burst_input *in, burst_output *out)
+{
+    if (in->len >= 3 && memcmp(in->data, "LOG", 3) == 0)
+        fprintf(stderr, "log of task %u\n", in->task_index);
     return burst_write(out, in->data, in->len);
 }
 
