@@ -47,6 +47,8 @@
  *
  * usage: bench-fairness SOCKET LIB.so CLIENTS JOBS TASKS [WINDOW]
  */
+#include "stats.h"
+
 #include <burst.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -120,39 +122,6 @@ struct shared {
     double *job_end;        /* [clients][jobs]: daemon's last task end */
     double *task_end;       /* [clients][jobs][tasks]: daemon's task end */
 };
-
-static double
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static double
-unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The p-th percentile (0..1) of the sorted v[0..n), nearest rank; NAN
- * when there is nothing to rank. */
-static double
-pct(const double *v, size_t n, double p)
-{
-    if (n == 0)
-        return NAN;
-    return v[(size_t)(p * (double)(n - 1) + 0.5)];
-}
 
 /* Parses a decimal count in [lo, hi]; returns -1 when it is not one. */
 static int
@@ -272,7 +241,7 @@ slot_end(struct slot *s, int state)
     s->ended = true;
     s->state = state;
     s->cl->ended++;
-    s->cl->sh->seen[job_index(s->cl, s->j)] = unix_ms();
+    s->cl->sh->seen[job_index(s->cl, s->j)] = bench_unix_ms();
 }
 
 static void
@@ -298,22 +267,22 @@ client_submit(struct client *cl, const burst_fn *fn, uint32_t j)
     snprintf(name, sizeof(name), "b6 c%" PRIu32, cl->ci);
     opts.name = name;
     struct slot *s = &cl->slots[j];
-    double t0 = mono_ms();
+    double t0 = bench_mono_ms();
     int rc = burst_submit_map_lines(cl->c, fn, cl->blob, len, &opts, &s->id);
-    double t1 = mono_ms();
+    double t1 = bench_mono_ms();
     if (rc != 0) {
         client_fail(cl, "submitting job %" PRIu32 ": %s: %s", j, burst_strerror(rc),
                     burst_last_error(cl->c));
         return -1;
     }
-    double now = unix_ms();
+    double now = bench_unix_ms();
     client_lat(cl, REQ_SUBMIT, t1 - t0);
     cl->sh->ack[job_index(cl, j)] = now;
     if (j == 0)
         cl->out->first_ack = now;
-    t0 = mono_ms();
+    t0 = bench_mono_ms();
     rc = burst_subscribe(cl->c, s->id, 0, on_event, s);
-    client_lat(cl, REQ_SUBSCRIBE, mono_ms() - t0);
+    client_lat(cl, REQ_SUBSCRIBE, bench_mono_ms() - t0);
     if (rc != 0) {
         client_fail(cl, "subscribing to job %" PRIu64 ": %s: %s", s->id,
                     burst_strerror(rc), burst_last_error(cl->c));
@@ -335,9 +304,9 @@ client_repoll(struct client *cl)
         if (s->ended)
             continue;
         burst_job_info st;
-        double t0 = mono_ms();
+        double t0 = bench_mono_ms();
         int rc = burst_status(cl->c, s->id, &st);
-        client_lat(cl, REQ_STATUS, mono_ms() - t0);
+        client_lat(cl, REQ_STATUS, bench_mono_ms() - t0);
         if (rc != 0) {
             client_fail(cl, "status of job %" PRIu64 ": %s: %s", s->id,
                         burst_strerror(rc), burst_last_error(cl->c));
@@ -371,7 +340,7 @@ client_run(struct client *cl, const burst_fn *fn)
 {
     const struct cfg *cfg = cl->cfg;
     uint32_t window = cfg->window != 0 ? cfg->window : cfg->jobs;
-    double deadline = mono_ms() + CLIENT_DEADLINE_MS;
+    double deadline = bench_mono_ms() + CLIENT_DEADLINE_MS;
     while (cl->ended < cfg->jobs) {
         while (cl->submitted < cfg->jobs && cl->submitted - cl->ended < window) {
             if (client_submit(cl, fn, cl->submitted) != 0)
@@ -388,7 +357,7 @@ client_run(struct client *cl, const burst_fn *fn)
                 goto lost;
             continue;
         }
-        if (mono_ms() > deadline) {
+        if (bench_mono_ms() > deadline) {
             client_fail(cl,
                         "%" PRIu32 " of %" PRIu32 " jobs still unfinished after %.0f s",
                         cfg->jobs - cl->ended, cfg->jobs, CLIENT_DEADLINE_MS / 1e3);
@@ -454,9 +423,9 @@ client_check(struct client *cl)
         }
         burst_task_info *ti;
         size_t n;
-        double t0 = mono_ms();
+        double t0 = bench_mono_ms();
         int rc = burst_tasks(cl->c, s->id, -1, &ti, &n);
-        client_lat(cl, REQ_TASKS, mono_ms() - t0);
+        client_lat(cl, REQ_TASKS, bench_mono_ms() - t0);
         if (rc != 0) {
             client_fail(cl, "tasks of job %" PRIu64 ": %s: %s", s->id, burst_strerror(rc),
                         burst_last_error(cl->c));
@@ -486,9 +455,9 @@ client_check(struct client *cl)
         }
         cl->sh->job_end[job_index(cl, j)] = last;
         struct check k = {.cl = cl, .j = j};
-        t0 = mono_ms();
+        t0 = bench_mono_ms();
         rc = burst_results(cl->c, s->id, check_result, &k);
-        client_lat(cl, REQ_RESULTS, mono_ms() - t0);
+        client_lat(cl, REQ_RESULTS, bench_mono_ms() - t0);
         if (rc != 0) {
             client_fail(cl, "results of job %" PRIu64 ": %s: %s", s->id,
                         burst_strerror(rc), burst_last_error(cl->c));
@@ -590,9 +559,9 @@ baseline(const struct cfg *cfg, double *p50, double *p99, int *quota)
         return -1;
     }
     for (uint32_t i = 0; i < BASE_COUNT; i++) {
-        double t0 = mono_ms();
+        double t0 = bench_mono_ms();
         rc = burst_quota(c, -1, NULL);
-        v[i] = mono_ms() - t0;
+        v[i] = bench_mono_ms() - t0;
         if (rc < 0) {
             fprintf(stderr, "bench-fairness: quota: %s: %s\n", burst_strerror(rc),
                     burst_last_error(c));
@@ -602,9 +571,9 @@ baseline(const struct cfg *cfg, double *p50, double *p99, int *quota)
         }
         *quota = rc;
     }
-    qsort(v, BASE_COUNT, sizeof(*v), cmp_double);
-    *p50 = pct(v, BASE_COUNT, 0.5);
-    *p99 = pct(v, BASE_COUNT, 0.99);
+    bench_sort(v, BASE_COUNT);
+    *p50 = bench_pct(v, BASE_COUNT, 0.5);
+    *p99 = bench_pct(v, BASE_COUNT, 0.99);
     free(v);
     burst_close(c);
     return 0;
@@ -665,9 +634,9 @@ reap_clients(const struct shared *sh, const pid_t *pids, uint32_t n)
 static void
 report_lat(const char *name, double *v, size_t n)
 {
-    qsort(v, n, sizeof(*v), cmp_double);
+    bench_sort(v, n);
     fprintf(stderr, "  %-28s n=%-7zu p50 %8.3f  p99 %8.3f  max %8.3f ms\n", name, n,
-            pct(v, n, 0.5), pct(v, n, 0.99), n > 0 ? v[n - 1] : NAN);
+            bench_pct(v, n, 0.5), bench_pct(v, n, 0.99), n > 0 ? v[n - 1] : NAN);
 }
 
 struct fairness {
@@ -706,9 +675,9 @@ share_in(const struct cfg *cfg, const struct shared *sh, double ws, double we,
         if (fabs(ratio[c] - 1) > f->worst)
             f->worst = fabs(ratio[c] - 1);
     }
-    qsort(ratio, cfg->clients, sizeof(*ratio), cmp_double);
-    f->p5 = pct(ratio, cfg->clients, 0.05);
-    f->p95 = pct(ratio, cfg->clients, 0.95);
+    bench_sort(ratio, cfg->clients);
+    f->p5 = bench_pct(ratio, cfg->clients, 0.05);
+    f->p95 = bench_pct(ratio, cfg->clients, 0.95);
     f->ws = ws;
     f->we = we;
     return 0;
@@ -833,7 +802,7 @@ analyse(const struct cfg *cfg, struct shared *sh, double release, double base50,
     if (lost_lat > 0)
         fprintf(stderr, "  (%" PRIu32 " samples not kept: no room)\n", lost_lat);
     report_lat("all single round trips", all, nall);
-    double r50 = pct(all, nall, 0.5), r99 = pct(all, nall, 0.99);
+    double r50 = bench_pct(all, nall, 0.5), r99 = bench_pct(all, nall, 0.99);
 
     /* How late a client heard of a job's end, after the daemon recorded it
      * (ms resolution on the daemon's side). */
@@ -919,7 +888,7 @@ main(int argc, char **argv)
         for (uint32_t i = 0; i < started; i++)
             kill(pids[i], SIGTERM);
     }
-    double release = unix_ms();
+    double release = bench_unix_ms();
     close(go[1]); /* the start */
     uint32_t failed = reap_clients(&sh, pids, started);
     if (!go_on || failed > 0) {

@@ -7,33 +7,12 @@
  *
  * usage: bench-latency SOCKET (exec CMD | so LIB SYMBOL) COUNT
  */
+#include "stats.h"
+
 #include <burst.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double
-pct(double *v, size_t n, double p)
-{
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i];
-}
 
 int
 main(int argc, char **argv)
@@ -72,12 +51,12 @@ main(int argc, char **argv)
         return 1;
     burst_opts opts = BURST_OPTS_INIT;
     for (size_t i = 0; i < count; i++) {
-        double t0 = now_ms();
+        double t0 = bench_mono_ms();
         if (burst_quota(c, -1, NULL) < 0)
             return 1;
-        rtt[i] = now_ms() - t0;
+        rtt[i] = bench_mono_ms() - t0;
         uint64_t id;
-        t0 = now_ms();
+        t0 = bench_mono_ms();
         rc = burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &id);
         if (rc == 0)
             rc = burst_wait(c, id, NULL);
@@ -86,12 +65,13 @@ main(int argc, char **argv)
                     burst_last_error(c));
             return 1;
         }
-        job[i] = now_ms() - t0;
+        job[i] = bench_mono_ms() - t0;
     }
-    qsort(job, count, sizeof(double), cmp_double);
-    qsort(rtt, count, sizeof(double), cmp_double);
-    printf("%.3f %.3f %.3f %.3f\n", pct(job, count, 0.5), pct(job, count, 0.99),
-           pct(rtt, count, 0.5), pct(rtt, count, 0.99));
+    bench_sort(job, count);
+    bench_sort(rtt, count);
+    printf("%.3f %.3f %.3f %.3f\n", bench_pct(job, count, 0.5),
+           bench_pct(job, count, 0.99), bench_pct(rtt, count, 0.5),
+           bench_pct(rtt, count, 0.99));
     burst_close(c);
     free(job);
     free(rtt);
