@@ -65,20 +65,8 @@ fi
 export BURST_WORKER
 unset BURST_SOCKET
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-    n=$((n + 1))
-    failed=$((failed + 1))
-    echo "not ok $n - $1"
-    [ -s "$D/why" ] && sed 's/^/# /' "$D/why"
-    return 0
-}
-run() {
-    : >"$D/why"
-    if "$2" >>"$D/why" 2>&1; then ok "$1"; else not_ok "$1"; fi
-}
+# shellcheck source=tests/tap.sh
+. "$(dirname "$0")/tap.sh"
 
 # start_daemon NAME SOCKET STATE CONFIG [as-nobody]: waits for the socket.
 start_daemon() {
@@ -125,12 +113,6 @@ nx() {
     rc=0
     out=$("as_$who" "$@" 2>"$D/stderr") || rc=$?
     err=$(cat "$D/stderr")
-}
-expect() { # expect WHAT GOT WANT
-    if [ "$2" != "$3" ]; then
-        echo "$1: got '$2', want '$3'"
-        return 1
-    fi
 }
 
 printf 'idle_timeout_ms = 5000\n' >"$D/burstd.conf"

@@ -32,29 +32,8 @@ trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-    n=$((n + 1))
-    failed=$((failed + 1))
-    echo "not ok $n - $1"
-    [ -s "$D/why" ] && sed 's/^/# /' "$D/why"
-    return 0
-}
-skip() { n=$((n + 1)); echo "ok $n - # SKIP $1"; }
-# run NAME FUNCTION: a scenario passes when its function returns 0; it
-# writes what went wrong into $D/why.
-run() {
-    : >"$D/why"
-    if "$2" >>"$D/why" 2>&1; then ok "$1"; else not_ok "$1"; fi
-}
-expect() { # expect WHAT GOT WANT
-    if [ "$2" != "$3" ]; then
-        echo "$1: got '$2', want '$3'"
-        return 1
-    fi
-}
+# shellcheck source=tests/tap.sh
+. "$(dirname "$0")/tap.sh"
 # Every CLI call gets a generous time limit, only as a safety net.
 b() { timeout 120 "$BURST" "$@"; }
 

@@ -47,24 +47,11 @@ if [ ! -S "$S" ]; then
     exit 1
 fi
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-    n=$((n + 1))
-    failed=$((failed + 1))
-    echo "not ok $n - $1"
-    [ -s "$D/why" ] && sed 's/^/# /' "$D/why"
-    return 0
-}
-# run NAME FUNCTION: a scenario passes when its function returns 0.  The
+# run NAME FUNCTION: a scenario passes when its function returns 0; the
 # function writes what went wrong into $D/why.
-run() {
-    : >"$D/why"
-    local t0=$SECONDS
-    if "$2" >>"$D/why" 2>&1; then ok "$1"; else not_ok "$1"; fi
-    echo "# $(($SECONDS - t0)) s"
-}
+TAP_TIMES=1
+# shellcheck source=tests/tap.sh
+. "$(dirname "$0")/../tap.sh"
 # Every CLI call gets a generous time limit, only as a safety net.
 b() { timeout "${CLI_TEST_TIMEOUT:-300}" "$BURST" "$@"; }
 # Runs the CLI, keeping stdout in $out, stderr in $err and the status in $rc.
@@ -72,12 +59,6 @@ bx() {
     rc=0
     out=$(b "$@" 2>"$D/stderr") || rc=$?
     err=$(cat "$D/stderr")
-}
-expect() { # expect WHAT GOT WANT
-    if [ "$2" != "$3" ]; then
-        echo "$1: got '$2', want '$3'"
-        return 1
-    fi
 }
 
 # A 100-line text with mixed case, punctuation and a blank line.
