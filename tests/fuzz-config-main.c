@@ -10,29 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz-rng.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Longer than config_load's line buffer, so the "line too long" path and
  * the lines after it are reached too. */
 #define MAX_INPUT 12288
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static uint64_t
-rng(void)
-{
-    /* xorshift64*: deterministic and good enough to pick mutations. */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
-}
-
-static size_t
-rng_below(size_t n)
-{
-    return n == 0 ? 0 : (size_t)(rng() % n);
-}
 
 /* Every key burstd knows of, some it does not, and near misses. */
 static const char *const keys[] = {
@@ -211,6 +196,7 @@ mutate(uint8_t *buf, size_t len)
 int
 main(int argc, char **argv)
 {
+    rng_state = 0x2545f4914f6cdd1dull;
     long iterations = argc > 1 ? strtol(argv[1], NULL, 10) : 30000;
     static uint8_t buf[MAX_INPUT + 1];
     for (long i = 0; i < iterations; i++) {

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz-rng.h"
+
 #include "burst.h"
 #include "frame.h"
 #include "msg.h"
@@ -26,23 +28,6 @@ struct seed {
 static struct seed seeds[MAX_SEEDS];
 static int nseeds;
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t
-rng(void)
-{
-    /* xorshift64*: deterministic and good enough to pick mutations. */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
-}
-
-static size_t
-rng_below(size_t n)
-{
-    return n == 0 ? 0 : (size_t)(rng() % n);
-}
 
 static void
 add_seed(struct proto_buf *b)
@@ -278,6 +263,7 @@ mutate(uint8_t *buf, size_t len, size_t cap)
 int
 main(int argc, char **argv)
 {
+    rng_state = 0x9e3779b97f4a7c15ull;
     long iterations = argc > 1 ? strtol(argv[1], NULL, 10) : 200000;
     make_seeds();
     if (nseeds < 20) {
