@@ -54,61 +54,9 @@ daemon_stop(struct testd *d)
 static int
 raw_connect(const char *path)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = testd_connect(path);
     assert_true(fd >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    assert_true(strlen(path) < sizeof(sa.sun_path));
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     return fd;
-}
-
-static void
-write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return; /* the daemon may already have dropped us */
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
-/* Reads one frame; returns its payload length, or -1 at EOF / timeout. */
-static ssize_t
-read_frame(int fd, char **payload)
-{
-    char hdr[4];
-    size_t got = 0;
-    while (got < 4) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 20000) <= 0)
-            return -1;
-        ssize_t n = read(fd, hdr + got, 4 - got);
-        if (n <= 0)
-            return -1;
-        got += (size_t)n;
-    }
-    uint32_t len = ((uint32_t)(unsigned char)hdr[0] << 24) |
-                   ((uint32_t)(unsigned char)hdr[1] << 16) |
-                   ((uint32_t)(unsigned char)hdr[2] << 8) | (unsigned char)hdr[3];
-    char *buf = malloc(len ? len : 1);
-    assert_non_null(buf);
-    got = 0;
-    while (got < len) {
-        ssize_t n = read(fd, buf + got, len - got);
-        if (n <= 0) {
-            free(buf);
-            return -1;
-        }
-        got += (size_t)n;
-    }
-    *payload = buf;
-    return (ssize_t)len;
 }
 
 /* The error code of the next reply (0 if it was ok), or 1 at EOF. */
@@ -116,7 +64,7 @@ static int
 reply_code(int fd, enum proto_op op, char *msg, size_t msgsize)
 {
     char *payload;
-    ssize_t len = read_frame(fd, &payload);
+    ssize_t len = testd_read_frame(fd, 20000, &payload);
     if (len < 0)
         return 1;
     struct proto_limits lim;
@@ -148,8 +96,8 @@ send_payload(int fd, const char *payload, size_t len)
 {
     char hdr[4];
     frame_put_header(hdr, (uint32_t)len);
-    write_all(fd, hdr, 4);
-    write_all(fd, payload, len);
+    testd_write_all(fd, hdr, 4);
+    testd_write_all(fd, payload, len);
 }
 
 static void
@@ -161,7 +109,7 @@ send_hello(int fd)
     req.u.hello.version = PROTO_VERSION;
     req.u.hello.client = proto_str_c("test-daemon");
     assert_int_equal(proto_encode_request(&b, &req), 0);
-    write_all(fd, b.data, b.len);
+    testd_write_all(fd, b.data, b.len);
     proto_buf_free(&b);
     assert_int_equal(reply_code(fd, PROTO_OP_HELLO, NULL, 0), 0);
 }
@@ -218,7 +166,7 @@ test_oversized_frame(void **state)
     int fd = raw_connect(D.sock);
     char hdr[4];
     frame_put_header(hdr, 1u << 30); /* 1 GiB announced: refused at once */
-    write_all(fd, hdr, 4);
+    testd_write_all(fd, hdr, 4);
     char msg[256] = "";
     assert_int_equal(reply_code(fd, PROTO_OP_HELLO, msg, sizeof(msg)), BURST_ETOOBIG);
     assert_non_null(strstr(msg, "limit"));
@@ -233,7 +181,7 @@ test_zero_frame(void **state)
     (void)state;
     int fd = raw_connect(D.sock);
     char hdr[4] = {0, 0, 0, 0};
-    write_all(fd, hdr, 4);
+    testd_write_all(fd, hdr, 4);
     assert_int_equal(reply_code(fd, PROTO_OP_HELLO, NULL, 0), BURST_EPROTO);
     assert_true(is_closed(fd));
     close(fd);
@@ -268,7 +216,7 @@ test_random_bytes(void **state)
         for (size_t k = 0; k < sizeof(buf); k++)
             buf[k] = (char)random();
         size_t n = 1 + (size_t)random() % sizeof(buf);
-        write_all(fd, buf, n);
+        testd_write_all(fd, buf, n);
         close(fd);
     }
     still_serves();
@@ -282,8 +230,8 @@ test_slow_half_frame(void **state)
     send_hello(fd);
     char hdr[4];
     frame_put_header(hdr, 100);
-    write_all(fd, hdr, 4);
-    write_all(fd, "\x82", 1); /* and then nothing: dropped after idle_timeout_ms */
+    testd_write_all(fd, hdr, 4);
+    testd_write_all(fd, "\x82", 1); /* and then nothing: dropped after idle_timeout_ms */
     assert_true(is_closed(fd));
     close(fd);
     still_serves();
@@ -461,7 +409,7 @@ test_hello_first_and_version(void **state)
     proto_buf_init(&b);
     struct proto_request req = {.op = PROTO_OP_QUOTA, .id = 3};
     assert_int_equal(proto_encode_request(&b, &req), 0);
-    write_all(fd, b.data, b.len);
+    testd_write_all(fd, b.data, b.len);
     char msg[256] = "";
     assert_int_equal(reply_code(fd, PROTO_OP_QUOTA, msg, sizeof(msg)), BURST_EPROTO);
     assert_non_null(strstr(msg, "hello"));
@@ -469,7 +417,7 @@ test_hello_first_and_version(void **state)
     req = (struct proto_request){.op = PROTO_OP_HELLO, .id = 4};
     req.u.hello.version = 99;
     assert_int_equal(proto_encode_request(&b, &req), 0);
-    write_all(fd, b.data, b.len);
+    testd_write_all(fd, b.data, b.len);
     assert_int_equal(reply_code(fd, PROTO_OP_HELLO, msg, sizeof(msg)), BURST_EVERSION);
     assert_non_null(strstr(msg, "99"));
     proto_buf_free(&b);
@@ -487,10 +435,10 @@ test_hello_limits(void **state)
     struct proto_request req = {.op = PROTO_OP_HELLO, .id = 1};
     req.u.hello.version = PROTO_VERSION;
     assert_int_equal(proto_encode_request(&b, &req), 0);
-    write_all(fd, b.data, b.len);
+    testd_write_all(fd, b.data, b.len);
     proto_buf_free(&b);
     char *payload;
-    ssize_t len = read_frame(fd, &payload);
+    ssize_t len = testd_read_frame(fd, 20000, &payload);
     assert_true(len > 0);
     struct proto_limits lim;
     proto_limits_default(&lim);

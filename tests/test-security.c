@@ -76,61 +76,12 @@ daemon_teardown(void **state)
 
 /* ---- raw protocol ---- */
 
-/* -1 on failure, without asserting: also used in the forked child. */
-static int
-raw_connect_try(void)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    memcpy(sa.sun_path, D.sock, strlen(D.sock) + 1);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static int
 raw_connect(void)
 {
-    int fd = raw_connect_try();
+    int fd = testd_connect(D.sock);
     assert_true(fd >= 0);
     return fd;
-}
-
-static void
-write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return; /* dropped already: the read side will tell */
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
-static bool
-read_full(int fd, char *buf, size_t len)
-{
-    size_t got = 0;
-    while (got < len) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, SAFETY_MS) <= 0)
-            return false;
-        ssize_t n = read(fd, buf + got, len - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        got += (size_t)n;
-    }
-    return true;
 }
 
 /* The next reply's error code (0 when ok), skipping event frames; 1 at EOF.
@@ -139,19 +90,12 @@ static int
 reply_next(int fd, enum proto_op op, char *msg, size_t msgsize, uint64_t *value)
 {
     for (;;) {
-        char hdr[FRAME_HEADER_SIZE];
-        if (!read_full(fd, hdr, sizeof(hdr)))
+        char *payload;
+        ssize_t n = testd_read_frame(fd, SAFETY_MS, &payload);
+        if (n < 0)
             return 1;
-        uint32_t len = ((uint32_t)(unsigned char)hdr[0] << 24) |
-                       ((uint32_t)(unsigned char)hdr[1] << 16) |
-                       ((uint32_t)(unsigned char)hdr[2] << 8) | (unsigned char)hdr[3];
-        assert_true(len > 0 && len < (1u << 24));
-        char *payload = malloc(len);
-        assert_non_null(payload);
-        if (!read_full(fd, payload, len)) {
-            free(payload);
-            return 1;
-        }
+        size_t len = (size_t)n;
+        assert_true(len > 0);
         enum proto_kind kind;
         uint64_t re;
         assert_int_equal(proto_peek(payload, len, &kind, &re), 0);
@@ -180,7 +124,7 @@ send_request(int fd, const struct proto_request *req)
     struct proto_buf b;
     proto_buf_init(&b);
     assert_int_equal(proto_encode_request(&b, req), 0);
-    write_all(fd, b.data, b.len);
+    testd_write_all(fd, b.data, b.len);
     proto_buf_free(&b);
 }
 
@@ -379,8 +323,8 @@ test_flood_half_frames(void **state)
             assert_int_equal(raw_hello(fds[i], NULL, 0), 0);
         char hdr[FRAME_HEADER_SIZE];
         frame_put_header(hdr, 100);
-        write_all(fds[i], hdr, sizeof(hdr));
-        write_all(fds[i], "\x82", 1); /* and then nothing */
+        testd_write_all(fds[i], hdr, sizeof(hdr));
+        testd_write_all(fds[i], "\x82", 1); /* and then nothing */
     }
     honest_map_eventually();
     for (int i = 0; i < MAX_CONNS; i++) {
@@ -474,12 +418,12 @@ as_nobody_checks(uint64_t root_job)
     /* The per-uid cap: PER_UID connections, then "busy". */
     int fds[PER_UID + 1];
     for (int i = 0; i < PER_UID; i++) {
-        fds[i] = raw_connect_try();
+        fds[i] = testd_connect(D.sock);
         if (fds[i] < 0 || raw_hello(fds[i], NULL, 0) != 0)
             return 10;
     }
     char msg[512] = "";
-    fds[PER_UID] = raw_connect_try();
+    fds[PER_UID] = testd_connect(D.sock);
     if (fds[PER_UID] < 0)
         return 11;
     if (reply_next(fds[PER_UID], PROTO_OP_HELLO, msg, sizeof(msg), NULL) != BURST_EBUSY ||

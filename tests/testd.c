@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -79,8 +80,8 @@ testd_start(struct testd *d, const char *const *extra)
     const char *burstd = getenv("BURSTD");
     assert_non_null(burstd);
     assert_int_equal(d->pid, 0);
-    const char *argv[32] = {"burstd", "--socket", d->sock, "--state-dir", d->state,
-                            "--config", d->cfg};
+    const char *argv[32] = {"burstd", "--socket", d->sock, "--state-dir",
+                            d->state, "--config", d->cfg};
     size_t argc = 7;
     for (size_t i = 0; extra != NULL && extra[i] != NULL && argc < 31; i++)
         argv[argc++] = extra[i];
@@ -170,4 +171,75 @@ testd_cleanup(struct testd *d, bool passed)
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", d->dir);
     d->dir[0] = '\0';
+}
+
+/* ---- raw protocol ---- */
+
+int
+testd_connect(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void
+testd_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return;
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Reads exactly len bytes, each within timeout_ms; false at EOF or timeout. */
+static bool
+read_full(int fd, char *buf, size_t len, int timeout_ms)
+{
+    size_t got = 0;
+    while (got < len) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, timeout_ms) <= 0)
+            return false;
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        got += (size_t)n;
+    }
+    return true;
+}
+
+ssize_t
+testd_read_frame(int fd, int timeout_ms, char **payload)
+{
+    unsigned char hdr[4];
+    if (!read_full(fd, (char *)hdr, sizeof(hdr), timeout_ms))
+        return -1;
+    uint32_t len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
+                   ((uint32_t)hdr[2] << 8) | hdr[3];
+    char *buf = malloc(len ? len : 1);
+    assert_non_null(buf);
+    if (!read_full(fd, buf, len, timeout_ms)) {
+        free(buf);
+        return -1;
+    }
+    *payload = buf;
+    return (ssize_t)len;
 }

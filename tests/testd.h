@@ -8,6 +8,7 @@
 #define BURST_TESTS_TESTD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -34,6 +35,17 @@ void testd_stop(struct testd *d);
 void testd_cleanup(struct testd *d, bool passed);
 
 /* Sleeping and a monotonic clock, for the polls of every integration test. */
+/* Raw protocol access, for tests that write frames by hand. */
+/* A connection to the Unix socket at path: its fd, or -1 (no assertion,
+ * so a forked child can use it too). */
+int testd_connect(const char *path);
+/* Writes all of buf; gives up quietly if the daemon dropped the connection
+ * (the read side then tells). */
+void testd_write_all(int fd, const void *buf, size_t len);
+/* Reads one frame within timeout_ms: its payload length, with the payload in
+ * *payload (malloc'ed), or -1 at EOF or timeout. */
+ssize_t testd_read_frame(int fd, int timeout_ms, char **payload);
+
 void testd_sleep_ms(int ms);
 int64_t testd_now_ms(void);
 
