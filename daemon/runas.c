@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "burst.h"
@@ -22,8 +23,51 @@ runas_needed(uint32_t uid)
     return (uid_t)uid != geteuid();
 }
 
+/*
+ * Accounts looked up lately.  getpwuid_r may ask a directory service over
+ * the network, and it runs on the event loop (at every submission and
+ * dispatch of another user's job): a short-lived cache keeps that to one
+ * lookup per user and minute.  Only the loop thread calls in here.
+ */
+#define RUNAS_CACHE 64
+#define RUNAS_CACHE_SEC 60
+
+static struct {
+    struct runas ra;
+    time_t at; /* monotonic seconds; 0 = empty */
+} runas_cache[RUNAS_CACHE];
+
+static time_t
+mono_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1; /* never 0 */
+}
+
+static int runas_lookup_uncached(uint32_t uid, struct runas *ra, char *why,
+                                 size_t whylen);
+
 int
 runas_lookup(uint32_t uid, struct runas *ra, char *why, size_t whylen)
+{
+    time_t now = mono_sec();
+    size_t slot = uid % RUNAS_CACHE;
+    if (runas_cache[slot].at != 0 && runas_cache[slot].ra.uid == (uid_t)uid &&
+        now - runas_cache[slot].at < RUNAS_CACHE_SEC) {
+        *ra = runas_cache[slot].ra;
+        return 0;
+    }
+    int rc = runas_lookup_uncached(uid, ra, why, whylen);
+    if (rc == 0) {
+        runas_cache[slot].ra = *ra;
+        runas_cache[slot].at = now;
+    }
+    return rc;
+}
+
+static int
+runas_lookup_uncached(uint32_t uid, struct runas *ra, char *why, size_t whylen)
 {
     long size = sysconf(_SC_GETPW_R_SIZE_MAX);
     size_t bufsize = size > 0 ? (size_t)size : 16384;

@@ -56,7 +56,8 @@ bool runas_needed(uint32_t uid);
  */
 int runas_admit(uint32_t uid, char *why, size_t whylen);
 
-/* Fills ra for uid from its passwd entry.  0, or BURST_EPERM with why. */
+/* Fills ra for uid from its passwd entry (remembered for a minute: it runs
+ * on the event loop).  0, or BURST_EPERM with why. */
 int runas_lookup(uint32_t uid, struct runas *ra, char *why, size_t whylen);
 
 /*
