@@ -1075,6 +1075,43 @@ op_logs(struct burstd *d, struct conn *c, const struct proto_request *req)
 
 /* ---- entry points ---- */
 
+/* A conn's replies held back until the state they were read from is
+ * durable. */
+struct uncork {
+    struct burstd_waiter waiter;
+    struct conn *c;
+};
+
+static void
+uncork_durable(void *arg, int rc)
+{
+    (void)rc; /* a failed commit was rolled back: what was read is gone either way */
+    struct uncork *u = arg;
+    conn_uncork(u->c);
+    free(u);
+}
+
+/*
+ * Lets c's replies go once what they say cannot be undone by a crash.  A
+ * reply is built from the ledger and the scheduler as they are now, which
+ * may include the open transaction or a commit whose sync is in flight; a
+ * client must not read a result, a state or an event that a restart would
+ * take back (exactly-once results).  When everything is durable already
+ * (an idle daemon) this costs nothing.
+ */
+static void
+uncork_when_durable(struct burstd *d, struct conn *c)
+{
+    struct uncork *u;
+    if (burstd_is_durable(d) || (u = malloc(sizeof(*u))) == NULL) {
+        /* Out of memory: better late durability than a stuck client. */
+        conn_uncork(c);
+        return;
+    }
+    u->c = c;
+    burstd_after_durable(d, &u->waiter, uncork_durable, u);
+}
+
 int
 api_handle(struct burstd *d, struct conn *c, const char *payload, size_t len)
 {
@@ -1098,6 +1135,7 @@ api_handle(struct burstd *d, struct conn *c, const char *payload, size_t len)
         proto_request_free(&req);
         return 0;
     }
+    conn_cork(c);
     switch (req.op) {
     case PROTO_OP_HELLO: rc = op_hello(d, c, &req); break;
     case PROTO_OP_SUBMIT: rc = op_submit(d, c, &req); break;
@@ -1116,6 +1154,7 @@ api_handle(struct burstd *d, struct conn *c, const char *payload, size_t len)
         rc = 0;
     }
     proto_request_free(&req);
+    uncork_when_durable(d, c);
     return rc;
 }
 

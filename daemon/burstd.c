@@ -5,13 +5,18 @@
  */
 #include "burstd.h"
 
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "burst.h"
 #include "events.h"
 #include "ledger.h"
 #include "log.h"
 #include "scheduler.h"
+#include "syncer.h"
 
 int64_t
 burstd_now_ms(void)
@@ -20,6 +25,13 @@ burstd_now_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+/* A commit waiting for its sync: what to tell once it is durable. */
+struct burstd_pending {
+    struct burstd_waiter *waiters; /* newest first */
+    struct events_batch *events;
+    struct burstd_pending *next;
+};
 
 void
 burstd_after_commit(struct burstd *d, struct burstd_waiter *w,
@@ -31,13 +43,12 @@ burstd_after_commit(struct burstd *d, struct burstd_waiter *w,
     d->waiters = w;
 }
 
-/* Tells every waiter registered before this commit how it went, oldest
- * first; waiters that callbacks register wait for the next one. */
+/* Tells every waiter of a newest-first list how it went, oldest first;
+ * waiters that callbacks register wait for a later commit. */
 static void
-waiters_run(struct burstd *d, int rc)
+waiters_run_list(struct burstd_waiter *w, int rc)
 {
-    struct burstd_waiter *w = d->waiters, *fifo = NULL;
-    d->waiters = NULL;
+    struct burstd_waiter *fifo = NULL;
     while (w != NULL) {
         struct burstd_waiter *next = w->next;
         w->next = fifo;
@@ -51,6 +62,34 @@ waiters_run(struct burstd *d, int rc)
     }
 }
 
+static void
+waiters_run(struct burstd *d, int rc)
+{
+    struct burstd_waiter *w = d->waiters;
+    d->waiters = NULL;
+    waiters_run_list(w, rc);
+}
+
+bool
+burstd_is_durable(const struct burstd *d)
+{
+    return d->pending == NULL && !ledger_in_txn(d->ledger) && !events_queued(d->events);
+}
+
+void
+burstd_after_durable(struct burstd *d, struct burstd_waiter *w,
+                     void (*cb)(void *arg, int rc), void *arg)
+{
+    if (ledger_in_txn(d->ledger) || events_queued(d->events) || d->pending_last == NULL) {
+        burstd_after_commit(d, w, cb, arg);
+        return;
+    }
+    w->cb = cb;
+    w->arg = arg;
+    w->next = d->pending_last->waiters;
+    d->pending_last->waiters = w;
+}
+
 void
 burstd_abort(struct burstd *d, int rc)
 {
@@ -62,12 +101,89 @@ burstd_abort(struct burstd *d, int rc)
     waiters_run(d, rc);
 }
 
+/* Everything up to and including last is durable: tell its waiters and
+ * subscribers, oldest commit first. */
+static void
+pending_done(struct burstd *d, struct burstd_pending *last)
+{
+    for (;;) {
+        struct burstd_pending *p = d->pending;
+        d->pending = p->next;
+        if (d->pending == NULL)
+            d->pending_last = NULL;
+        events_publish_batch(d->events, p->events);
+        struct burstd_waiter *w = p->waiters;
+        bool end = p == last;
+        free(p);
+        waiters_run_list(w, 0);
+        if (end)
+            break;
+    }
+}
+
+static void
+sync_fatal(int err)
+{
+    fatalx("the ledger's sync to disk failed (%s): stopping, since what the disk holds is "
+           "no longer known; the restart recovers from the ledger, and nothing of what "
+           "was not synced was acknowledged",
+           strerror(err));
+}
+
+static void sync_start(struct burstd *d);
+
+void
+burstd_sync_done(void *arg, int err)
+{
+    struct burstd *d = arg;
+    struct burstd_pending *last = d->syncing;
+    d->syncing = NULL;
+    if (err != 0)
+        sync_fatal(err);
+    pending_done(d, last);
+    sync_start(d);
+}
+
+/* Starts a sync covering every commit so far, unless one is in flight
+ * (the commits after it get the next one: group commit across syncs). */
+static void
+sync_start(struct burstd *d)
+{
+    if (d->syncing != NULL || d->pending == NULL)
+        return;
+    int fd = ledger_sync_fd(d->ledger);
+    if (fd < 0)
+        sync_fatal(EIO);
+    d->syncing = d->pending_last;
+    syncer_start(d->syncer, fd);
+}
+
+void
+burstd_sync_now(struct burstd *d)
+{
+    syncer_wait(d->syncer); /* the one in flight, whose done starts the next */
+    syncer_wait(d->syncer);
+    if (d->pending == NULL)
+        return;
+    int fd = ledger_sync_fd(d->ledger);
+    if (fd < 0 || fdatasync(fd) != 0)
+        sync_fatal(fd < 0 ? EIO : errno);
+    pending_done(d, d->pending_last);
+}
+
 int
 burstd_commit(struct burstd *d)
 {
     /* Said once per change of health, not once per loop iteration. */
     static bool failing;
-    int rc = events_flush_to_ledger(d->events);
+    bool deferred = ledger_sync_deferred(d->ledger);
+    bool wrote = ledger_in_txn(d->ledger) || events_queued(d->events);
+    struct burstd_pending *p = NULL;
+    int rc = 0;
+    if (deferred && wrote && (p = calloc(1, sizeof(*p))) == NULL)
+        rc = -ENOMEM; /* no room to wait for the sync: as if the write failed */
+    if (rc == 0)
+        rc = events_flush_to_ledger(d->events);
     if (rc == 0)
         rc = ledger_commit(d->ledger);
     if (rc != 0) {
@@ -76,13 +192,41 @@ burstd_commit(struct burstd *d)
                       "progress is held until it can; reads still work",
                       burst_strerror(rc));
         failing = true;
+        free(p);
         burstd_abort(d, rc);
         return rc;
     }
     if (failing)
         log_info("the ledger can be written again");
     failing = false;
-    events_publish(d->events);
-    waiters_run(d, 0);
+    if (!deferred) {
+        /* The commit synced itself. */
+        events_publish(d->events);
+        waiters_run(d, 0);
+        return 0;
+    }
+    if (!wrote) {
+        /* Nothing new: the waiters saw what the last commit holds. */
+        if (d->pending_last == NULL) {
+            waiters_run(d, 0);
+        } else if (d->waiters != NULL) {
+            struct burstd_waiter *w = d->waiters, *tail = w;
+            while (tail->next != NULL)
+                tail = tail->next;
+            tail->next = d->pending_last->waiters;
+            d->pending_last->waiters = w;
+            d->waiters = NULL;
+        }
+        return 0;
+    }
+    p->waiters = d->waiters;
+    d->waiters = NULL;
+    p->events = events_detach(d->events);
+    if (d->pending_last != NULL)
+        d->pending_last->next = p;
+    else
+        d->pending = p;
+    d->pending_last = p;
+    sync_start(d);
     return 0;
 }

@@ -23,6 +23,8 @@ struct compute;
 struct sched;
 struct events;
 struct server;
+struct burstd_pending;
+struct syncer;
 
 /* A wait for the next commit (burstd_after_commit); the waiter's memory. */
 struct burstd_waiter {
@@ -46,16 +48,44 @@ struct burstd {
     bool stopping;                 /* SIGTERM received */
     struct burstd_waiter *waiters; /* for the next commit, newest first */
     uv_prepare_t tick;             /* commits the ledger once per loop iteration */
+    /* Commits whose fdatasync runs on a thread (ledger_defer_sync), oldest
+     * first; syncing is the last one the sync in flight covers. */
+    struct burstd_pending *pending, *pending_last, *syncing;
+    struct syncer *syncer; /* owned; calls burstd_sync_done */
 };
 
 /* Milliseconds since the epoch (the ledger's clock). */
 int64_t burstd_now_ms(void);
 
-/* Commits the ledger (appending pending events first) and publishes the
- * events to subscribers.  Called at the end of every loop iteration and
- * before any acknowledgment that promises durability.  Returns 0 or
- * BURST_ELEDGER. */
+/*
+ * Commits the ledger (appending pending events first).  Called at the end
+ * of every loop iteration and where a request must know at once whether
+ * its write took.  When the ledger syncs apart (ledger_defer_sync), the
+ * commit returns once SQLite has the transaction, and a thread fdatasyncs
+ * the WAL while the loop goes on; the commit's events reach subscribers and
+ * its waiters run only after that sync, so nobody hears of a change a
+ * crash could undo.  A failed sync stops burstd (fatal): the page cache no
+ * longer says what is on disk, and only a restart from the ledger does.
+ * Returns 0 or BURST_ELEDGER (the COMMIT itself failed: rolled back).
+ */
 int burstd_commit(struct burstd *d);
+
+/* Makes every commit so far durable before returning (blocks): for the
+ * last commit before exit. */
+void burstd_sync_now(struct burstd *d);
+/* The syncer's done (syncer.h): arg is the struct burstd. */
+void burstd_sync_done(void *arg, int err);
+
+/* Nothing written that is not durable yet: no open transaction, no queued
+ * events, no commit waiting for its sync.  A reply built from the daemon's
+ * state may go out at once only then. */
+bool burstd_is_durable(const struct burstd *d);
+
+/* Calls cb(arg, rc) once everything written so far is durable: after the
+ * next commit if a transaction is open, else after the sync of the last
+ * commit.  Only when !burstd_is_durable(d).  w as for burstd_after_commit. */
+void burstd_after_durable(struct burstd *d, struct burstd_waiter *w,
+                          void (*cb)(void *arg, int rc), void *arg);
 
 /* Undoes the open transaction after a failed write: rolls it back, drops
  * its events, makes the scheduler re-read the ledger, and tells every
@@ -63,9 +93,10 @@ int burstd_commit(struct burstd *d);
 void burstd_abort(struct burstd *d, int rc);
 
 /*
- * Calls cb(arg, rc) right after the next burstd_commit(), whoever makes it
- * (normally the one at the end of this loop iteration): rc 0 once what the
- * caller wrote to the ledger is durable, else the error that undid it.  So
+ * Calls cb(arg, rc) after the next burstd_commit(), whoever makes it
+ * (normally the one at the end of this loop iteration), once it is durable:
+ * rc 0 once what the caller wrote to the ledger is durable, else the error
+ * that undid it.  So
  * acknowledgments that arrive together share one commit and one fsync
  * (group commit) instead of one each.  w belongs to the caller and must
  * stay alive until cb runs.

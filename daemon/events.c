@@ -266,10 +266,11 @@ ev_send(struct ev_sub *s, struct proto_event_item *items, uint32_t n)
     proto_buf_free(&b);
 }
 
-void
-events_publish(struct events *ev)
+/* Sends a list of flushed jobs' events to their subscribers and frees it. */
+static void
+ev_publish_list(struct events *ev, struct ev_job *list)
 {
-    for (struct ev_job *j = ev->flushed; j != NULL; j = j->next) {
+    for (struct ev_job *j = list; j != NULL; j = j->next) {
         bool any = false;
         for (struct ev_sub *s = *ev_bucket(ev, j->job); s != NULL && !any; s = s->next)
             any = s->job == j->job;
@@ -293,8 +294,35 @@ events_publish(struct events *ev)
                 ev_send(s, items, j->nitems);
         free(items);
     }
-    ev_jobs_free(ev->flushed);
+    ev_jobs_free(list);
+}
+
+void
+events_publish(struct events *ev)
+{
+    struct ev_job *list = ev->flushed;
     ev->flushed = NULL;
+    ev_publish_list(ev, list);
+}
+
+struct events_batch *
+events_detach(struct events *ev)
+{
+    struct ev_job *list = ev->flushed;
+    ev->flushed = NULL;
+    return (struct events_batch *)list;
+}
+
+void
+events_publish_batch(struct events *ev, struct events_batch *b)
+{
+    ev_publish_list(ev, (struct ev_job *)b);
+}
+
+bool
+events_queued(const struct events *ev)
+{
+    return ev->queued != NULL;
 }
 
 /* ---- replay ---- */

@@ -12,11 +12,13 @@
 #ifndef BURST_DAEMON_EVENTS_H
 #define BURST_DAEMON_EVENTS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct burstd;
 struct conn;
 struct events;
+struct events_batch;
 
 int events_new(struct burstd *d, struct events **out);
 void events_free(struct events *ev);
@@ -32,6 +34,12 @@ int events_flush_to_ledger(struct events *ev);
 void events_publish(struct events *ev);
 /* The commit failed: forget what was flushed (it is not in the ledger). */
 void events_discard(struct events *ev);
+/* After a commit whose sync is still to come: takes what was flushed, to
+ * publish with events_publish_batch() once it is durable (and frees it). */
+struct events_batch *events_detach(struct events *ev);
+void events_publish_batch(struct events *ev, struct events_batch *b);
+/* Changes queued that no transaction holds yet. */
+bool events_queued(const struct events *ev);
 
 /* 0 when c may subscribe to job (it already is, or it is under the
  * config's max_subscriptions), else BURST_ETOOBIG.  Lets the caller refuse

@@ -319,6 +319,10 @@ struct ledger {
      * already run under that dispatch and a client may have seen the job
      * id refused: neither number is given out again by this process. */
     uint64_t last_dispatch, last_job;
+    /* ledger_defer_sync: the WAL, opened by us for ledger_sync; -1 while
+     * commits sync themselves (synchronous=FULL). */
+    int wal_fd;
+    char *wal_path; /* owned */
 };
 
 /*
@@ -639,6 +643,7 @@ ledger_open(const char *path, struct ledger **out)
     struct ledger *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return -ENOMEM;
+    l->wal_fd = -1;
     /* NOMUTEX: one thread only, so SQLite's own locking is wasted work. */
     int rc = sqlite3_open_v2(
         path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -698,6 +703,9 @@ ledger_close(struct ledger *l)
         log_warnx("ledger: closing with an open transaction; it is rolled back");
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(l->stmt[i]);
+    if (l->wal_fd >= 0)
+        close(l->wal_fd);
+    free(l->wal_path);
     /* The last connection to close checkpoints the WAL into the file. */
     if (l->db != NULL && sqlite3_close(l->db) != SQLITE_OK)
         log_warnx("ledger: close: %s", sqlite3_errmsg(l->db));
@@ -726,6 +734,101 @@ ledger_set_max_size(struct ledger *l, uint64_t bytes)
 }
 
 /* ---- transactions ------------------------------------------------------- */
+
+/* Opens the WAL for ledger_sync and makes its name durable in the directory:
+ * with synchronous=NORMAL SQLite syncs neither until a checkpoint, and a
+ * WAL whose directory entry is lost takes its transactions with it. */
+static int
+wal_open(struct ledger *l)
+{
+    int fd = open(l->wal_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    char *dir = strdup(l->wal_path);
+    if (dir == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash != NULL)
+        *slash = '\0';
+    int dfd = open(slash != NULL ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    int err = 0;
+    if (dfd < 0 || fsync(dfd) != 0)
+        err = -errno;
+    if (dfd >= 0)
+        close(dfd);
+    if (err != 0) {
+        close(fd);
+        return err;
+    }
+    if (l->wal_fd >= 0)
+        close(l->wal_fd);
+    l->wal_fd = fd;
+    return 0;
+}
+
+int
+ledger_defer_sync(struct ledger *l)
+{
+    const char *db = sqlite3_db_filename(l->db, "main");
+    char *mode = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(l->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+        mode = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    bool wal = mode != NULL && strcmp(mode, "wal") == 0;
+    free(mode);
+    if (!wal || db == NULL || *db == '\0')
+        return 0; /* a rollback journal syncs in the commit, as before */
+    size_t len = strlen(db) + sizeof("-wal");
+    l->wal_path = malloc(len);
+    if (l->wal_path == NULL)
+        return -ENOMEM;
+    snprintf(l->wal_path, len, "%s-wal", db);
+    /* The WAL exists once the schema was read or written (ledger_open). */
+    int err = wal_open(l);
+    if (err == 0)
+        err = ledger_exec(l, "PRAGMA synchronous=NORMAL");
+    if (err != 0) {
+        log_warnx("ledger: %s: cannot sync it apart (%s); commits sync themselves",
+                  l->wal_path, strerror(err < 0 ? -err : EIO));
+        if (l->wal_fd >= 0)
+            close(l->wal_fd);
+        l->wal_fd = -1;
+        (void)ledger_exec(l, "PRAGMA synchronous=FULL");
+        return 0;
+    }
+    return 0;
+}
+
+bool
+ledger_sync_deferred(const struct ledger *l)
+{
+    return l->wal_fd >= 0;
+}
+
+int
+ledger_sync_fd(struct ledger *l)
+{
+    if (l->wal_fd < 0)
+        return -1;
+    /* SQLite unlinks the WAL only when the last connection closes, but a
+     * WAL replaced behind our back must not be synced in its stead. */
+    struct stat st;
+    if (fstat(l->wal_fd, &st) != 0 || st.st_nlink == 0) {
+        int err = wal_open(l);
+        if (err != 0) {
+            log_warnx("ledger: %s: cannot reopen: %s", l->wal_path, strerror(-err));
+            return -2;
+        }
+    }
+    return l->wal_fd;
+}
 
 bool
 ledger_in_txn(const struct ledger *l)

@@ -20,8 +20,8 @@
  *
  * Writes happen inside a transaction the caller opens with ledger_begin() and
  * closes with ledger_commit(); the daemon commits once per loop iteration so
- * many small updates share one fsync, and commits at once before it
- * acknowledges a submission.  Mutating functions assert that a transaction is
+ * many small updates share one fsync, and syncs on a thread of its own
+ * (ledger_defer_sync) before anyone hears of a commit.  Mutating functions assert that a transaction is
  * open.  Every function returns 0 or a negative code (BURST_ENOJOB,
  * BURST_ENOTASK, BURST_ELEDGER for SQLite failures, -ENOMEM); SQLite codes
  * never leak out, and the SQLite message is logged here.  After an error
@@ -102,6 +102,22 @@ int ledger_begin(struct ledger *l);  /* opens a transaction unless one is open *
 int ledger_commit(struct ledger *l); /* commits the open one; no-op if none */
 void ledger_rollback(struct ledger *l);
 bool ledger_in_txn(const struct ledger *l);
+
+/*
+ * Moves the sync out of the commit: from now on ledger_commit() writes the
+ * transaction to the WAL without waiting for the disk
+ * (synchronous=NORMAL), and a commit is durable only once the caller has
+ * fdatasync'ed ledger_sync_fd() after it, which it may do on another
+ * thread while the loop goes on.  Without WAL mode this is a no-op and
+ * ledger_sync_fd() says -1.  Returns 0 or a negative code.
+ */
+int ledger_defer_sync(struct ledger *l);
+/* Whether ledger_defer_sync() took effect. */
+bool ledger_sync_deferred(const struct ledger *l);
+/* The file whose fdatasync makes every commit so far durable; -1 when
+ * commits sync themselves, -2 when it cannot be had (logged): treat as a
+ * failed sync.  Loop thread only. */
+int ledger_sync_fd(struct ledger *l);
 
 /* A fresh dispatch number (persisted in the open transaction).  Never
  * reused: not even after a rollback, within this process. */

@@ -3,8 +3,9 @@
  *
  * log_warn appends strerror(errno); log_warnx does not; log_info and
  * log_debug are for the operator.  fatal/fatalx exit and are only for
- * start-up.  Lines go to stderr (journald adds the time when run by systemd),
- * prefixed with the level.  Never log secrets or job payloads.
+ * start-up and for a failed sync of the ledger (burstd.c).  Lines go to
+ * stderr (journald adds the time when run by systemd), prefixed with the
+ * level.  Never log secrets or job payloads.
  */
 #ifndef BURST_DAEMON_LOG_H
 #define BURST_DAEMON_LOG_H

@@ -29,6 +29,7 @@
 #include "scheduler.h"
 #include "server.h"
 #include "storage.h"
+#include "syncer.h"
 
 static struct burstd daemon_ctx;
 static uv_signal_t sig_term, sig_int, sig_hup;
@@ -407,6 +408,12 @@ main(int argc, char **argv)
     if (cfg.ledger_max_mb > 0 &&
         ledger_set_max_size(d->ledger, (uint64_t)cfg.ledger_max_mb * 1024 * 1024) != 0)
         fatalx("cannot cap the ledger at %u MiB", cfg.ledger_max_mb);
+    /* Commits sync on a thread, so the loop serves requests meanwhile. */
+    rc = ledger_defer_sync(d->ledger);
+    if (rc == 0)
+        rc = syncer_new(d->loop, burstd_sync_done, d, &d->syncer);
+    if (rc != 0)
+        fatalx("cannot set up the ledger's sync: %s", burst_strerror(rc));
     rc = storage_local_new(d->loop, storage_dir, &d->storage);
     if (rc != 0)
         fatalx("cannot use storage directory %s: %s", storage_dir, burst_strerror(rc));
@@ -475,6 +482,8 @@ main(int argc, char **argv)
     uv_run(d->loop, UV_RUN_DEFAULT);
 
     burstd_commit(d);
+    burstd_sync_now(d);
+    syncer_free(d->syncer);
     sched_free(d->sched);
     uv_run(d->loop, UV_RUN_DEFAULT); /* let the freed handles close */
     events_free(d->events);

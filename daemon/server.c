@@ -47,6 +47,8 @@ struct write_req {
     uv_write_t req;
     struct conn *conn; /* held (busy) until the write completes */
     char *data;        /* owned */
+    size_t len;
+    struct write_req *next; /* in the conn's corked queue */
 };
 
 static void conn_maybe_free(struct conn *c);
@@ -299,6 +301,22 @@ on_write(uv_write_t *req, int status)
     conn_release(c);
 }
 
+/* Starts writing w (the conn is held until it completes). */
+static int
+write_start(struct conn *c, struct write_req *w)
+{
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    c->busy++;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
+    if (rc != 0) {
+        free(w->data);
+        free(w);
+        c->busy--;
+        conn_close(c);
+    }
+    return rc;
+}
+
 int
 conn_send(struct conn *c, struct proto_buf *buf)
 {
@@ -310,7 +328,7 @@ conn_send(struct conn *c, struct proto_buf *buf)
     }
     /* A client that never reads must not make the daemon hold its replies
      * and events without bound. */
-    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) + c->corked_bytes;
     if (queued > CONN_MAX_UNSENT) {
         log_info("client %llu (uid %u): dropped, it left %zu bytes of replies unread",
                  (unsigned long long)c->serial, (unsigned)c->uid, queued);
@@ -326,20 +344,49 @@ conn_send(struct conn *c, struct proto_buf *buf)
     }
     /* Ownership of the bytes moves to the write request. */
     w->data = buf->data;
+    w->len = buf->len;
     w->conn = c;
-    uv_buf_t b = uv_buf_init(buf->data, (unsigned)buf->len);
+    w->next = NULL;
     buf->data = NULL;
     buf->len = buf->cap = 0;
-    c->busy++;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
-    if (rc != 0) {
-        free(w->data);
-        free(w);
-        c->busy--;
-        conn_close(c);
-        return rc;
+    if (c->corks > 0) {
+        if (c->corked_last != NULL)
+            c->corked_last->next = w;
+        else
+            c->corked = w;
+        c->corked_last = w;
+        c->corked_bytes += w->len;
+        return 0;
     }
-    return 0;
+    return write_start(c, w);
+}
+
+void
+conn_cork(struct conn *c)
+{
+    c->corks++;
+    c->busy++;
+}
+
+void
+conn_uncork(struct conn *c)
+{
+    if (--c->corks == 0) {
+        struct write_req *w = c->corked;
+        c->corked = c->corked_last = NULL;
+        c->corked_bytes = 0;
+        while (w != NULL) {
+            struct write_req *next = w->next;
+            if (c->closing) {
+                free(w->data);
+                free(w);
+            } else {
+                write_start(c, w);
+            }
+            w = next;
+        }
+    }
+    conn_release(c);
 }
 
 void

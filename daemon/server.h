@@ -17,6 +17,7 @@
 
 struct burstd;
 struct server;
+struct write_req;
 
 /* A job a connection asked to cancel when it goes away. */
 struct conn_job {
@@ -40,6 +41,9 @@ struct conn {
     struct conn_job *cancel_jobs; /* owned list */
     uint32_t nsubs;           /* jobs subscribed to; kept by events.c */
     uint64_t last_active;     /* uv_now() of the last request; for eviction */
+    unsigned corks;           /* conn_cork()s not yet undone */
+    struct write_req *corked, *corked_last; /* owned: held back by corks */
+    size_t corked_bytes;
     struct conn *prev, *next; /* the server's list */
 };
 
@@ -74,6 +78,11 @@ uint32_t server_connections(const struct server *s);
 /* Queues the frames in buf for writing; takes buf's memory (buf is left
  * empty).  Returns 0 or a negative code (the conn is then being closed). */
 int conn_send(struct conn *c, struct proto_buf *buf);
+/* Holds back what conn_send queues (in order, counted against the unsent
+ * limit) until as many conn_uncork()s; keeps the conn's memory meanwhile.
+ * For replies built from state that is not durable yet (burstd.h). */
+void conn_cork(struct conn *c);
+void conn_uncork(struct conn *c);
 /* Encodes and sends an error reply. */
 void conn_send_error(struct conn *c, uint64_t re, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -1,0 +1,50 @@
+/*
+ * tests/fns/syncgate.c - an LD_PRELOAD library that lets a test hold or
+ * fail the fdatasync of a SQLite WAL (a file whose name ends in "-wal"),
+ * to check what burstd does while its ledger is not yet durable and when
+ * the disk refuses to sync.  Other files sync as usual.
+ *
+ *   BURST_TEST_SYNC_GATE=PATH  such a sync waits while PATH exists
+ *   BURST_TEST_SYNC_FAIL=PATH  such a sync fails with EIO while PATH exists
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int
+is_wal(int fd)
+{
+    char link[64], path[4096];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof(path) - 1);
+    if (n < 4)
+        return 0;
+    path[n] = '\0';
+    return strcmp(path + n - 4, "-wal") == 0;
+}
+
+int
+fdatasync(int fd)
+{
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (is_wal(fd)) {
+        const char *fail = getenv("BURST_TEST_SYNC_FAIL");
+        if (fail != NULL && access(fail, F_OK) == 0) {
+            errno = EIO;
+            return -1;
+        }
+        const char *gate = getenv("BURST_TEST_SYNC_GATE");
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        while (gate != NULL && access(gate, F_OK) == 0)
+            nanosleep(&ts, NULL);
+    }
+    return real(fd);
+}

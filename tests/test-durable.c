@@ -1,0 +1,284 @@
+/*
+ * tests/test-durable.c - nobody hears of what a crash could undo.
+ *
+ * burstd commits its ledger on the loop thread and syncs the WAL on a
+ * thread of its own (daemon/syncer.c), so the loop serves requests while
+ * the disk works.  What a client is told must still wait for that sync:
+ * the acknowledgment of a submission, and any reply built from state that
+ * is committed but not synced yet.  tests/fns/syncgate.c (LD_PRELOAD into
+ * burstd) holds the WAL's fdatasync while a file exists, so these tests
+ * can look at the daemon in that window; it can also make the sync fail,
+ * after which burstd must stop rather than go on with a disk it cannot
+ * trust.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "burst.h"
+#include "testd.h"
+
+/* Long enough that a reply the gate did not hold would have come. */
+#define HELD_MS 300
+#define ANSWER_MS 30000
+
+static struct testd D;
+static char gate[192], failf[192];
+static bool passed;
+
+static void
+touch(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    passed = false;
+    testd_init(&D, "durable", "quota = 2\n");
+    snprintf(gate, sizeof(gate), "%s/gate", D.dir);
+    snprintf(failf, sizeof(failf), "%s/fail", D.dir);
+    const char *lib = getenv("TEST_SYNCGATE");
+    assert_non_null(lib);
+    /* Inherited by burstd only: this process is already running. */
+    setenv("LD_PRELOAD", lib, 1);
+    setenv("BURST_TEST_SYNC_GATE", gate, 1);
+    setenv("BURST_TEST_SYNC_FAIL", failf, 1);
+    /* Under ASan the preloaded library comes before the sanitizer's
+     * runtime; that is the point here. */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[512];
+    snprintf(opts, sizeof(opts), "%s%sverify_asan_link_order=0", asan ? asan : "",
+             asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    testd_start(&D, NULL);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    unlink(gate);
+    unlink(failf);
+    testd_cleanup(&D, passed);
+    unsetenv("LD_PRELOAD");
+    return 0;
+}
+
+/* A child process that submits a one-task exec job and writes the result
+ * (rc, then the job id) to a pipe; returns the pipe's read end. */
+static int
+submit_in_child(pid_t *pid)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    *pid = fork();
+    assert_true(*pid >= 0);
+    if (*pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(p[0]);
+        int64_t out[2] = {0, 0};
+        burst_client *c;
+        int rc = burst_connect(D.sock, &c);
+        if (rc == 0) {
+            burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+            burst_opts opts = BURST_OPTS_INIT;
+            uint64_t job = 0;
+            rc = burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &job);
+            out[1] = (int64_t)job;
+            burst_close(c);
+        }
+        out[0] = rc;
+        if (write(p[1], out, sizeof(out)) != (ssize_t)sizeof(out))
+            _exit(1);
+        _exit(0);
+    }
+    close(p[1]);
+    return p[0];
+}
+
+/* Whether fd has something to read within ms. */
+static bool
+readable(int fd, int ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    return poll(&pfd, 1, ms) == 1;
+}
+
+static void
+read_all(int fd, void *buf, size_t len)
+{
+    assert_true(readable(fd, ANSWER_MS));
+    assert_int_equal(read(fd, buf, len), (ssize_t)len);
+}
+
+static void
+reap(pid_t pid)
+{
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* The acknowledgment of a submission waits for the sync of its commit. */
+static void
+test_ack_waits_for_sync(void **state)
+{
+    (void)state;
+    touch(gate);
+    pid_t pid;
+    int fd = submit_in_child(&pid);
+    assert_false(readable(fd, HELD_MS));
+    unlink(gate);
+    int64_t out[2];
+    read_all(fd, out, sizeof(out));
+    assert_int_equal(out[0], 0);
+    assert_true(out[1] > 0);
+    close(fd);
+    reap(pid);
+
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_job_info info;
+    assert_int_equal(burst_wait(c, (uint64_t)out[1], &info), 0);
+    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
+    burst_close(c);
+    testd_stop(&D);
+    passed = true;
+}
+
+/*
+ * A client already connected asks for the job list while another's
+ * submission is committed but not synced: its reply, which would show that
+ * job, waits for the sync too; then it shows the job.
+ */
+static void
+test_reads_wait_for_sync(void **state)
+{
+    (void)state;
+    int to_child[2], from_child[2];
+    assert_int_equal(pipe(to_child), 0);
+    assert_int_equal(pipe(from_child), 0);
+    pid_t reader = fork();
+    assert_true(reader >= 0);
+    if (reader == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        burst_client *c;
+        if (burst_connect(D.sock, &c) != 0)
+            _exit(1);
+        char go;
+        if (write(from_child[1], "r", 1) != 1 || read(to_child[0], &go, 1) != 1)
+            _exit(1);
+        burst_job_info *jobs = NULL;
+        size_t n = 0;
+        int64_t out[2] = {burst_jobs(c, 1, &jobs, &n), 0};
+        for (size_t i = 0; i < n; i++)
+            if (jobs[i].id > (uint64_t)out[1])
+                out[1] = (int64_t)jobs[i].id;
+        free(jobs);
+        burst_close(c);
+        if (write(from_child[1], out, sizeof(out)) != (ssize_t)sizeof(out))
+            _exit(1);
+        _exit(0);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    char ready;
+    read_all(from_child[0], &ready, 1);
+
+    touch(gate);
+    pid_t submitter;
+    int fd = submit_in_child(&submitter);
+    assert_false(readable(fd, HELD_MS)); /* committed, not synced */
+    assert_int_equal(write(to_child[1], "g", 1), 1);
+    assert_false(readable(from_child[0], HELD_MS));
+    unlink(gate);
+
+    int64_t sub[2], list[2];
+    read_all(fd, sub, sizeof(sub));
+    read_all(from_child[0], list, sizeof(list));
+    assert_int_equal(sub[0], 0);
+    assert_int_equal(list[0], 0);
+    assert_int_equal(list[1], sub[1]); /* the list, once out, shows the job */
+    reap(submitter);
+    reap(reader);
+    close(fd);
+    close(to_child[1]);
+    close(from_child[0]);
+    testd_stop(&D);
+    passed = true;
+}
+
+/* A failed sync stops burstd (exit 1, said why) before anyone hears of the
+ * commit; a restart on the same state serves again. */
+static void
+test_failed_sync_stops(void **state)
+{
+    (void)state;
+    touch(failf);
+    pid_t pid;
+    int fd = submit_in_child(&pid);
+    int64_t out[2];
+    read_all(fd, out, sizeof(out));
+    assert_int_not_equal(out[0], 0); /* never acknowledged */
+    close(fd);
+    reap(pid);
+    int status;
+    assert_int_equal(waitpid(D.pid, &status, 0), D.pid);
+    D.pid = 0;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    FILE *f = fopen(D.log, "r");
+    assert_non_null(f);
+    char line[1024];
+    bool said = false;
+    while (fgets(line, sizeof(line), f) != NULL)
+        said = said || strstr(line, "sync to disk failed") != NULL;
+    fclose(f);
+    assert_true(said);
+
+    unlink(failf);
+    testd_start(&D, NULL);
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t job;
+    assert_int_equal(burst_submit_map_lines(c, &fn, "y\n", 2, &opts, &job), 0);
+    burst_job_info info;
+    assert_int_equal(burst_wait(c, job, &info), 0);
+    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
+    burst_close(c);
+    testd_stop(&D);
+    passed = true;
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_ack_waits_for_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_wait_for_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_stops, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
