@@ -78,6 +78,7 @@ struct sched_disp {
     bool submitted;
     bool recon;              /* rebuilt from the ledger, not dispatched by us */
     bool reading;            /* recon: its output is being read */
+    bool slot_free;          /* the worker is done: its quota slot is back */
     char *spec;              /* owned: encoded spec, kept until written */
     size_t spec_len;
     uv_buf_t buf;
@@ -631,7 +632,7 @@ disp_done(struct sched *s, struct sched_disp *sd)
 {
     struct sched_job *j = sd->job;
     disp_unlink(s, sd);
-    if (s->in_use > 0)
+    if (!sd->slot_free && s->in_use > 0)
         s->in_use--;
     if (j->running > 0)
         j->running--;
@@ -721,8 +722,14 @@ on_ended(struct dispatch *d, uint32_t inv, const struct compute_exit *ex)
     sd->out.key = sd->out_key;
     sd->out.off = 0;
     sd->out.len = UINT64_MAX;
-    if (storage_getv(s->d->storage, &sd->out, 1, on_output_read, sd) == 0)
+    if (storage_getv(s->d->storage, &sd->out, 1, on_output_read, sd) == 0) {
+        /* The worker is free: the next invocation need not wait for this
+         * one's output to be read and recorded. */
+        sd->slot_free = true;
+        if (s->in_use > 0)
+            s->in_use--;
         return;
+    }
 lost:
     disp_record(s, sd, NULL, 0, why);
     disp_done(s, sd);
