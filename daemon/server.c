@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -562,11 +563,20 @@ prepare_socket_path(const char *path)
     memcpy(sa.sun_path, path, strlen(path) + 1);
     int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
     int e = errno;
+    /* Who listened: a child that a killed burstd forked and that has not
+     * exec'ed yet holds the listening socket for a moment after its
+     * parent died; that socket is stale, nobody will answer on it. */
+    struct ucred cred = {0};
+    socklen_t clen = sizeof(cred);
+    bool gone = rc == 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 &&
+                cred.pid > 0 && kill(cred.pid, 0) != 0 && errno == ESRCH;
     close(fd);
-    if (rc == 0) {
+    if (rc == 0 && !gone) {
         log_warnx("another burstd is already listening on %s", path);
         return -EADDRINUSE;
     }
+    if (gone)
+        e = ECONNREFUSED;
     if (e != ECONNREFUSED && e != ENOENT) {
         log_warnx("cannot probe existing socket %s: %s", path, strerror(e));
         return -e;

@@ -62,7 +62,7 @@ testd_init(struct testd *d, const char *name, const char *config)
 /* True when something accepts on the socket (a killed daemon's socket file
  * stays behind, so only an answer tells that the new one is up). */
 static bool
-answers(const char *path)
+answers(const char *path, pid_t pid)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -70,6 +70,14 @@ answers(const char *path)
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     memcpy(sa.sun_path, path, strlen(path) + 1);
     bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    /* The listener must be the daemon just started: a child the killed
+     * one forked and that has not exec'ed yet still holds the old
+     * listening socket for a moment (seen under load), and a connect to it
+     * succeeds although nobody will ever answer. */
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (ok)
+        ok = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == pid;
     close(fd);
     return ok;
 }
@@ -102,7 +110,7 @@ testd_start(struct testd *d, const char *const *extra)
     }
     for (int64_t t0 = testd_now_ms(); testd_now_ms() - t0 < TESTD_SAFETY_MS;
          testd_sleep_ms(TESTD_POLL_MS)) {
-        if (answers(d->sock))
+        if (answers(d->sock, d->pid))
             return;
         int status;
         if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
