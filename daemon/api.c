@@ -266,13 +266,18 @@ op_tasks(struct burstd *d, struct conn *c, const struct proto_request *req)
     struct ledger_job job;
     if (job_for(d, c, req->id, req->u.tasks.job, &job) != 0)
         return 0;
+    /* A map_reduce job has one task more: its reducer. */
+    uint64_t ntasks = (uint64_t)job.total + (job.kind == BURST_KIND_MAP_REDUCE ? 1 : 0);
     ledger_job_free(&job);
     uint32_t limit = req->u.tasks.limit;
     if (limit == 0 || limit > d->cfg->limits.page_tasks)
         limit = d->cfg->limits.page_tasks;
-    struct tasks_ctx x = {.max = limit};
-    x.tasks = calloc(limit, sizeof(*x.tasks));
-    x.reasons = calloc(limit, sizeof(*x.reasons));
+    /* Room for what the job has, not for a whole page: a page is 10,000
+     * tasks and most jobs are small. */
+    uint32_t room = ntasks < limit ? (uint32_t)ntasks : limit;
+    struct tasks_ctx x = {.max = room};
+    x.tasks = calloc(room ? room : 1, sizeof(*x.tasks));
+    x.reasons = calloc(room ? room : 1, sizeof(*x.reasons));
     int rc = (x.tasks && x.reasons) ? 0 : -ENOMEM;
     if (rc == 0)
         rc = ledger_tasks_foreach(d->ledger, req->u.tasks.job, req->u.tasks.state,
