@@ -1219,7 +1219,8 @@ job_finish(struct sched *s, struct sched_job *j, int state, const char *error)
     int64_t now = burstd_now_ms();
     /* The ledger's copy of a small job's input is needed no more: an
      * ended job is never dispatched again. */
-    if (ledger_begin(s->d->ledger) != 0 || ledger_input_delete(s->d->ledger, j->id) != 0 ||
+    if (ledger_begin(s->d->ledger) != 0 ||
+        ledger_input_delete(s->d->ledger, j->id) != 0 ||
         ledger_job_set_state(s->d->ledger, j->id, state, error, now) != 0) {
         log_warnx("job %llu: cannot record its end", (unsigned long long)j->id);
         return;
