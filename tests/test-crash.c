@@ -342,18 +342,21 @@ check_events_once(const struct daemon *d, uint64_t job, uint32_t n)
 
 /* ---- inputs ---- */
 
+#define LINE_MAX_LEN 256 /* of a line of lines_make, newline included */
+
 static void
 lines_make(struct lines *l, uint32_t n, const char *word)
 {
     l->n = n;
-    l->blob = malloc((size_t)n * 64 + 1);
-    l->all_upper = malloc((size_t)n * 64 + 1);
+    l->blob = malloc((size_t)n * LINE_MAX_LEN + 1);
+    l->all_upper = malloc((size_t)n * LINE_MAX_LEN + 1);
     l->upper = calloc(n, sizeof(*l->upper));
     assert_true(l->blob != NULL && l->all_upper != NULL && l->upper != NULL);
     l->len = 0;
     for (uint32_t i = 0; i < n; i++) {
-        char line[64];
+        char line[LINE_MAX_LEN];
         int len = snprintf(line, sizeof(line), "%s %05u\n", word, i);
+        assert_true(len > 0 && (size_t)len < sizeof(line));
         memcpy(l->blob + l->len, line, (size_t)len);
         for (int k = 0; k < len; k++) {
             if (line[k] >= 'a' && line[k] <= 'z')
@@ -616,11 +619,16 @@ test_ledger_v2_upgrade(void **state)
     char gate[160];
     snprintf(gate, sizeof(gate), "%s/go", d->t.dir);
     uint64_t blocker = submit_blocker(d, gate, 1);
-    /* Over the limit: its inputs go to storage, as every version 2 job's. */
-    enum { NBIG = 4000 };
+    /* Over the limit (320 lines of 208 bytes, 8 more each in the index):
+     * its inputs go to storage, as every version 2 job's. */
+    enum { NBIG = 320 };
+    char word[202];
+    memset(word, 'v', sizeof(word) - 1);
+    word[sizeof(word) - 1] = '\0';
     struct lines *l = &d->lines;
-    lines_make(l, NBIG, "version two");
-    uint64_t old = submit_map(d, "tr a-z A-Z", l, 100);
+    lines_make(l, NBIG, word);
+    assert_true(l->len + (NBIG + 1) * 8 + 16 > 65536);
+    uint64_t old = submit_map(d, "tr a-z A-Z", l, 20);
     assert_true(input_in_storage(d, old));
     daemon_kill9(d);
     ledger_sql(d, "DROP TABLE inputs; PRAGMA user_version = 2;");
