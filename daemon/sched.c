@@ -765,7 +765,7 @@ disp_write_done(struct sched *s, struct sched_disp *sd, int status, const char *
 {
     if (status != 0 && sd->why[0] == '\0')
         snprintf(sd->why, sizeof(sd->why), "cannot write the %s: %s", what,
-                 uv_strerror(status));
+                 burst_strerror(status)); /* -errno, or the ledger's BURST_E* */
     if (--sd->pending > 0)
         return;
     if (sd->why[0] != '\0') {
@@ -837,7 +837,7 @@ on_input_written(void *arg, int status)
         return;
     if (status != 0)
         log_warnx("job %llu: cannot write its input to storage: %s",
-                  (unsigned long long)j->id, uv_strerror(status));
+                  (unsigned long long)j->id, burst_strerror(status));
     input_done(s, j, status);
 }
 
