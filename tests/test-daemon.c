@@ -705,6 +705,52 @@ test_inline_inputs(void **state)
     daemon_stop(&t);
 }
 
+/*
+ * The copy of a small job's input to storage fails (a directory stands
+ * where jobs/<id>/in goes; job ids start at 1 in a fresh state dir): the
+ * dispatch fails as a failed spec write does, the task is retried (the
+ * copy is tried again) and, its retries spent, fails with the reason.  The
+ * next job is not affected.
+ */
+static void
+test_inline_input_write_fails(void **state)
+{
+    (void)state;
+    struct testd t;
+    daemon_start(&t, "quota = 1\n");
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/storage/jobs/1/in/blocked", t.state);
+    char cmd[320];
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
+    assert_int_equal(system(cmd), 0);
+
+    burst_client *c;
+    assert_int_equal(burst_connect(t.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_opts opts = BURST_OPTS_INIT;
+    opts.retries = 1;
+    burst_bytes in = {"hi\n", 3};
+    uint64_t job = 0;
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, &opts, &job), 0);
+    assert_int_equal(job, 1);
+    burst_job_info info;
+    burst_wait(c, job, &info);
+    assert_int_equal(info.state, BURST_JOB_FAILED);
+    burst_task_info *ti = NULL;
+    size_t nt = 0;
+    assert_int_equal(burst_tasks(c, job, -1, &ti, &nt), 0);
+    assert_int_equal(nt, 1);
+    assert_int_equal(ti[0].attempts, 2);
+    if (strstr(ti[0].reason, "cannot write the job's input") == NULL)
+        fail_msg("reason: %s", ti[0].reason);
+    free(ti);
+
+    uint64_t next = submit_list(c, "cat", &in, 1);
+    expect_results(c, next, &in, 1);
+    burst_close(c);
+    daemon_stop(&t);
+}
+
 int
 main(void)
 {
@@ -722,6 +768,7 @@ main(void)
         cmocka_unit_test(test_startup_errors),
         cmocka_unit_test(test_ledger_full),
         cmocka_unit_test(test_inline_inputs),
+        cmocka_unit_test(test_inline_input_write_fails),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
