@@ -33,9 +33,10 @@
 #include "log.h"
 
 /* Bump when the schema changes, and teach ledger_schema() to migrate.
- * Version 1 held a row per task; version 2 holds runs of tasks.  Before the
- * first release there is no migration: an older ledger is refused. */
-#define LEDGER_SCHEMA_VERSION 2
+ * Version 1 held a row per task; version 2 holds runs of tasks; version 3
+ * adds the inputs table, and a version 2 ledger gains it in place.  A
+ * version 1 ledger is refused: it was never released. */
+#define LEDGER_SCHEMA_VERSION 3
 /* "brst": tells a burst ledger apart from any other SQLite file. */
 #define LEDGER_APPLICATION_ID 0x62727374
 /* Long enough that an admin's sqlite3 shell holding a lock briefly does not
@@ -86,6 +87,18 @@ static_assert(BURST_JOB_QUEUED == 0 && BURST_JOB_RUNNING == 1 &&
  */
 #define LEDGER_OUT_ENTRY 32
 #define SQL_OUT_ENTRY "32"
+
+/*
+ * inputs holds the input object (worker/invoc.h) of a job small enough to
+ * keep it here instead of in storage (api.c): written in the submission's
+ * own transaction, so the job is durable with one commit; the scheduler
+ * copies it to storage before the job's first dispatch.  Version 3; the
+ * migration from version 2 runs this same statement.
+ */
+#define LEDGER_INPUTS_SQL                                                                \
+    "CREATE TABLE inputs ("                                                              \
+    " job INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"                    \
+    " body BLOB NOT NULL);"
 
 static const char ledger_schema_sql[] =
     "CREATE TABLE jobs ("
@@ -142,7 +155,8 @@ static const char ledger_schema_sql[] =
     " seq INTEGER NOT NULL,"
     " body BLOB NOT NULL,"
     " PRIMARY KEY (job, seq)) WITHOUT ROWID;"
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;";
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+    LEDGER_INPUTS_SQL;
 
 #define JOB_COLS                                                                         \
     "id, owner, kind, state, total, chunksize, retries, timeout_ms, memory_mb, cod,"     \
@@ -190,6 +204,9 @@ enum ledger_stmt {
     ST_EVENT_SEQ,
     ST_EVENT_INSERT,
     ST_EVENTS_SINCE,
+    ST_INPUT_PUT,
+    ST_INPUT_GET,
+    ST_INPUT_DELETE,
     ST_COUNT
 };
 
@@ -308,6 +325,9 @@ static const char *const ledger_sql[ST_COUNT] = {
     /* ?3 = -1: no limit. */
     [ST_EVENTS_SINCE] = "SELECT seq, body FROM events WHERE job = ?1 AND seq > ?2"
                         " ORDER BY seq LIMIT ?3",
+    [ST_INPUT_PUT] = "INSERT INTO inputs(job, body) VALUES(?1, ?2)",
+    [ST_INPUT_GET] = "SELECT body FROM inputs WHERE job = ?1",
+    [ST_INPUT_DELETE] = "DELETE FROM inputs WHERE job = ?1",
 };
 
 struct ledger {
@@ -568,13 +588,24 @@ ledger_schema(struct ledger *l)
         err = BURST_ELEDGER;
         goto fail_rollback;
     }
-    if (version != 0 && version < LEDGER_SCHEMA_VERSION) {
+    if (version == 1) {
         log_warnx("ledger: schema version %" PRId64 " is from an older burstd (a row per"
                   " task); this burstd needs version %d and cannot convert it: move the"
                   " ledger aside to start afresh",
                   version, LEDGER_SCHEMA_VERSION);
         err = BURST_ELEDGER;
         goto fail_rollback;
+    }
+    if (version == 2) {
+        /* Version 3 only adds a table: every row of version 2 means the
+         * same, and a job without an inputs row has its inputs in storage,
+         * as every version 2 job has. */
+        err = ledger_exec(l, LEDGER_INPUTS_SQL);
+        if (err == 0)
+            err = ledger_exec(l, "PRAGMA user_version = 3");
+        if (err != 0)
+            goto fail_rollback;
+        log_info("ledger: schema upgraded from version 2 to 3 (inputs of small jobs)");
     }
     if (version == 0) {
         if (nobjects != 0) {
@@ -1799,5 +1830,72 @@ ledger_quota_set(struct ledger *l, uint32_t quota)
     int err =
         rc == SQLITE_OK ? stmt_exec(l, st, "set quota") : ledger_fail(l, rc, "set quota");
     stmt_put(l, ST_META_SET);
+    return err;
+}
+
+/* ---- inputs of small jobs ----------------------------------------------- */
+
+int
+ledger_input_put(struct ledger *l, uint64_t job, const void *body, size_t len)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_INPUT_PUT);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    /* STATIC: the statement is stepped and reset before we return, so
+     * SQLite never needs the bytes after that; no copy of up to 64 KiB. */
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_blob64(st, 2, body, len, SQLITE_STATIC);
+    int err = rc == SQLITE_OK ? stmt_exec(l, st, "store inputs")
+                              : ledger_fail(l, rc, "store inputs");
+    stmt_put(l, ST_INPUT_PUT);
+    return err;
+}
+
+int
+ledger_input_get(struct ledger *l, uint64_t job, void **body, size_t *len)
+{
+    *body = NULL;
+    *len = 0;
+    sqlite3_stmt *st = stmt_take(l, ST_INPUT_GET);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const void *p = sqlite3_column_blob(st, 0);
+        size_t n = (size_t)sqlite3_column_bytes(st, 0);
+        /* An empty blob reads as NULL: still a row, so still a body. */
+        void *copy = malloc(n > 0 ? n : 1);
+        if (copy == NULL || (p == NULL && n > 0)) {
+            free(copy);
+            err = -ENOMEM;
+        } else {
+            if (n > 0)
+                memcpy(copy, p, n);
+            *body = copy; /* ownership to the caller */
+            *len = n;
+        }
+    } else if (rc != SQLITE_DONE) {
+        err = ledger_fail(l, rc, "read inputs");
+    }
+    stmt_put(l, ST_INPUT_GET);
+    return err;
+}
+
+int
+ledger_input_delete(struct ledger *l, uint64_t job)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_INPUT_DELETE);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    int err = rc == SQLITE_OK ? stmt_exec(l, st, "delete inputs")
+                              : ledger_fail(l, rc, "delete inputs");
+    stmt_put(l, ST_INPUT_DELETE);
     return err;
 }

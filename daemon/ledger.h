@@ -16,7 +16,8 @@
  * below still speaks of tasks: lists of indexes go in (consecutive ones are
  * handled as one range), tasks come out one by one, so the callers need
  * not know about runs.  Opening a ledger of the old row-per-task schema
- * (version 1) fails with BURST_ELEDGER and a logged explanation.
+ * (version 1) fails with BURST_ELEDGER and a logged explanation; one of
+ * version 2 is upgraded in place (it gains the inputs table).
  *
  * Writes happen inside a transaction the caller opens with ledger_begin() and
  * closes with ledger_commit(); the daemon commits once per loop iteration so
@@ -227,6 +228,23 @@ typedef int (*ledger_event_cb)(void *arg, uint64_t seq, const void *body, size_t
 /* Events of job with seq > from_seq, ascending, at most max (0 = all). */
 int ledger_events_since(struct ledger *l, uint64_t job, uint64_t from_seq, uint32_t max,
                         ledger_event_cb cb, void *arg);
+
+/* ---- inputs of small jobs ---- */
+
+/* A small job's input object (worker/invoc.h: header, offsets, data) kept
+ * in the ledger instead of storage, so that its submission is durable with
+ * the commit alone (daemon/api.c); the scheduler writes it to storage
+ * before the job's first dispatch in each burstd process (daemon/sched.c).
+ * Deleting the job deletes it too (ON DELETE CASCADE). */
+
+/* Stores job's input object in the open transaction; the job must have
+ * been inserted.  body is borrowed for the call only. */
+int ledger_input_put(struct ledger *l, uint64_t job, const void *body, size_t len);
+/* Reads it: *body is malloc'ed (the caller frees it) with *len bytes, or
+ * NULL when the job has none (its inputs are in storage). */
+int ledger_input_get(struct ledger *l, uint64_t job, void **body, size_t *len);
+/* Forgets it (a no-op when there is none): an ended job needs it no more. */
+int ledger_input_delete(struct ledger *l, uint64_t job);
 
 /* ---- settings ---- */
 

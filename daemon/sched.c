@@ -10,6 +10,12 @@
  * ends, its output object is read back and every task's end is recorded in
  * one batch; a task the worker never reported is treated as a lost attempt.
  *
+ * A small job's input object lives in the ledger (api.c): before the job's
+ * first dispatch in this process, it is written to storage (not durably:
+ * after a crash the ledger still has it, and the first dispatch of the next
+ * process writes it again), and a worker starts only once both its spec
+ * and the job's input are written.
+ *
  * Task counters: a task whose attempt is handed back (failed with retries
  * left, or lost) is "retrying", so when a ready task is dispatched its new
  * attempt number tells where it came from: 1 = queued, more = retrying.
@@ -17,6 +23,7 @@
 #include "scheduler.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +69,11 @@ struct sched_job {
     bool reduce_ready;       /* the reducer's manifest is written */
     bool reduce_preparing;
     int reduce_state;        /* state of task `total` (map_reduce) */
+    /* jobs/<id>/in is in storage as far as this process knows: written by
+     * the submission (large inputs) or by input_materialize. */
+    bool input_ready;
+    bool input_writing;      /* input_materialize's write is under way */
+    struct sched_disp *input_waiters; /* borrowed: dispatches waiting for it */
     uint64_t served;
     struct sched_job *next, *prev; /* in sched.jobs, newest first */
 };
@@ -82,6 +94,9 @@ struct sched_disp {
     char *spec;              /* owned: encoded spec, kept until written */
     size_t spec_len;
     uv_buf_t buf;
+    int pending;             /* writes (spec, job input) before the worker starts */
+    char why[128];           /* the first of them that failed, "" if none */
+    struct sched_disp *input_next; /* in job.input_waiters */
     struct storage_range out; /* the output object being read */
     char out_key[128];
     struct sched_disp *next; /* sched.inflight */
@@ -747,19 +762,22 @@ disp_fail(struct sched *s, struct sched_disp *sd, const char *why)
     disp_done(s, sd);
 }
 
+/*
+ * One of the writes the worker needs (its spec, the job's input) is over;
+ * what (a name for the log) says which.  The worker starts after the last
+ * one, or the dispatch fails as a whole when any of them failed.
+ */
 static void
-on_spec_written(void *arg, int status)
+disp_write_done(struct sched *s, struct sched_disp *sd, int status, const char *what)
 {
-    struct sched_disp *sd = arg;
-    struct sched *s = sd->s;
-    free(sd->spec);
-    sd->spec = NULL;
-    if (s->stopping)
+    if (status != 0 && sd->why[0] == '\0')
+        snprintf(sd->why, sizeof(sd->why), "cannot write the %s: %s", what,
+                 burst_strerror(status)); /* -errno, or the ledger's BURST_E* */
+    if (--sd->pending > 0)
         return;
-    if (status != 0) {
-        char why[128];
-        snprintf(why, sizeof(why), "cannot write the invocation spec: %s",
-                 uv_strerror(status));
+    if (sd->why[0] != '\0') {
+        char why[sizeof(sd->why)];
+        memcpy(why, sd->why, sizeof(why)); /* sd is freed on the way */
         disp_fail(s, sd, why);
         return;
     }
@@ -773,6 +791,115 @@ on_spec_written(void *arg, int status)
     sd->submitted = true;
     if (sd->job->cancelled)
         s->d->compute->ops->cancel(s->d->compute, &sd->d, CANCEL_GRACE_MS);
+}
+
+static void
+on_spec_written(void *arg, int status)
+{
+    struct sched_disp *sd = arg;
+    struct sched *s = sd->s;
+    free(sd->spec);
+    sd->spec = NULL;
+    if (s->stopping)
+        return;
+    disp_write_done(s, sd, status, "invocation spec");
+}
+
+/* A small job's input object on its way from the ledger to storage. */
+struct input_write {
+    struct sched *s;
+    struct sched_job *j; /* borrowed: its waiting dispatches keep it alive */
+    char *body;          /* owned */
+    uv_buf_t buf;
+    char key[128];
+};
+
+/* The job's input is written (or not): every dispatch waiting for it goes
+ * on.  The job may be gone when this returns (a failed last dispatch can
+ * end it). */
+static void
+input_done(struct sched *s, struct sched_job *j, int status)
+{
+    j->input_writing = false;
+    j->input_ready = status == 0;
+    struct sched_disp *w = j->input_waiters;
+    j->input_waiters = NULL;
+    while (w != NULL) {
+        struct sched_disp *next = w->input_next;
+        w->input_next = NULL;
+        disp_write_done(s, w, status, "job's input");
+        w = next;
+    }
+}
+
+static void
+on_input_written(void *arg, int status)
+{
+    struct input_write *iw = arg;
+    struct sched *s = iw->s;
+    struct sched_job *j = iw->j;
+    free(iw->body);
+    free(iw);
+    if (s->stopping)
+        return;
+    if (status != 0)
+        log_warnx("job %llu: cannot write its input to storage: %s",
+                  (unsigned long long)j->id, burst_strerror(status));
+    input_done(s, j, status);
+}
+
+/*
+ * Makes sure jobs/<id>/in is in storage before sd's worker starts: at once
+ * when it is there already (or a reducer, which reads its manifest only),
+ * else sd waits for the write, which the first waiter starts from the
+ * ledger's copy.  A job without one in the ledger has its input in storage
+ * since its submission.  Releases sd's count for the input either way.
+ */
+static void
+input_materialize(struct sched *s, struct sched_disp *sd)
+{
+    struct sched_job *j = sd->job;
+    if (sd->reduce || j->input_ready) {
+        disp_write_done(s, sd, 0, NULL);
+        return;
+    }
+    sd->input_next = j->input_waiters;
+    j->input_waiters = sd;
+    if (j->input_writing)
+        return;
+    void *body = NULL;
+    size_t len = 0;
+    struct input_write *iw = NULL;
+    int rc = ledger_input_get(s->d->ledger, j->id, &body, &len);
+    if (rc == 0 && body == NULL) {
+        input_done(s, j, 0);
+        return;
+    }
+    if (rc == 0 && len > UINT_MAX)
+        rc = -EFBIG; /* api.c keeps only small ones: a damaged ledger */
+    if (rc == 0 && (iw = calloc(1, sizeof(*iw))) == NULL)
+        rc = -ENOMEM;
+    if (rc == 0)
+        rc = invoc_key_input(iw->key, sizeof(iw->key), j->id);
+    if (rc != 0) {
+        free(body);
+        free(iw);
+        input_done(s, j, rc);
+        return;
+    }
+    iw->s = s;
+    iw->j = j;
+    iw->body = body; /* ownership to iw, freed when written */
+    iw->buf = uv_buf_init(body, (unsigned)len);
+    j->input_writing = true;
+    /* Not durable: the ledger holds the job's input; a copy lost in a
+     * crash is written again by the next process's first dispatch. */
+    rc = storage_put(s->d->storage, iw->key, &iw->buf, 1, false, on_input_written, iw);
+    if (rc != 0) {
+        free(iw->body);
+        free(iw);
+        input_done(s, j, rc);
+    }
 }
 
 static int
@@ -879,6 +1006,8 @@ disp_start(struct sched *s, struct sched_job *j, const uint32_t *idx, uint32_t n
     rc = disp_encode_spec(sd);
     if (rc == 0) {
         sd->buf = uv_buf_init(sd->spec, (unsigned)sd->spec_len);
+        /* Two writes before the worker: the spec, and the job's input. */
+        sd->pending = 2;
         /* Not durable: a spec lost in a crash means the dispatch is lost,
          * and reconciliation hands its tasks back anyway. */
         rc = storage_put(d->storage, sd->d.spec_key, &sd->buf, 1, false, on_spec_written,
@@ -888,7 +1017,9 @@ disp_start(struct sched *s, struct sched_job *j, const uint32_t *idx, uint32_t n
         char why[128];
         snprintf(why, sizeof(why), "cannot prepare the invocation: %s", uv_strerror(rc));
         disp_fail(s, sd, why);
+        return 0;
     }
+    input_materialize(s, sd);
     return 0;
 fail:
     disp_free(sd);
@@ -1093,7 +1224,10 @@ static void
 job_finish(struct sched *s, struct sched_job *j, int state, const char *error)
 {
     int64_t now = burstd_now_ms();
+    /* The ledger's copy of a small job's input is needed no more: an
+     * ended job is never dispatched again. */
     if (ledger_begin(s->d->ledger) != 0 ||
+        ledger_input_delete(s->d->ledger, j->id) != 0 ||
         ledger_job_set_state(s->d->ledger, j->id, state, error, now) != 0) {
         log_warnx("job %llu: cannot record its end", (unsigned long long)j->id);
         return;

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 #include <uv.h>
 
 #include "burst.h"
@@ -341,18 +342,21 @@ check_events_once(const struct daemon *d, uint64_t job, uint32_t n)
 
 /* ---- inputs ---- */
 
+#define LINE_MAX_LEN 256 /* of a line of lines_make, newline included */
+
 static void
 lines_make(struct lines *l, uint32_t n, const char *word)
 {
     l->n = n;
-    l->blob = malloc((size_t)n * 64 + 1);
-    l->all_upper = malloc((size_t)n * 64 + 1);
+    l->blob = malloc((size_t)n * LINE_MAX_LEN + 1);
+    l->all_upper = malloc((size_t)n * LINE_MAX_LEN + 1);
     l->upper = calloc(n, sizeof(*l->upper));
     assert_true(l->blob != NULL && l->all_upper != NULL && l->upper != NULL);
     l->len = 0;
     for (uint32_t i = 0; i < n; i++) {
-        char line[64];
+        char line[LINE_MAX_LEN];
         int len = snprintf(line, sizeof(line), "%s %05u\n", word, i);
+        assert_true(len > 0 && (size_t)len < sizeof(line));
         memcpy(l->blob + l->len, line, (size_t)len);
         for (int k = 0; k < len; k++) {
             if (line[k] >= 'a' && line[k] <= 'z')
@@ -495,6 +499,150 @@ test_kill9_after_ack(void **state)
     check_results(d, job, (const char *const *)l->upper, NTASKS, 0);
     check_tasks(d, job, NTASKS);
     check_events_once(d, job, NTASKS);
+    daemon_stop(d);
+    d->passed = true;
+}
+
+/* ---- inputs of small jobs, kept in the ledger until dispatch ---- */
+
+/* Whether jobs/<job>/in is in d's storage. */
+static bool
+input_in_storage(const struct daemon *d, uint64_t job)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/storage/jobs/%llu/in", d->t.state,
+             (unsigned long long)job);
+    return access(path, F_OK) == 0;
+}
+
+/* Submits a job of n tasks that each wait for file gate to appear: with
+ * quota n, nothing else runs until then.  Returns once all of them run. */
+static uint64_t
+submit_blocker(const struct daemon *d, const char *gate, uint32_t n)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "while [ ! -e %s ]; do sleep 0.01; done; cat", gate);
+    burst_client *c = client_open(d);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = cmd};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t job = 0;
+    char lines[64] = "";
+    for (uint32_t i = 0; i < n && i < 30; i++)
+        strcat(lines, "b\n");
+    assert_int_equal(burst_submit_map_lines(c, &fn, lines, strlen(lines), &opts, &job), 0);
+    burst_close(c);
+    for (int64_t t0 = testd_now_ms();; testd_sleep_ms(POLL_MS)) {
+        burst_job_info info;
+        job_status(d, job, &info);
+        if (info.counts[BURST_TASK_DISPATCHED] + info.counts[BURST_TASK_RUNNING] == n)
+            return job;
+        if (testd_now_ms() - t0 > SAFETY_MS)
+            fail_msg("the blocking job did not start");
+    }
+}
+
+static void
+open_gate(const char *gate)
+{
+    int fd = open(gate, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+/*
+ * A small job is acknowledged while every slot of the quota is taken, so
+ * it is not dispatched: its input is in the ledger only (no jobs/<id>/in).
+ * burstd is SIGKILLed and restarted: the job runs with its input intact,
+ * written to storage from the ledger by the new process.  Quota 2 and
+ * chunks of one task: two dispatches of it wait for the same write.
+ */
+static void
+test_kill9_small_job_queued(void **state)
+{
+    struct daemon *d = *state;
+    enum { NTASKS = 40 };
+    daemon_init(d, "quota = 2\n");
+    daemon_start(d);
+    char gate[160];
+    snprintf(gate, sizeof(gate), "%s/go", d->t.dir);
+    uint64_t blocker = submit_blocker(d, gate, 2);
+
+    struct lines *l = &d->lines;
+    lines_make(l, NTASKS, "small");
+    uint64_t job = submit_map(d, "tr a-z A-Z", l, 1);
+    burst_job_info info;
+    job_status(d, job, &info);
+    assert_int_equal(info.state, BURST_JOB_QUEUED);
+    assert_false(input_in_storage(d, job)); /* acknowledged from the ledger alone */
+    daemon_kill9(d);
+    assert_false(input_in_storage(d, job));
+    daemon_start(d);
+    open_gate(gate);
+
+    wait_job_succeeded(d, blocker, 2);
+    wait_job_succeeded(d, job, NTASKS);
+    assert_true(input_in_storage(d, job));
+    check_results(d, job, (const char *const *)l->upper, NTASKS, 0);
+    check_tasks(d, job, NTASKS);
+    check_events_once(d, job, NTASKS);
+    daemon_stop(d);
+    d->passed = true;
+}
+
+/* Runs sql on d's ledger (burstd stopped). */
+static void
+ledger_sql(const struct daemon *d, const char *sql)
+{
+    char path[192];
+    snprintf(path, sizeof(path), "%s/ledger.db", d->t.state);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+/*
+ * A ledger of schema version 2 (before inputs could live in it; version 3
+ * is version 2 plus the inputs table, so dropping it makes one) holding a
+ * queued job whose inputs are in storage: burstd opens it, upgrades it in
+ * place, runs that job and then a new small one.
+ */
+static void
+test_ledger_v2_upgrade(void **state)
+{
+    struct daemon *d = *state;
+    enum { NTASKS = 6 };
+    daemon_init(d, "quota = 1\n");
+    daemon_start(d);
+    char gate[160];
+    snprintf(gate, sizeof(gate), "%s/go", d->t.dir);
+    uint64_t blocker = submit_blocker(d, gate, 1);
+    /* Over the limit (320 lines of 208 bytes, 8 more each in the index):
+     * its inputs go to storage, as every version 2 job's. */
+    enum { NBIG = 320 };
+    char word[202];
+    memset(word, 'v', sizeof(word) - 1);
+    word[sizeof(word) - 1] = '\0';
+    struct lines *l = &d->lines;
+    lines_make(l, NBIG, word);
+    assert_true(l->len + (NBIG + 1) * 8 + 16 > 65536);
+    uint64_t old = submit_map(d, "tr a-z A-Z", l, 20);
+    assert_true(input_in_storage(d, old));
+    daemon_kill9(d);
+    ledger_sql(d, "DROP TABLE inputs; PRAGMA user_version = 2;");
+    daemon_start(d);
+    open_gate(gate);
+    wait_job_succeeded(d, blocker, 1);
+    wait_job_succeeded(d, old, NBIG);
+    check_results(d, old, (const char *const *)l->upper, NBIG, 0);
+    lines_free(l);
+
+    lines_make(l, NTASKS, "version three");
+    uint64_t job = submit_map(d, "tr a-z A-Z", l, 1);
+    wait_job_succeeded(d, job, NTASKS);
+    check_results(d, job, (const char *const *)l->upper, NTASKS, 0);
     daemon_stop(d);
     d->passed = true;
 }
@@ -1092,6 +1240,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_track_records_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphans_reaped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_after_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill9_small_job_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_v2_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_reduce, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_many_times, setup, teardown),
     };

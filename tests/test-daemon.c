@@ -551,6 +551,206 @@ test_ledger_full(void **state)
     daemon_stop(&full);
 }
 
+/* ---- inputs of small jobs (daemon/api.c, INLINE_INPUT_MAX) ---- */
+
+/* The largest input object kept in the ledger (api.c), and its layout
+ * (worker/invoc.h): a 16-byte header, n + 1 offsets of 8 bytes, the data. */
+#define INLINE_MAX 65536u
+#define OBJ_SIZE(n, data) (16u + ((n) + 1u) * 8u + (data))
+
+struct want {
+    const burst_bytes *items;
+    size_t n;
+    uint32_t base; /* the index of items[0]: a map_reduce's reducer is total */
+    size_t next;
+};
+
+static int
+on_want(void *arg, uint32_t index, const void *data, size_t len)
+{
+    struct want *w = arg;
+    if (index != w->base + w->next || w->next >= w->n)
+        fail_msg("result of task %u, expected task %zu", index, w->base + w->next);
+    const burst_bytes *b = &w->items[w->next];
+    if (len != b->len || (len > 0 && memcmp(data, b->data, len) != 0))
+        fail_msg("task %u: %zu bytes, expected %zu", index, len, b->len);
+    w->next++;
+    return 0;
+}
+
+/* The job succeeded and its results are exactly want[0 .. n). */
+static void
+expect_results_from(burst_client *c, uint64_t job, uint32_t base, const burst_bytes *want,
+                    size_t n)
+{
+    burst_job_info info;
+    int rc = burst_wait(c, job, &info);
+    if (rc != 0 || info.state != BURST_JOB_SUCCEEDED)
+        fail_msg("job %llu: %s, %s (%s)", (unsigned long long)job, burst_strerror(rc),
+                 burst_job_state_name(info.state), info.error);
+    struct want w = {want, n, base, 0};
+    assert_int_equal(burst_results(c, job, on_want, &w), 0);
+    assert_int_equal(w.next, n);
+}
+
+static void
+expect_results(burst_client *c, uint64_t job, const burst_bytes *want, size_t n)
+{
+    expect_results_from(c, job, 0, want, n);
+}
+
+/* Whether jobs/<job>/in is in t's storage. */
+static bool
+input_in_storage(const struct testd *t, uint64_t job)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/storage/jobs/%llu/in", t->state,
+             (unsigned long long)job);
+    return access(path, F_OK) == 0;
+}
+
+static uint64_t
+submit_list(burst_client *c, const char *cmd, const burst_bytes *in, size_t n)
+{
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = cmd};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t job = 0;
+    int rc = burst_submit_map(c, &fn, in, n, &opts, &job);
+    if (rc != 0)
+        fail_msg("submit: %s (%s)", burst_strerror(rc), burst_last_error(c));
+    return job;
+}
+
+/*
+ * A small job's inputs go into the ledger, not storage, until its first
+ * dispatch; a job one byte over the limit takes the storage path.  With
+ * quota 1 and a first job that holds the only slot until a file appears,
+ * every later job waits queued: its jobs/<id>/in must not exist yet (or
+ * must, over the limit).  Then all run, and every result is byte for byte
+ * its input (list and lines modes, empty items, map_reduce).
+ */
+static void
+test_inline_inputs(void **state)
+{
+    (void)state;
+    struct testd t;
+    daemon_start(&t, "quota = 1\n");
+    burst_client *c;
+    assert_int_equal(burst_connect(t.sock, &c), 0);
+
+    char gate[160], cmd[256];
+    snprintf(gate, sizeof(gate), "%s/go", t.dir);
+    snprintf(cmd, sizeof(cmd), "while [ ! -e %s ]; do sleep 0.01; done; cat", gate);
+    burst_bytes one = {"blocker\n", 8};
+    uint64_t blocker = submit_list(c, cmd, &one, 1);
+    burst_job_info info;
+    for (int64_t t0 = testd_now_ms();; testd_sleep_ms(10)) {
+        assert_int_equal(burst_status(c, blocker, &info), 0);
+        if (info.state == BURST_JOB_RUNNING)
+            break;
+        assert_true(testd_now_ms() - t0 < 60000);
+    }
+
+    /* List mode with empty items. */
+    burst_bytes list[4] = {{"ab\n", 3}, {"", 0}, {"x", 1}, {"", 0}};
+    uint64_t j_list = submit_list(c, "cat", list, 4);
+    /* Lines mode. */
+    burst_fn cat = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_opts opts = BURST_OPTS_INIT;
+    opts.chunksize = 2;
+    uint64_t j_lines = 0;
+    assert_int_equal(burst_submit_map_lines(c, &cat, "one\ntwo\n\nfour", 13, &opts, &j_lines),
+                     0);
+    burst_bytes lines[4] = {{"one\n", 4}, {"two\n", 4}, {"\n", 1}, {"four", 4}};
+    /* map_reduce: its reducer reads the maps' results, not the input. */
+    burst_fn wc = {.kind = BURST_FN_EXEC, .cmd = "wc -c | tr -d ' '"};
+    uint64_t j_mr = 0;
+    burst_opts mr_opts = BURST_OPTS_INIT;
+    assert_int_equal(burst_submit_map_reduce(c, &cat, &wc, list, 4, &mr_opts, &j_mr), 0);
+    /* An input object of exactly the limit, and one of a byte more. */
+    size_t at = INLINE_MAX - OBJ_SIZE(1u, 0u);
+    char *big = malloc(at + 1);
+    assert_non_null(big);
+    for (size_t i = 0; i < at + 1; i++)
+        big[i] = (char)('a' + i % 26);
+    burst_bytes b_at = {big, at}, b_over = {big, at + 1};
+    uint64_t j_at = submit_list(c, "cat", &b_at, 1);
+    uint64_t j_over = submit_list(c, "cat", &b_over, 1);
+
+    /* Acknowledged, not dispatched: the small ones are in the ledger only. */
+    uint64_t small[] = {j_list, j_lines, j_mr, j_at};
+    for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++) {
+        assert_int_equal(burst_status(c, small[i], &info), 0);
+        assert_int_equal(info.state, BURST_JOB_QUEUED);
+        if (input_in_storage(&t, small[i]))
+            fail_msg("job %llu: its input is in storage before its dispatch",
+                     (unsigned long long)small[i]);
+    }
+    assert_true(input_in_storage(&t, j_over));
+
+    int fd = open(gate, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    expect_results(c, blocker, &one, 1);
+    expect_results(c, j_list, list, 4);
+    expect_results(c, j_lines, lines, 4);
+    burst_bytes sum = {"4\n", 2}; /* ab\n + x: 4 bytes through wc -c */
+    expect_results_from(c, j_mr, 4, &sum, 1); /* the reducer is task 4 */
+    expect_results(c, j_at, &b_at, 1);
+    expect_results(c, j_over, &b_over, 1);
+    for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++)
+        assert_true(input_in_storage(&t, small[i]));
+    free(big);
+    burst_close(c);
+    daemon_stop(&t);
+}
+
+/*
+ * The copy of a small job's input to storage fails (a directory stands
+ * where jobs/<id>/in goes; job ids start at 1 in a fresh state dir): the
+ * dispatch fails as a failed spec write does, the task is retried (the
+ * copy is tried again) and, its retries spent, fails with the reason.  The
+ * next job is not affected.
+ */
+static void
+test_inline_input_write_fails(void **state)
+{
+    (void)state;
+    struct testd t;
+    daemon_start(&t, "quota = 1\n");
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/storage/jobs/1/in/blocked", t.state);
+    char cmd[320];
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
+    assert_int_equal(system(cmd), 0);
+
+    burst_client *c;
+    assert_int_equal(burst_connect(t.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_opts opts = BURST_OPTS_INIT;
+    opts.retries = 1;
+    burst_bytes in = {"hi\n", 3};
+    uint64_t job = 0;
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, &opts, &job), 0);
+    assert_int_equal(job, 1);
+    burst_job_info info;
+    burst_wait(c, job, &info);
+    assert_int_equal(info.state, BURST_JOB_FAILED);
+    burst_task_info *ti = NULL;
+    size_t nt = 0;
+    assert_int_equal(burst_tasks(c, job, -1, &ti, &nt), 0);
+    assert_int_equal(nt, 1);
+    assert_int_equal(ti[0].attempts, 2);
+    if (strstr(ti[0].reason, "cannot write the job's input") == NULL)
+        fail_msg("reason: %s", ti[0].reason);
+    free(ti);
+
+    uint64_t next = submit_list(c, "cat", &in, 1);
+    expect_results(c, next, &in, 1);
+    burst_close(c);
+    daemon_stop(&t);
+}
+
 int
 main(void)
 {
@@ -567,6 +767,8 @@ main(void)
         cmocka_unit_test(test_client_errors),
         cmocka_unit_test(test_startup_errors),
         cmocka_unit_test(test_ledger_full),
+        cmocka_unit_test(test_inline_inputs),
+        cmocka_unit_test(test_inline_input_write_fails),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1821,6 +1821,175 @@ test_fault_old_schema(void **state)
     sqlite3_close(db);
 }
 
+/* ---- inputs of small jobs ----------------------------------------------- */
+
+/* An input object of n items as api.c builds one: only its bytes matter. */
+static size_t
+input_fill(unsigned char *buf, size_t size, unsigned char seed)
+{
+    for (size_t i = 0; i < size; i++)
+        buf[i] = (unsigned char)(seed + i * 7);
+    return size;
+}
+
+/* Reads job's input from the ledger and compares it with want (NULL: none). */
+static void
+input_expect(struct ledger *l, uint64_t job, const void *want, size_t len)
+{
+    void *body = NULL;
+    size_t got = 99;
+    assert_int_equal(ledger_input_get(l, job, &body, &got), 0);
+    if (want == NULL) {
+        assert_null(body);
+        assert_int_equal(got, 0);
+        return;
+    }
+    assert_non_null(body);
+    assert_int_equal(got, len);
+    assert_memory_equal(body, want, len);
+    free(body);
+}
+
+/* Stored with the job in one transaction, read back byte for byte, gone
+ * with a rollback, forgotten by delete; a job without one reads as none. */
+static void
+test_inputs(void **state)
+{
+    struct fx *fx = *state;
+    static unsigned char a[65536], b[100];
+    input_fill(a, sizeof(a), 1);
+    input_fill(b, sizeof(b), 2);
+
+    struct ledger_job j;
+    job_fill(&j, 1000, 3);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 3), 0);
+    assert_int_equal(ledger_input_put(fx->l, j.id, a, sizeof(a)), 0);
+    /* One per job: a second one is a bug of the caller. */
+    assert_int_equal(ledger_input_put(fx->l, j.id, b, sizeof(b)), BURST_ELEDGER);
+    ledger_rollback(fx->l);
+    struct ledger_job got;
+    assert_int_equal(ledger_job_get(fx->l, j.id, &got), BURST_ENOJOB);
+    input_expect(fx->l, j.id, NULL, 0);
+
+    job_fill(&j, 1000, 3);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 3), 0);
+    assert_int_equal(ledger_input_put(fx->l, j.id, a, sizeof(a)), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    uint64_t with = j.id;
+    uint64_t without = add_job(fx->l, 1000, 2);
+
+    reopen(fx);
+    input_expect(fx->l, with, a, sizeof(a));
+    input_expect(fx->l, without, NULL, 0);
+    input_expect(fx->l, 12345, NULL, 0);
+
+    /* An empty body is still a body. */
+    job_fill(&j, 1000, 1);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 1), 0);
+    assert_int_equal(ledger_input_put(fx->l, j.id, "", 0), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    void *body = NULL;
+    size_t len = 99;
+    assert_int_equal(ledger_input_get(fx->l, j.id, &body, &len), 0);
+    assert_non_null(body);
+    assert_int_equal(len, 0);
+    free(body);
+
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_input_delete(fx->l, with), 0);
+    assert_int_equal(ledger_input_delete(fx->l, without), 0); /* none: fine */
+    assert_int_equal(ledger_commit(fx->l), 0);
+    input_expect(fx->l, with, NULL, 0);
+
+    /* Deleting a job (an admin's purge; burstd has none yet) takes its
+     * input with it: the foreign key cascades. */
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_input_put(fx->l, without, b, sizeof(b)), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    ledger_close(fx->l);
+    fx->l = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "PRAGMA foreign_keys=ON; DELETE FROM jobs WHERE id = %llu",
+             (unsigned long long)without);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM inputs", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1); /* the empty one */
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    assert_int_equal(ledger_open(fx->path, &fx->l), 0);
+    input_expect(fx->l, without, NULL, 0);
+}
+
+static int64_t
+db_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/*
+ * A version 2 ledger (before inputs could live in it) opens, gains the
+ * inputs table in place, keeps its jobs, and takes a new small job.  The
+ * version 2 schema is version 3's without the inputs table, so a version 2
+ * file is made by dropping it.
+ */
+static void
+test_migrate_v2(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t old = add_job(fx->l, 1000, 4);
+    uint32_t att;
+    dispatch_one(fx->l, old, 0, &att);
+    ledger_close(fx->l);
+    fx->l = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "DROP TABLE inputs; PRAGMA user_version = 2", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 2);
+
+    assert_int_equal(ledger_open(fx->path, &fx->l), 0);
+    assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 3);
+    assert_int_equal(
+        db_int(fx->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'inputs'"), 1);
+    struct ledger_job got;
+    assert_int_equal(ledger_job_get(fx->l, old, &got), 0);
+    assert_int_equal(got.total, 4);
+    ledger_job_free(&got);
+    assert_int_equal(task(fx->l, old, 0).state, BURST_TASK_DISPATCHED);
+    input_expect(fx->l, old, NULL, 0); /* its inputs are in storage */
+
+    static unsigned char in[300];
+    input_fill(in, sizeof(in), 3);
+    struct ledger_job j;
+    job_fill(&j, 1000, 2);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 2), 0);
+    assert_int_equal(ledger_input_put(fx->l, j.id, in, sizeof(in)), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_true(j.id > old);
+    reopen(fx); /* version 3 now: opens as it is */
+    input_expect(fx->l, j.id, in, sizeof(in));
+    assert_int_equal(task(fx->l, old, 0).state, BURST_TASK_DISPATCHED);
+}
+
 int
 main(void)
 {
@@ -1863,6 +2032,8 @@ main(void)
         T(test_runs_cancel_partly_dispatched),
         T(test_runs_reconcile),
         T(test_fault_old_schema),
+        T(test_inputs),
+        T(test_migrate_v2),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

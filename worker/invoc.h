@@ -7,8 +7,10 @@
  * Storage keys, relative to the storage root (a directory for local storage,
  * a bucket prefix for S3):
  *   fn/<sha256>.so               a function library, content-addressed
- *   jobs/<job>/in                all task inputs, in one object (one put,
- *                                one fsync per job): the header
+ *   jobs/<job>/in                all task inputs, in one object (one put
+ *                                per job; a small job's is kept in the
+ *                                daemon's ledger and written here, not
+ *                                durably, before its first dispatch): the header
  *                                "BURSTIN1" and n (uint64), then n + 1
  *                                uint64 offsets idx[] into the data that
  *                                follows, then the inputs concatenated in
