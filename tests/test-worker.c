@@ -6,7 +6,9 @@
  * fresh storage directory: each test writes a job's inputs and a spec, runs
  * the worker with BURST_STORAGE / BURST_SPEC / JOB_INDEX, and decodes the
  * output object it wrote.  so tests use the functions in tests/fns
- * (BURST_TEST_FNS), stored content-addressed as fn/<sha256>.so.
+ * (BURST_TEST_FNS), stored content-addressed as fn/<sha256>.so.  The serve
+ * tests talk to `burst-worker --serve` as burstd does ("SPEC INDEX\n" in,
+ * "STATUS\n" out) to see what a warm worker keeps between invocations.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +23,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,7 +234,13 @@ spec_so(struct fx *fx, struct invoc_spec *s, const char *symbol)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
     char key[256];
     assert_int_equal(invoc_key_fn(key, sizeof(key), hex), 0);
-    put_file(fx, key, data, len);
+    /* Content-addressed: an object already there is this library, which a
+     * warm worker's executor may have mapped (rewriting it in place would
+     * pull it from under the executor). */
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof(path), "%s/%s", fx->dir, key);
+    if (access(path, F_OK) != 0)
+        put_file(fx, key, data, len);
     free(data);
     s->fn_kind = BURST_FN_SO;
     s->fn_key = strdup(key);
@@ -2006,6 +2015,358 @@ test_sigterm_so(void **state)
     invoc_spec_free(&s);
 }
 
+/* ---- so executors kept warm (--serve) ------------------------------------------- */
+
+/* A `burst-worker --serve` and the two ends of burstd's conversation with it. */
+struct served {
+    pid_t pid;
+    int req; /* its stdin */
+    int rep; /* its stdout */
+};
+
+static void
+serve_start(struct fx *fx, struct served *w)
+{
+    const char *worker = getenv("BURST_WORKER");
+    assert_non_null(worker);
+    int in[2], out[2];
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (dup2(in[0], STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0)
+            _exit(98);
+        unsetenv("BURST_SPEC");
+        unsetenv("JOB_INDEX");
+        setenv("BURST_STORAGE", fx->url, 1);
+        if (getenv("BURST_TEST_VERBOSE") == NULL) {
+            int fd = open("/dev/null", O_WRONLY);
+            if (fd >= 0)
+                dup2(fd, STDERR_FILENO);
+        }
+        execl(worker, "burst-worker", "--serve", (char *)NULL);
+        _exit(99);
+    }
+    close(in[0]);
+    close(out[1]);
+    *w = (struct served){.pid = pid, .req = in[1], .rep = out[0]};
+}
+
+/* Hands w invocation inv of the spec of (job, dispatch). */
+static void
+serve_send(struct served *w, uint64_t job, uint64_t dispatch, uint32_t inv)
+{
+    char key[128], line[160];
+    assert_int_equal(invoc_key_spec(key, sizeof(key), job, dispatch), 0);
+    int n = snprintf(line, sizeof(line), "%s %" PRIu32 "\n", key, inv);
+    assert_int_equal(write(w->req, line, (size_t)n), n);
+}
+
+/* Waits for w's reply to what it was handed and returns the status. */
+static int
+serve_reply(struct served *w)
+{
+    char reply[32];
+    size_t got = 0;
+    int64_t end = now_ms() + WORKER_SAFETY_MS;
+    while (got == 0 || reply[got - 1] != '\n') {
+        struct pollfd p = {.fd = w->rep, .events = POLLIN};
+        int64_t left = end - now_ms();
+        if (left <= 0)
+            fail_msg("burst-worker --serve did not reply");
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        assert_true(got < sizeof(reply) - 1);
+        ssize_t r = read(w->rep, reply + got, sizeof(reply) - 1 - got);
+        if (r <= 0)
+            fail_msg("burst-worker --serve ended instead of replying");
+        got += (size_t)r;
+    }
+    reply[got] = '\0';
+    return atoi(reply);
+}
+
+/* Closes w's stdin, as burstd does to an idle worker, and returns its exit
+ * status. */
+static int
+serve_stop(struct served *w)
+{
+    close(w->req);
+    close(w->rep);
+    return worker_wait(w->pid);
+}
+
+/* Runs s, a one-invocation job of inputs in, in w and reads its output. */
+static void
+serve_job(struct fx *fx, struct served *w, struct invoc_spec *s, const char *const *in,
+          size_t n, struct out *o)
+{
+    put_str_inputs(fx, s->job, in, n);
+    put_spec(fx, s);
+    serve_send(w, s->job, s->dispatch, 0);
+    assert_int_equal(serve_reply(w), 0);
+    out_read(fx, s->job, s->dispatch, 0, o);
+    assert_int_equal(o->nr, n);
+}
+
+/* A result of count_calls: the how-manieth call in which process. */
+struct calls {
+    unsigned long n;
+    long pid;
+};
+
+static struct calls
+calls_of(const struct invoc_result *r)
+{
+    struct calls c = {0, 0};
+    char buf[64];
+    assert_int_equal(r->status, INVOC_OK);
+    assert_true(r->result_len < sizeof(buf));
+    memcpy(buf, r->result, r->result_len);
+    buf[r->result_len] = '\0';
+    assert_int_equal(sscanf(buf, "%lu %ld", &c.n, &c.pid), 2);
+    return c;
+}
+
+/* Runs a one-task job of symbol (count_calls or count_calls_too) in w and
+ * returns what it counted. */
+static struct calls
+serve_count(struct fx *fx, struct served *w, uint64_t job, uint64_t dispatch,
+            const char *symbol, uint32_t memory_mb)
+{
+    struct invoc_spec s;
+    spec_init(&s, job, dispatch, 1);
+    spec_so(fx, &s, symbol);
+    s.memory_mb = memory_mb;
+    const char *in[] = {"x"};
+    struct out o;
+    serve_job(fx, w, &s, in, 1, &o);
+    struct calls c = calls_of(&o.r[0]);
+    out_free(&o);
+    invoc_spec_free(&s);
+    return c;
+}
+
+/*
+ * Invocations of one library in a warm worker share one executor: its
+ * static state carries on, whatever the symbol, the job, or the exec
+ * invocations in between.  It ends when the worker's stdin does.
+ */
+static void
+test_serve_so_reuse(void **state)
+{
+    struct fx *fx = *state;
+    struct served w;
+    serve_start(fx, &w);
+
+    struct invoc_spec s;
+    spec_init(&s, 70, 1, 2);
+    spec_so(fx, &s, "count_calls");
+    const char *in[] = {"a", "b"};
+    struct out o;
+    serve_job(fx, &w, &s, in, 2, &o);
+    struct calls c0 = calls_of(&o.r[0]), c1 = calls_of(&o.r[1]);
+    assert_int_equal(c0.n, 1);
+    assert_int_equal(c1.n, 2);
+    assert_int_equal(c1.pid, c0.pid);
+    assert_int_not_equal(c0.pid, w.pid);
+    out_free(&o);
+    invoc_spec_free(&s);
+
+    struct calls c = serve_count(fx, &w, 70, 2, "count_calls_too", 0);
+    assert_int_equal(c.n, 3);
+    assert_int_equal(c.pid, c0.pid);
+    c = serve_count(fx, &w, 71, 1, "count_calls", 0);
+    assert_int_equal(c.n, 4);
+    assert_int_equal(c.pid, c0.pid);
+
+    /* An exec invocation in between leaves it be. */
+    spec_init(&s, 72, 1, 1);
+    spec_exec(&s, "cat");
+    const char *ein[] = {"exec"};
+    serve_job(fx, &w, &s, ein, 1, &o);
+    assert_int_equal(o.r[0].status, INVOC_OK);
+    assert_result(&o.r[0], "exec");
+    out_free(&o);
+    invoc_spec_free(&s);
+    c = serve_count(fx, &w, 71, 2, "count_calls", 0);
+    assert_int_equal(c.n, 5);
+    assert_int_equal(c.pid, c0.pid);
+
+    assert_int_equal(serve_stop(&w), 0);
+    assert_true(process_gone((pid_t)c0.pid));
+}
+
+/* Stores the test library a second time under another content-shaped key
+ * and points s at symbol in it: to the worker, another library. */
+static void
+spec_so_other(struct fx *fx, struct invoc_spec *s, const char *symbol)
+{
+    spec_so(fx, s, symbol);
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof(path), "%s/%s", fx->dir, s->fn_key);
+    size_t len;
+    char *data = slurp(path, &len);
+    assert_non_null(data);
+    char key[256];
+    assert_int_equal(invoc_key_fn(key, sizeof(key),
+                                  "0123456789abcdef0123456789abcdef"
+                                  "0123456789abcdef0123456789abcdef"),
+                     0);
+    put_file(fx, key, data, len);
+    free(data);
+    free(s->fn_key);
+    s->fn_key = strdup(key);
+    assert_non_null(s->fn_key);
+}
+
+/*
+ * What a warm worker does not reuse: an executor that crashed (the one that
+ * took over after the crash goes on), one of another library or memory
+ * limit, one that ran out of memory and lived.
+ */
+static void
+test_serve_so_fresh(void **state)
+{
+    struct fx *fx = *state;
+    struct served w;
+    mem_mode_set("rlimit"); /* a task that runs out survives it (gobble) */
+    serve_start(fx, &w);
+    mem_mode_set(NULL);
+    struct calls c0 = serve_count(fx, &w, 80, 1, "count_calls", 0);
+    assert_int_equal(c0.n, 1);
+
+    /* The invocation's last task crashes the executor: the next one starts
+     * afresh. */
+    struct invoc_spec s;
+    spec_init(&s, 81, 1, 2);
+    spec_so(fx, &s, "count_calls");
+    const char *crash_last[] = {"a", "CRASH"};
+    struct out o;
+    serve_job(fx, &w, &s, crash_last, 2, &o);
+    struct calls c = calls_of(&o.r[0]);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.pid, c0.pid);
+    assert_int_equal(o.r[1].status, INVOC_SIGNAL);
+    assert_int_equal(o.r[1].signal, SIGSEGV);
+    out_free(&o);
+    invoc_spec_free(&s);
+    struct calls c1 = serve_count(fx, &w, 81, 2, "count_calls", 0);
+    assert_int_equal(c1.n, 1);
+    assert_int_not_equal(c1.pid, c0.pid);
+    assert_true(process_gone((pid_t)c0.pid));
+
+    /* A crash in the middle: a fresh executor takes the rest, and is the
+     * one kept. */
+    spec_init(&s, 82, 1, 3);
+    spec_so(fx, &s, "count_calls");
+    const char *crash_mid[] = {"a", "CRASH", "b"};
+    serve_job(fx, &w, &s, crash_mid, 3, &o);
+    c = calls_of(&o.r[0]);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.pid, c1.pid);
+    assert_int_equal(o.r[1].status, INVOC_SIGNAL);
+    struct calls c2 = calls_of(&o.r[2]);
+    assert_int_equal(c2.n, 1);
+    assert_int_not_equal(c2.pid, c1.pid);
+    out_free(&o);
+    invoc_spec_free(&s);
+    c = serve_count(fx, &w, 82, 2, "count_calls", 0);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.pid, c2.pid);
+
+    /* Another memory limit, then the same one again, then none. */
+    struct calls c3 = serve_count(fx, &w, 83, 1, "count_calls", 64);
+    assert_int_equal(c3.n, 1);
+    assert_int_not_equal(c3.pid, c2.pid);
+    c = serve_count(fx, &w, 83, 2, "count_calls", 64);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.pid, c3.pid);
+    struct calls c4 = serve_count(fx, &w, 83, 3, "count_calls", 0);
+    assert_int_equal(c4.n, 1);
+    assert_int_not_equal(c4.pid, c3.pid);
+
+    /* Another library (the same bytes, but the worker cannot know). */
+    spec_init(&s, 84, 1, 1);
+    spec_so_other(fx, &s, "count_calls");
+    const char *one[] = {"x"};
+    serve_job(fx, &w, &s, one, 1, &o);
+    struct calls c5 = calls_of(&o.r[0]);
+    assert_int_equal(c5.n, 1);
+    assert_int_not_equal(c5.pid, c4.pid);
+    out_free(&o);
+    invoc_spec_free(&s);
+
+    /* A task that ran out of memory and returned: its executor is not
+     * trusted with the next invocation. */
+    struct calls c6 = serve_count(fx, &w, 85, 1, "count_calls", 64);
+    assert_int_equal(c6.n, 1);
+    spec_init(&s, 85, 2, 1);
+    spec_so(fx, &s, "gobble");
+    s.memory_mb = 64;
+    const char *gob[] = {"1024"};
+    serve_job(fx, &w, &s, gob, 1, &o);
+    assert_int_equal(o.r[0].status, INVOC_OOM);
+    out_free(&o);
+    invoc_spec_free(&s);
+    c = serve_count(fx, &w, 85, 3, "count_calls", 64);
+    assert_int_equal(c.n, 1);
+    assert_int_not_equal(c.pid, c6.pid);
+
+    assert_int_equal(serve_stop(&w), 0);
+    assert_true(process_gone((pid_t)c.pid));
+}
+
+/* An idle executor dies with its worker, even one killed outright. */
+static void
+test_serve_so_worker_killed(void **state)
+{
+    struct fx *fx = *state;
+    struct served w;
+    serve_start(fx, &w);
+    struct calls c = serve_count(fx, &w, 90, 1, "count_calls", 0);
+    assert_int_equal(kill(w.pid, SIGKILL), 0);
+    int st;
+    assert_int_equal(waitpid(w.pid, &st, 0), w.pid);
+    close(w.req);
+    close(w.rep);
+    assert_true(process_gone((pid_t)c.pid));
+}
+
+/* SIGTERM (a cancel) stops the task that a kept executor runs, as it stops
+ * a fresh one's. */
+static void
+test_serve_so_sigterm(void **state)
+{
+    struct fx *fx = *state;
+    struct served w;
+    serve_start(fx, &w);
+    struct calls c = serve_count(fx, &w, 91, 1, "count_calls", 0);
+
+    char pidfile[2048];
+    snprintf(pidfile, sizeof(pidfile), "%s/h.pid", fx->dir);
+    struct invoc_spec s;
+    spec_init(&s, 92, 1, 3);
+    spec_so(fx, &s, "hang");
+    const char *in[] = {"noop", pidfile, "noop"};
+    put_str_inputs(fx, 92, in, 3);
+    put_spec(fx, &s);
+    serve_send(&w, 92, 1, 0);
+    pid_t task = wait_pidfile(pidfile);
+    assert_int_equal(kill(w.pid, SIGTERM), 0);
+    assert_int_equal(serve_reply(&w), 0);
+    assert_int_equal(serve_stop(&w), 0);
+    assert_true(process_gone(task));
+    assert_int_equal(task, (pid_t)c.pid); /* the kept executor ran it */
+    struct out o;
+    out_read(fx, 92, 1, 0, &o);
+    assert_int_equal(o.nr, 1);
+    assert_int_equal(o.r[0].status, INVOC_OK);
+    out_free(&o);
+    invoc_spec_free(&s);
+}
+
 int
 main(void)
 {
@@ -2048,6 +2409,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_output_unwritable, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_exec, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_so, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_serve_so_reuse, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_serve_so_fresh, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_serve_so_worker_killed, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_serve_so_sigterm, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -144,10 +144,12 @@ write_output(struct store *st, const struct invoc_spec *spec, uint32_t inv,
 
 /*
  * Runs invocation inv of the spec at spec_key against storage st and writes
- * its output.  Returns the exit status of a one-shot worker (see above).
+ * its output.  serving: under --serve, where the so runner may keep its
+ * executor for the next invocation.  Returns the exit status of a one-shot
+ * worker (see above).
  */
 static int
-run_invocation(struct store *st, const char *spec_key, uint32_t inv)
+run_invocation(struct store *st, const char *spec_key, uint32_t inv, bool serving)
 {
     int status = EXIT_INTERNAL;
     struct invoc_spec spec;
@@ -184,6 +186,8 @@ run_invocation(struct store *st, const char *spec_key, uint32_t inv)
         .store = st,
         .done = add_result,
         .arg = w,
+        .spec_key = serving ? spec_key : NULL,
+        .inv = inv,
     };
     rc = spec.fn_kind == BURST_FN_SO ? run_so(&ctx) : run_exec(&ctx);
     /* A failure to record a task leaves the writer as it was: the tasks
@@ -265,7 +269,9 @@ serve_read_line(int fd, char *buf, size_t size, size_t *have)
  * exit status that worker would have had, as "STATUS\n".  Ends at EOF, on
  * SIGTERM (after replying for the invocation it was running), or when a
  * request cannot be read.  The process start, the dynamic linking and the
- * storage set-up are paid once instead of once per invocation.
+ * storage set-up are paid once instead of once per invocation, and so is
+ * the so runner's executor while invocations keep to one library
+ * (run_so.c).
  */
 static int
 serve(struct store *st)
@@ -292,7 +298,7 @@ serve(struct store *st)
             warnx("out of memory");
             status = EXIT_INTERNAL;
         } else {
-            status = run_invocation(st, line, inv);
+            status = run_invocation(st, line, inv, true);
         }
         char reply[16];
         int len = snprintf(reply, sizeof(reply), "%d\n", status);
@@ -387,7 +393,9 @@ main(int argc, char **argv)
         warnx("cannot open storage %s: %s", url, why);
         return EXIT_ENV;
     }
-    int status = serving ? serve(st) : run_invocation(st, spec_key, inv);
+    int status = serving ? serve(st) : run_invocation(st, spec_key, inv, false);
+    /* A kept so executor ends with the worker, cgroup and all. */
+    run_so_shutdown();
     store_close(st);
     return status;
 }

@@ -98,6 +98,11 @@ struct run_ctx {
      * return stops the run, and the runner returns that value. */
     int (*done)(void *arg, const struct invoc_result *r);
     void *arg;
+    /* --serve only, NULL otherwise: the key the spec was read from and the
+     * invocation's index in it.  With them the so runner may keep its
+     * executor for the next invocation, which then reads its spec itself. */
+    const char *spec_key; /* borrowed */
+    uint32_t inv;
 };
 
 /*
@@ -109,6 +114,9 @@ struct run_ctx {
  */
 int run_exec(const struct run_ctx *ctx);
 int run_so(const struct run_ctx *ctx);
+/* Ends the so executor run_so kept for a next invocation, if any (--serve,
+ * before the worker exits). */
+void run_so_shutdown(void);
 
 /* ---- memory limits (run_mem.c) ---------------------------------------------------- */
 
@@ -154,6 +162,10 @@ bool run_mem_exceeded(const struct run_mem *m, uint64_t peak_kib);
  * exit_status and signal are left as they were. */
 void run_mem_describe(const struct run_mem *m, struct invoc_result *r, char *reason,
                       size_t size);
+/* Whether a process that got m (after run_mem_attach) has the limit that
+ * run_mem_prepare(limit_mb) would give a new one: the same size, by the
+ * same mechanism. */
+bool run_mem_same(const struct run_mem *m, uint32_t limit_mb);
 /* Kills what is left in the cgroup, removes it, closes the pipe.  Safe to
  * call twice. */
 void run_mem_release(struct run_mem *m);

@@ -43,6 +43,9 @@
  * invocation's tasks one after another in one process, so its limit (a
  * cgroup, or RLIMIT_AS above the size the executor had when it started) is
  * shared by those tasks in turn: what one task leaks, the next one lacks.
+ * A warm worker (--serve) may keep that executor, with its limit, for the
+ * next invocation of the same library when run_mem_same says a new one
+ * would get the same limit.
  */
 #include "run.h"
 
@@ -457,6 +460,21 @@ run_mem_describe(const struct run_mem *m, struct invoc_result *r, char *reason,
     r->status = INVOC_OOM;
     r->reason = reason;
     snprintf(reason, size, "out of memory (limit %" PRIu32 " MiB)", m->limit_mb);
+}
+
+bool
+run_mem_same(const struct run_mem *m, uint32_t limit_mb)
+{
+    if (m->limit_mb != limit_mb)
+        return false;
+    if (limit_mb == 0)
+        return m->mode == RUN_MEM_NONE;
+    /* Prepared with a limit, so probed: a new process would get a cgroup
+     * exactly when they are usable (one whose creation fails falls back,
+     * and so does the one we compare with). */
+    if (m->mode == RUN_MEM_CGROUP)
+        return mem_cg.usable && m->cgroup != NULL;
+    return m->mode == RUN_MEM_RLIMIT && !mem_cg.usable;
 }
 
 void

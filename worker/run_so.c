@@ -39,6 +39,27 @@
  * A memory limit (run_mem.c) applies to each executor child as a whole; the
  * child measures each task's peak under RLIMIT_AS and sends it along, so
  * that a task that failed near the limit is reported as out of memory.
+ *
+ * A warm worker (--serve) keeps its executor between invocations, since the
+ * fork and dlopen cost more than a small invocation.  After the last task
+ * the child says it is idle (SO_MSG_IDLE), frees what the invocation left
+ * and blocks on a command pipe; the worker keeps it (so_warm) when nothing
+ * about it is in doubt.  The next invocation goes to it when it uses the
+ * same library (the key is content-addressed, fn/<sha256>.so) and a new
+ * child would get the same memory limit (run_mem_same), and the child is
+ * still alive, silent and its ring empty: the worker resets the region's
+ * header and sends the spec key (struct so_cmd); the child reads that spec
+ * itself, checks it is the invocation the worker described and of its
+ * library, looks up the symbol (cached) and runs the tasks as before.  The
+ * region is reused: head and tail keep counting, and all that is read from
+ * it is checked as before.  Anything else ends the kept child and forks a
+ * fresh one, as does a kept child that fails before it starts a task (no
+ * task is charged for it).  A child that crashed is gone, the one that took
+ * over may be kept; one that ran out of memory, or misbehaved, is not.  An
+ * idle child dies with the worker (PR_SET_PDEATHSIG, and the command pipe's
+ * EOF), is ended when the worker exits (run_so_shutdown), and sits in its
+ * own process group in the worker's session as before, so a cancel that
+ * stops the worker stops its task.
  */
 #include "run.h"
 
@@ -48,6 +69,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -55,6 +77,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim */
+#endif
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -71,6 +96,8 @@ enum so_msg_type {
     SO_MSG_DONE = 2,       /* pos, rc, flags, mem_kib; len1 result, len2 log bytes */
     SO_MSG_TASK_ERROR = 3, /* pos: the task could not be started; len1 reason */
     SO_MSG_LOAD_ERROR = 4, /* library or symbol missing; len1 reason */
+    SO_MSG_IDLE = 5,       /* pos: all tasks before it are reported; waiting for
+                              the next struct so_cmd (--serve) */
 };
 
 #define SO_DONE_TOO_LARGE 1u /* the function wrote more than RUN_RESULT_MAX */
@@ -90,6 +117,24 @@ struct so_msg_hdr {
      * measured) */
     uint64_t mem_kib;
 };
+
+/* Longest spec key a command carries: store.c's limit. */
+#define SO_KEY_MAX 1024
+
+/*
+ * Worker-to-child command on the command pipe of a kept executor (--serve):
+ * run invocation inv of the spec at key.  job, dispatch and ntasks are what
+ * the worker read there, for the child to check that it reads the same.
+ * One write, never split: it fits in PIPE_BUF.
+ */
+struct so_cmd {
+    uint64_t job;
+    uint64_t dispatch;
+    uint32_t inv;
+    uint32_t ntasks;
+    char key[SO_KEY_MAX + 1]; /* NUL-terminated */
+};
+_Static_assert(sizeof(struct so_cmd) <= PIPE_BUF, "a command is one atomic write");
 
 /* ---- the shared region ---------------------------------------------------------- */
 
@@ -323,51 +368,15 @@ log_tail(int logfd, char *buf)
 }
 
 /*
- * The executor child: loads the library and runs tasks pos.. in order.
- * Never returns.  The worker's stdin is replaced by /dev/null and fds 1 and
- * 2 by the log file.  Its memory limit is already in force; mem says which
- * kind, since only RLIMIT_AS needs the per-task peak.  shm is the shared
- * region, fresh (zeroed) for this child.
+ * Runs tasks pos .. ctx->ntasks of ctx with fn, in order, reporting each
+ * through io.  mem says which kind of memory limit is in force, since only
+ * RLIMIT_AS needs the per-task peak.
  */
-static void __attribute__((noreturn))
-so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, int logfd,
-         const struct run_mem *mem, struct so_shm *shm)
+static void
+child_run(struct so_child_io *io, const struct run_ctx *ctx, burst_function fn,
+          uint32_t pos, int logfd, const struct run_mem *mem)
 {
     char reason[RUN_REASON_MAX];
-    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 || dup2(logfd, STDOUT_FILENO) < 0 ||
-        dup2(logfd, STDERR_FILENO) < 0)
-        _exit(4);
-    /* A crash in the user's function must end this process by its signal,
-     * so the parent can report it: drop any handler inherited from the
-     * worker (a sanitizer's, for one) that would turn it into an exit. */
-    static const int fatal_signals[] = {SIGSEGV, SIGBUS,  SIGFPE,
-                                        SIGILL,  SIGABRT, SIGTRAP};
-    for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++)
-        signal(fatal_signals[i], SIG_DFL);
-
-    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (lib == NULL) {
-        snprintf(reason, sizeof(reason), "cannot load %s: %s", ctx->spec->fn_key,
-                 dlerror());
-        child_send_text(msgfd, SO_MSG_LOAD_ERROR, pos, reason);
-        _exit(0);
-    }
-    dlerror();
-    void *sym = dlsym(lib, ctx->spec->symbol);
-    const char *err = dlerror();
-    if (sym == NULL) {
-        snprintf(reason, sizeof(reason), "symbol '%s' not found in %s: %s",
-                 ctx->spec->symbol, ctx->spec->fn_key, err != NULL ? err : "it is NULL");
-        child_send_text(msgfd, SO_MSG_LOAD_ERROR, pos, reason);
-        _exit(0);
-    }
-    /* ISO C has no object-to-function pointer conversion; POSIX guarantees
-     * the representation, so copy the bits. */
-    burst_function fn;
-    memcpy(&fn, &sym, sizeof(fn));
-
-    struct so_child_io io = {.shm = shm, .msgfd = msgfd};
     /* Reading the clock costs a system call on some machines: only when
      * the worker needs it. */
     bool timed = run_deadline(ctx->spec->timeout_ms) >= 0;
@@ -377,7 +386,7 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
         struct run_input in;
         input_prefetch(ctx->input, t, ctx->ntasks - pos);
         if (input_load(ctx->input, t->index, &in, reason, sizeof(reason)) != 0) {
-            child_report_text(&io, pos, reason);
+            child_report_text(io, pos, reason);
             continue;
         }
         burst_part *parts = NULL;
@@ -390,7 +399,7 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
             parts = calloc(in.nparts ? in.nparts : 1, sizeof(*parts));
             if (parts == NULL) {
                 input_release(&in);
-                child_report_text(&io, pos, "out of memory");
+                child_report_text(io, pos, "out of memory");
                 continue;
             }
             /* Empty parts get a valid pointer too: authors memcpy from it. */
@@ -411,12 +420,12 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
         uint64_t rss_kib = 0;
         if (mem->mode == RUN_MEM_RLIMIT && run_mem_peak_reset(&rss_kib))
             start_flags |= SO_START_PEAK;
-        atomic_store_explicit(&shm->start_flags, start_flags, memory_order_relaxed);
-        atomic_store_explicit(&shm->rss_kib, rss_kib, memory_order_relaxed);
-        atomic_store_explicit(&shm->start_ms, timed ? run_now_ms() : 0,
+        atomic_store_explicit(&io->shm->start_flags, start_flags, memory_order_relaxed);
+        atomic_store_explicit(&io->shm->rss_kib, rss_kib, memory_order_relaxed);
+        atomic_store_explicit(&io->shm->start_ms, timed ? run_now_ms() : 0,
                               memory_order_relaxed);
         /* Release: the worker that sees this task also sees its start. */
-        atomic_store_explicit(&shm->cur, (uint64_t)pos + 1, memory_order_release);
+        atomic_store_explicit(&io->shm->cur, (uint64_t)pos + 1, memory_order_release);
         struct so_out out = {.base = {.write = so_out_write}};
         out.base.priv = &out;
         int rc = fn(&bi, &out.base);
@@ -442,13 +451,197 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
         }
         /* A result cut short is no result: the worker reports an error. */
         size_t outlen = out.flags != 0 ? 0 : out.len;
-        child_report(&io, SO_REC_DONE, pos, rc, out.flags, grew_kib, out.buf, outlen,
+        child_report(io, SO_REC_DONE, pos, rc, out.flags, grew_kib, out.buf, outlen,
                      logbuf, loglen);
         free(out.buf);
         free(parts);
         input_release(&in);
     }
-    _exit(0);
+}
+
+/*
+ * Looks up ctx's symbol in lib into *fn, unless it is *cached (owned: the
+ * name *fn was found for, or NULL).  False, after telling the worker, when
+ * the symbol is missing.
+ */
+static bool
+child_lookup(void *lib, const struct run_ctx *ctx, uint32_t pos, int msgfd, char **cached,
+             burst_function *fn)
+{
+    if (*cached != NULL && strcmp(*cached, ctx->spec->symbol) == 0)
+        return true;
+    free(*cached);
+    *cached = NULL;
+    dlerror();
+    void *sym = dlsym(lib, ctx->spec->symbol);
+    const char *err = dlerror();
+    if (sym == NULL) {
+        char reason[RUN_REASON_MAX];
+        snprintf(reason, sizeof(reason), "symbol '%s' not found in %s: %s",
+                 ctx->spec->symbol, ctx->spec->fn_key, err != NULL ? err : "it is NULL");
+        child_send_text(msgfd, SO_MSG_LOAD_ERROR, pos, reason);
+        return false;
+    }
+    /* ISO C has no object-to-function pointer conversion; POSIX guarantees
+     * the representation, so copy the bits. */
+    memcpy(fn, &sym, sizeof(*fn));
+    *cached = strdup(ctx->spec->symbol); /* NULL only costs a lookup next time */
+    return true;
+}
+
+/* An invocation a kept executor reads for itself (struct so_cmd). */
+struct so_job {
+    struct invoc_spec spec;  /* owned */
+    struct input_src *input; /* owned */
+    struct run_ctx ctx;      /* points into the two above */
+};
+
+/* Waits for the worker's next command.  False at EOF (the worker is done
+ * with us, or gone) or on anything but a whole command. */
+static bool
+child_read_cmd(int cmdfd, struct so_cmd *cmd)
+{
+    size_t got = 0;
+    while (got < sizeof(*cmd)) {
+        ssize_t r = read(cmdfd, (char *)cmd + got, sizeof(*cmd) - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    return cmd->key[sizeof(cmd->key) - 1] == '\0';
+}
+
+/*
+ * Reads the spec the worker names in cmd from st, as the worker did, and
+ * prepares its inputs.  It must be the invocation the worker described, of
+ * the library this process loaded (fn_key).  Returns 0 with job filled in
+ * (release with child_job_free), or -1.
+ */
+static int
+child_job_load(struct store *st, const char *fn_key, const struct so_cmd *cmd,
+               struct so_job *job)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    memset(job, 0, sizeof(*job));
+    if (store_read(st, cmd->key, 0, STORE_TO_END, &buf, &len) != 0)
+        return -1;
+    int rc = invoc_spec_decode(buf, len, &job->spec);
+    free(buf);
+    if (rc != 0)
+        return -1;
+    const struct invoc_spec *spec = &job->spec;
+    if (spec->fn_kind != BURST_FN_SO || spec->fn_key == NULL ||
+        strcmp(spec->fn_key, fn_key) != 0 || spec->job != cmd->job ||
+        spec->dispatch != cmd->dispatch || cmd->inv >= spec->ninvocations ||
+        spec->ntasks[cmd->inv] != cmd->ntasks ||
+        input_src_new(st, spec, &job->input) != 0) {
+        invoc_spec_free(&job->spec);
+        return -1;
+    }
+    job->ctx = (struct run_ctx){
+        .spec = spec,
+        .tasks = spec->tasks[cmd->inv],
+        .ntasks = cmd->ntasks,
+        .input = job->input,
+        .store = st,
+    };
+    return 0;
+}
+
+static void
+child_job_free(struct so_job *job)
+{
+    input_src_free(job->input);
+    invoc_spec_free(&job->spec);
+}
+
+/*
+ * Between invocations: tells the worker that all ntasks tasks are reported,
+ * then frees job (if not NULL) and gives back what the last invocation left
+ * in the heap, so that an idle executor holds little.
+ */
+static void
+child_idle(struct so_child_io *io, uint32_t ntasks, struct so_job *job)
+{
+    child_send(io->msgfd, SO_MSG_IDLE, ntasks, 0, 0, 0, NULL, 0, NULL, 0);
+    io->since_wake = 0;
+    io->half_woken = false;
+    if (job != NULL)
+        child_job_free(job);
+#ifdef __GLIBC__
+    /* glibc keeps freed memory, a 64 MiB input cache included, for reuse;
+     * other C libraries have no such call. */
+    malloc_trim(0);
+#endif
+}
+
+/*
+ * The executor child: loads the library and runs tasks pos.. of ctx in
+ * order.  Never returns.  The worker's stdin is replaced by /dev/null and
+ * fds 1 and 2 by the log file.  Its memory limit is already in force.  shm
+ * is the shared region, fresh (zeroed) for this child.
+ *
+ * With a command pipe (cmdfd >= 0, --serve) it then stays: it says it is
+ * idle and runs each invocation the worker sends (struct so_cmd) in the same
+ * way, with the library already loaded, until the pipe ends.  One that
+ * cannot take an invocation exits before starting any task of it, and the
+ * worker starts a fresh executor instead.
+ */
+static void __attribute__((noreturn))
+so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, int logfd,
+         int cmdfd, const struct run_mem *mem, struct so_shm *shm)
+{
+    char reason[RUN_REASON_MAX];
+    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 || dup2(logfd, STDOUT_FILENO) < 0 ||
+        dup2(logfd, STDERR_FILENO) < 0)
+        _exit(4);
+    /* A crash in the user's function must end this process by its signal,
+     * so the parent can report it: drop any handler inherited from the
+     * worker (a sanitizer's, for one) that would turn it into an exit. */
+    static const int fatal_signals[] = {SIGSEGV, SIGBUS,  SIGFPE,
+                                        SIGILL,  SIGABRT, SIGTRAP};
+    for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++)
+        signal(fatal_signals[i], SIG_DFL);
+
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) {
+        snprintf(reason, sizeof(reason), "cannot load %s: %s", ctx->spec->fn_key,
+                 dlerror());
+        child_send_text(msgfd, SO_MSG_LOAD_ERROR, pos, reason);
+        _exit(0);
+    }
+    char *symbol = NULL;
+    burst_function fn;
+    if (!child_lookup(lib, ctx, pos, msgfd, &symbol, &fn))
+        _exit(0);
+    struct so_child_io io = {.shm = shm, .msgfd = msgfd};
+    child_run(&io, ctx, fn, pos, logfd, mem);
+    if (cmdfd < 0)
+        _exit(0);
+
+    /* The spec and input source came with the fork: this process's copies,
+     * which nobody else frees.  The spec stays, for the library's key; the
+     * input cache goes. */
+    const char *fn_key = ctx->spec->fn_key;
+    struct store *st = ctx->store;
+    input_src_free(ctx->input);
+    child_idle(&io, ctx->ntasks, NULL);
+    for (;;) {
+        struct so_cmd cmd;
+        struct so_job job;
+        if (!child_read_cmd(cmdfd, &cmd))
+            _exit(0);
+        if (child_job_load(st, fn_key, &cmd, &job) != 0)
+            _exit(6);
+        if (!child_lookup(lib, &job.ctx, 0, msgfd, &symbol, &fn))
+            _exit(0);
+        child_run(&io, &job.ctx, fn, 0, logfd, mem);
+        child_idle(&io, job.ctx.ntasks, &job);
+    }
 }
 
 /* ---- the worker side ---------------------------------------------------------- */
@@ -457,6 +650,8 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
 struct so_exec {
     pid_t pid;
     int msgfd;          /* owned: read end of the message pipe, -1 at EOF */
+    int cmdfd;          /* owned: write end of the command pipe; -1: not kept */
+    char *fn_key;       /* owned: the library it loaded, when cmdfd >= 0 */
     int logfd;          /* owned: the child's stdout/stderr file */
     struct so_shm *shm; /* owned: the shared region (munmap) */
     uint64_t tail;      /* our copy of shm->tail: only we write it */
@@ -471,6 +666,11 @@ struct so_exec {
     bool broken;   /* it sent or wrote something that makes no sense */
     bool nomem;    /* we could not store what it sent */
     bool progress; /* we took at least one task's end from it */
+    bool doubt;    /* alive, but not to be trusted with another invocation */
+    bool reused;   /* kept from an earlier invocation and handed this one */
+    bool idle;     /* it reported every task and waits for a command */
+    /* Since when its start times are believed: its fork, or the command
+     * that handed it this invocation. */
     int64_t spawned_ms;
     /* The worker's own view of the running task, against a start time the
      * child may have scribbled over: seen_cur was first seen at seen_ms. */
@@ -544,14 +744,54 @@ so_memfd(void)
     return fd;
 }
 
+/* Whether key names a library by its content (invoc_key_fn of a SHA-256:
+ * "fn/<64 hex digits>.so"), so that the same key is the same library. */
+static bool
+so_key_by_content(const char *key)
+{
+    size_t n = strlen(key);
+    if (n != 3 + 64 + 3 || strncmp(key, "fn/", 3) != 0 || strcmp(key + n - 3, ".so") != 0)
+        return false;
+    return strspn(key + 3, "0123456789abcdef") == 64;
+}
+
+/*
+ * Opens the command pipe of an executor that may be kept for the next
+ * invocation (--serve, a library named by its content): c[0] for the child,
+ * c[1] for ex, non-blocking, since a child that stopped reading must not
+ * hang the worker.  c stays {-1, -1} when it is not to be kept, or when the
+ * pipe cannot be had (it is then simply not kept).
+ */
+static void
+so_cmd_pipe(const struct so_run *sr, int c[2], char **fn_key)
+{
+    const struct run_ctx *ctx = sr->ctx;
+    c[0] = c[1] = -1;
+    *fn_key = NULL;
+    if (ctx->spec_key == NULL || strlen(ctx->spec_key) > SO_KEY_MAX ||
+        !so_key_by_content(ctx->spec->fn_key))
+        return;
+    *fn_key = strdup(ctx->spec->fn_key);
+    if (*fn_key == NULL || pipe2(c, O_CLOEXEC) != 0 || run_set_nonblock(c[1]) != 0) {
+        if (c[0] >= 0) {
+            close(c[0]);
+            close(c[1]);
+        }
+        c[0] = c[1] = -1;
+        free(*fn_key);
+        *fn_key = NULL;
+    }
+}
+
 /* Forks an executor child for the tasks from sr->pos on.  Returns 0 with ex
  * filled in (its fds, region and memory limit owned by ex: the caller
- * releases them with so_exec_release after supervising), or -errno with
+ * releases them with so_exec_end after supervising), or -errno with
  * nothing left open. */
 static int
 so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
 {
-    int p[2];
+    int p[2], c[2];
+    char *fn_key;
     struct run_mem mem;
     /* A fresh region per child: it starts with an empty ring and no task. */
     struct so_shm *shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE,
@@ -569,12 +809,18 @@ so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
         munmap(shm, sizeof(*shm));
         return rc;
     }
+    so_cmd_pipe(sr, c, &fn_key);
     run_mem_prepare(&mem, sr->ctx->spec->memory_mb, true);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         int rc = -errno;
         run_mem_release(&mem);
+        if (c[0] >= 0) {
+            close(c[0]);
+            close(c[1]);
+        }
+        free(fn_key);
         close(p[0]);
         close(p[1]);
         close(logfd);
@@ -583,13 +829,22 @@ so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
     }
     if (pid == 0) {
         setpgid(0, 0);
+        /* Also PR_SET_PDEATHSIG: a kept executor never outlives the
+         * worker, even one killed outright; the command pipe's EOF ends
+         * it when the worker exits. */
         run_child_setup(parent, true);
         close(p[0]);
+        /* There is no exec to close these: the end of the pipe must be
+         * the worker's alone for its EOF to come. */
+        if (c[1] >= 0)
+            close(c[1]);
         /* Limited before the library is even loaded: its constructors
          * count too. */
         run_mem_child(&mem);
-        so_child(sr->ctx, path, sr->pos, p[1], logfd, &mem, shm);
+        so_child(sr->ctx, path, sr->pos, p[1], logfd, c[0], &mem, shm);
     }
+    if (c[0] >= 0)
+        close(c[0]);
     setpgid(pid, pid);
     run_mem_attach(&mem, pid);
     /* The tasks are not announced one by one any more: the cgroup's OOM
@@ -599,6 +854,8 @@ so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
     run_set_nonblock(p[0]);
     *ex = (struct so_exec){.pid = pid,
                            .msgfd = p[0],
+                           .cmdfd = c[1],
+                           .fn_key = fn_key,
                            .logfd = logfd,
                            .shm = shm,
                            .mem = mem,
@@ -607,20 +864,38 @@ so_spawn(struct so_run *sr, const char *path, struct so_exec *ex)
 }
 
 static void
-so_exec_release(struct so_exec *ex)
-{
-    run_mem_release(&ex->mem);
-    close(ex->logfd);
-    munmap(ex->shm, sizeof(*ex->shm));
-    ex->shm = NULL;
-}
-
-static void
 so_kill(struct so_exec *ex)
 {
     if (!ex->killed && !ex->exited)
         kill(-ex->pid, SIGKILL);
     ex->killed = true;
+}
+
+/* Ends the child of ex, if it still runs, reaps it and releases everything
+ * ex owns. */
+static void
+so_exec_end(struct so_exec *ex)
+{
+    if (!ex->exited) {
+        /* Even when killed already: it has not been reaped. */
+        kill(-ex->pid, SIGKILL);
+        if (run_reap(ex->pid, true, &ex->wstatus, &ex->ru) == 1)
+            ex->exited = true;
+    }
+    if (ex->msgfd >= 0)
+        close(ex->msgfd);
+    ex->msgfd = -1;
+    if (ex->cmdfd >= 0)
+        close(ex->cmdfd);
+    ex->cmdfd = -1;
+    free(ex->payload);
+    ex->payload = NULL;
+    free(ex->fn_key);
+    ex->fn_key = NULL;
+    run_mem_release(&ex->mem);
+    close(ex->logfd);
+    munmap(ex->shm, sizeof(*ex->shm));
+    ex->shm = NULL;
 }
 
 /* Stops trusting a child that sent or wrote what cannot be taken: the task
@@ -675,6 +950,10 @@ so_done(struct so_run *sr, struct so_exec *ex, uint32_t pos, int32_t rc, uint32_
         /* The next failure is judged by the OOM kills after this one. */
         run_mem_task_start(&ex->mem);
     }
+    /* A process that ran out of memory once is not handed another
+     * invocation: what it holds may be what the next one lacks. */
+    if (status == INVOC_OOM)
+        ex->doubt = true;
     ex->progress = true;
     sr->pos = pos + 1;
     so_report(sr, pos, status, exit_status, 0, reason, result, result_len, log, log_len);
@@ -783,6 +1062,17 @@ so_handle(struct so_run *sr, struct so_exec *ex)
         ex->progress = true;
         so_fail_rest(sr, reason);
         return;
+    case SO_MSG_IDLE:
+        /* Only a child with a command pipe waits, and only once every task
+         * is reported: the ring's last records come first. */
+        so_drain(sr, ex);
+        if (ex->broken || sr->fatal != 0)
+            return;
+        if (ex->cmdfd < 0 || h->pos != sr->ctx->ntasks || sr->pos != sr->ctx->ntasks ||
+            atomic_load_explicit(&ex->shm->head, memory_order_acquire) != ex->tail)
+            break;
+        ex->idle = true;
+        return;
     }
     so_give_up(ex, false);
 }
@@ -793,6 +1083,7 @@ so_hdr_valid(const struct so_msg_hdr *h)
 {
     switch (h->type) {
     case SO_MSG_WAKE:
+    case SO_MSG_IDLE:
         return h->len1 == 0 && h->len2 == 0;
     case SO_MSG_DONE:
         return h->len1 <= RUN_RESULT_MAX && h->len2 <= INVOC_LOG_CAP;
@@ -808,7 +1099,9 @@ so_hdr_valid(const struct so_msg_hdr *h)
 static void
 so_receive(struct so_run *sr, struct so_exec *ex)
 {
-    while (ex->msgfd >= 0 && sr->fatal == 0) {
+    /* Whatever an idle child sends after IDLE is not read here: it makes the
+     * child unfit for the next invocation (so_warm_take). */
+    while (ex->msgfd >= 0 && sr->fatal == 0 && !ex->idle) {
         bool in_hdr = ex->hdr_got < sizeof(ex->hdr);
         char *dst =
             in_hdr ? (char *)&ex->hdr + ex->hdr_got : ex->payload + ex->payload_got;
@@ -902,16 +1195,19 @@ so_deadline(const struct so_run *sr, struct so_exec *ex, bool *running, uint32_t
 }
 
 /*
- * Supervises one executor child until it has ended and its pipe is drained.
- * Afterwards reports what the ring still holds and accounts for the task
- * that was in flight, if any.  Returns true when the worker was told to
- * stop.
+ * Supervises one executor child until it has ended and its pipe is drained,
+ * or until it is idle (it reported every task and waits for the next
+ * invocation).  Afterwards reports what the ring still holds and accounts
+ * for the task that was in flight, if any.  Returns true when the worker was
+ * told to stop.
  */
 static bool
 so_supervise(struct so_run *sr, struct so_exec *ex)
 {
     int64_t grace = -1;
     for (;;) {
+        if (ex->idle)
+            return false; /* nothing is left to account for */
         if (!ex->exited && run_reap(ex->pid, false, &ex->wstatus, &ex->ru) == 1) {
             ex->exited = true;
             grace = run_now_ms() + RUN_DRAIN_GRACE_MS;
@@ -971,7 +1267,13 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
     char reason[RUN_REASON_MAX];
     uint32_t run_pos = 0;
     bool running = so_running(sr, ex, &run_pos);
-    if (ex->broken || ex->nomem) {
+    if (ex->reused && !ex->progress &&
+        atomic_load_explicit(&ex->shm->cur, memory_order_relaxed) == 0) {
+        /* A kept executor that ended before starting any task of this
+         * invocation (it could not read the spec, an earlier invocation
+         * spent its memory, it misbehaved since): no task of this one is to
+         * blame, and a fresh executor runs it. */
+    } else if (ex->broken || ex->nomem) {
         /* Whatever it was doing, the next task is charged, so that every
          * child makes progress. */
         snprintf(reason, sizeof(reason), "%s",
@@ -1041,6 +1343,102 @@ so_supervise(struct so_run *sr, struct so_exec *ex)
     return false;
 }
 
+/*
+ * The executor kept, idle, after an invocation for the next one (--serve).
+ * There is at most one: a worker runs one invocation at a time, and a kept
+ * executor is ended before another is forked (it would inherit the kept
+ * one's pipes).
+ */
+static struct so_exec so_warm;
+static bool so_warm_kept;
+
+/*
+ * Whether the kept executor ex is still what it was when it went idle: alive,
+ * silent since, and its ring empty.
+ */
+static bool
+so_exec_quiet(struct so_exec *ex)
+{
+    int rc = run_reap(ex->pid, false, &ex->wstatus, &ex->ru);
+    if (rc != 0) {
+        ex->exited = rc == 1;
+        return false;
+    }
+    struct pollfd pfd = {.fd = ex->msgfd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) != 0)
+        return false; /* it wrote after IDLE, or its end is closed */
+    return atomic_load_explicit(&ex->shm->head, memory_order_acquire) == ex->tail;
+}
+
+/*
+ * Hands the invocation of sr to the idle executor ex: a fresh start for
+ * everything the worker judges it by, then the command.  Returns 0, or -1
+ * when the command could not be written whole.
+ */
+static int
+so_resume(struct so_run *sr, struct so_exec *ex)
+{
+    const struct run_ctx *ctx = sr->ctx;
+    struct so_cmd cmd = {
+        .job = ctx->spec->job,
+        .dispatch = ctx->spec->dispatch,
+        .inv = ctx->inv,
+        .ntasks = ctx->ntasks,
+    };
+    memset(cmd.key, 0, sizeof(cmd.key));
+    memcpy(cmd.key, ctx->spec_key, strlen(ctx->spec_key)); /* checked at spawn */
+    /* The child is blocked reading its command pipe and writes none of
+     * these before it has read the command. */
+    atomic_store_explicit(&ex->shm->cur, 0, memory_order_relaxed);
+    atomic_store_explicit(&ex->shm->start_ms, 0, memory_order_relaxed);
+    atomic_store_explicit(&ex->shm->rss_kib, 0, memory_order_relaxed);
+    atomic_store_explicit(&ex->shm->start_flags, 0, memory_order_relaxed);
+    run_mem_task_start(&ex->mem);
+    ex->killed = ex->timed_out = ex->stopped = false;
+    ex->broken = ex->nomem = ex->progress = ex->doubt = ex->idle = false;
+    ex->reused = true;
+    ex->timed_pos = 0;
+    ex->seen_cur = 0;
+    ex->seen_ms = 0;
+    ex->spawned_ms = run_now_ms();
+    ssize_t w;
+    do
+        w = write(ex->cmdfd, &cmd, sizeof(cmd));
+    while (w < 0 && errno == EINTR);
+    return w == (ssize_t)sizeof(cmd) ? 0 : -1;
+}
+
+/*
+ * Takes the kept executor for the invocation of sr when it loaded the same
+ * library, has the memory limit a new one would get and is in no doubt;
+ * then it has been handed the invocation and is in *ex, owned by the caller.
+ * Otherwise it is ended, and false returned.
+ */
+static bool
+so_warm_take(struct so_run *sr, struct so_exec *ex)
+{
+    if (!so_warm_kept)
+        return false;
+    *ex = so_warm; /* ownership passes to the caller, or to so_exec_end */
+    so_warm_kept = false;
+    const struct run_ctx *ctx = sr->ctx;
+    if (ctx->spec_key != NULL && strlen(ctx->spec_key) <= SO_KEY_MAX &&
+        strcmp(ex->fn_key, ctx->spec->fn_key) == 0 &&
+        run_mem_same(&ex->mem, ctx->spec->memory_mb) && so_exec_quiet(ex) &&
+        so_resume(sr, ex) == 0)
+        return true;
+    so_exec_end(ex);
+    return false;
+}
+
+void
+run_so_shutdown(void)
+{
+    if (so_warm_kept)
+        so_exec_end(&so_warm);
+    so_warm_kept = false;
+}
+
 int
 run_so(const struct run_ctx *ctx)
 {
@@ -1062,20 +1460,35 @@ run_so(const struct run_ctx *ctx)
         return sr.fatal;
     }
 
+    /* The kept executor, if it fits, runs the invocation first; any other
+     * executor is forked for it, as is one after a kept one that failed. */
+    struct so_exec ex;
+    bool have = so_warm_take(&sr, &ex);
     while (sr.pos < ctx->ntasks && sr.fatal == 0 && !run_stop_requested()) {
-        struct so_exec ex;
-        rc = so_spawn(&sr, path, &ex);
-        if (rc != 0) {
-            snprintf(reason, sizeof(reason), "cannot start the executor process: %s",
-                     strerror(-rc));
-            so_fail_rest(&sr, reason);
-            break;
+        if (!have) {
+            rc = so_spawn(&sr, path, &ex);
+            if (rc != 0) {
+                snprintf(reason, sizeof(reason), "cannot start the executor process: %s",
+                         strerror(-rc));
+                so_fail_rest(&sr, reason);
+                break;
+            }
+            have = true;
         }
         bool stopped = so_supervise(&sr, &ex);
-        so_exec_release(&ex);
+        if (ex.idle && !ex.doubt && !stopped && sr.fatal == 0 && !run_stop_requested()) {
+            so_warm = ex; /* ownership passes to so_warm */
+            so_warm_kept = true;
+            have = false;
+            break; /* idle: every task is reported */
+        }
+        so_exec_end(&ex);
+        have = false;
         if (stopped)
             break;
     }
+    if (have)
+        so_exec_end(&ex); /* handed the invocation, but stopped before it ran */
     free(path);
     return sr.fatal;
 }

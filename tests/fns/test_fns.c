@@ -2,7 +2,8 @@
  * tests/fns/test_fns.c - functions for burst-worker's tests
  * (tests/test-worker.c), written as a function author would against
  * burst_function.h: map functions (echo, upper, fail3, crash_on_marker,
- * hang, write_stderr, log_on_marker, gobble) and reducers (concat, sum_numbers).
+ * hang, write_stderr, log_on_marker, gobble, count_calls, count_calls_too) and
+ * reducers (concat, sum_numbers).
  */
 #include <burst_function.h>
 
@@ -22,6 +23,8 @@ int hang(const burst_input *in, burst_output *out);
 int write_stderr(const burst_input *in, burst_output *out);
 int log_on_marker(const burst_input *in, burst_output *out);
 int gobble(const burst_input *in, burst_output *out);
+int count_calls(const burst_input *in, burst_output *out);
+int count_calls_too(const burst_input *in, burst_output *out);
 int concat(const burst_input *in, burst_output *out);
 int sum_numbers(const burst_input *in, burst_output *out);
 
@@ -171,6 +174,31 @@ gobble(const burst_input *in, burst_output *out)
     char msg[64];
     int len = snprintf(msg, sizeof(msg), "gobbled %ld MiB", got);
     return burst_write(out, msg, (size_t)len);
+}
+
+/* How many times count_calls and count_calls_too were called in this
+ * process: state that a warm executor keeps between invocations. */
+static unsigned long calls;
+
+/* The result is "N PID": this is the Nth call in the process PID.  An input
+ * starting with "CRASH" crashes instead (see crash_on_marker). */
+int
+count_calls(const burst_input *in, burst_output *out)
+{
+    if (in->len >= 5 && memcmp(in->data, "CRASH", 5) == 0) {
+        volatile int *volatile p = NULL;
+        *p = 42;
+    }
+    char msg[64];
+    int len = snprintf(msg, sizeof(msg), "%lu %ld", ++calls, (long)getpid());
+    return burst_write(out, msg, (size_t)len);
+}
+
+/* count_calls under another name, sharing its count. */
+int
+count_calls_too(const burst_input *in, burst_output *out)
+{
+    return count_calls(in, out);
 }
 
 /* Reducer: the parts concatenated in order. */

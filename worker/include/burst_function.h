@@ -18,6 +18,14 @@
  * state between calls it cannot afford to keep.  A crash fails only the
  * task that crashed.
  *
+ * That process may also outlive the invocation: a warm worker keeps it, the
+ * library loaded, for the next invocation of the same library (of this job
+ * or another of the same user), as a warm serverless container would.  A
+ * function's globals and static state may therefore survive between
+ * invocations, or may not (a fresh process follows a crash, a timeout, an
+ * out-of-memory end, another memory limit, a worker's end): do not rely on
+ * them either way.
+ *
  * A map_reduce reducer of kind so receives the map outputs in task order as
  * in->parts[0 .. in->nparts); in->data/len are then NULL/0.
  */
