@@ -1001,8 +1001,14 @@ op_results(struct burstd *d, struct conn *c, const struct proto_request *req)
     if (job_for(d, c, req->id, req->u.results.job, &job) != 0)
         return 0;
     uint64_t job_id = job.id;
+    /* Room for the tasks the page can hold, not for a whole page of
+     * 10,000: most jobs are small (as op_tasks). */
+    uint64_t ntasks = (uint64_t)job.total + (job.kind == BURST_KIND_MAP_REDUCE ? 1 : 0);
+    uint64_t left = ntasks > req->u.results.from ? ntasks - req->u.results.from : 1;
     ledger_job_free(&job);
     uint32_t max = d->cfg->limits.page_tasks;
+    if (left < max)
+        max = (uint32_t)left;
     uint64_t budget = req->u.results.max_bytes;
     if (budget == 0 || budget > d->cfg->limits.page_bytes)
         budget = d->cfg->limits.page_bytes;
