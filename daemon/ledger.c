@@ -837,6 +837,16 @@ ledger_defer_sync(struct ledger *l)
     return 0;
 }
 
+int
+ledger_take_exclusive(struct ledger *l)
+{
+    /* The lock is taken by the next read and then held. */
+    int err = ledger_exec(l, "PRAGMA locking_mode=EXCLUSIVE");
+    if (err == 0)
+        err = ledger_exec(l, "SELECT count(*) FROM meta");
+    return err;
+}
+
 bool
 ledger_sync_deferred(const struct ledger *l)
 {

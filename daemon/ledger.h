@@ -113,6 +113,14 @@ bool ledger_in_txn(const struct ledger *l);
  * ledger_sync_fd() says -1.  Returns 0 or a negative code.
  */
 int ledger_defer_sync(struct ledger *l);
+/*
+ * Holds the file's lock for this connection until it closes: SQLite then
+ * stops taking and dropping POSIX locks around every statement (4 to 8
+ * fcntl calls per request, a visible share of the daemon's time under
+ * load), and a second burstd on the same state dir cannot open it.  Other
+ * readers (the sqlite3 shell) wait until burstd stops.
+ */
+int ledger_take_exclusive(struct ledger *l);
 /* Whether ledger_defer_sync() took effect. */
 bool ledger_sync_deferred(const struct ledger *l);
 /* The file whose fdatasync makes every commit so far durable; -1 when

@@ -411,6 +411,8 @@ main(int argc, char **argv)
     /* Commits sync on a thread, so the loop serves requests meanwhile. */
     rc = ledger_defer_sync(d->ledger);
     if (rc == 0)
+        rc = ledger_take_exclusive(d->ledger);
+    if (rc == 0)
         rc = syncer_new(d->loop, burstd_sync_done, d, &d->syncer);
     if (rc != 0)
         fatalx("cannot set up the ledger's sync: %s", burst_strerror(rc));
