@@ -1144,7 +1144,8 @@ uncork_durable(void *arg, int rc)
 }
 
 /*
- * Lets c's replies go once what they say cannot be undone by a crash.  A
+ * Lets c's replies go once what they say cannot be undone by a crash (all
+ * of it; api_handle lets a reply about one job go once that job's part is).  A
  * reply is built from the ledger and the scheduler as they are now, which
  * may include the open transaction or a commit whose sync is in flight; a
  * client must not read a result, a state or an event that a restart would
@@ -1205,8 +1206,30 @@ api_handle(struct burstd *d, struct conn *c, const char *payload, size_t len)
         conn_send_error(c, req.id, BURST_EUNKNOWNOP, "unknown operation");
         rc = 0;
     }
+    /* A reply about one job waits only for that job's changes; the job
+     * list and the quota for everything; hello, put_fn, submit and
+     * unsubscribe report no state (a submission's acknowledgment waits
+     * for its own commit). */
+    uint64_t about = 0;
+    bool stateless = false;
+    switch (req.op) {
+    case PROTO_OP_HELLO:
+    case PROTO_OP_PUT_FN:
+    case PROTO_OP_SUBMIT:
+    case PROTO_OP_UNSUBSCRIBE: stateless = true; break;
+    case PROTO_OP_STATUS:
+    case PROTO_OP_CANCEL: about = req.u.job.job; break;
+    case PROTO_OP_TASKS: about = req.u.tasks.job; break;
+    case PROTO_OP_RESULTS: about = req.u.results.job; break;
+    case PROTO_OP_LOGS: about = req.u.logs.job; break;
+    case PROTO_OP_SUBSCRIBE: about = req.u.subscribe.job; break;
+    default: break;
+    }
     proto_request_free(&req);
-    uncork_when_durable(d, c);
+    if (stateless || (about != 0 && events_job_durable(d->events, about)))
+        conn_uncork(c);
+    else
+        uncork_when_durable(d, c);
     return rc;
 }
 

@@ -48,6 +48,14 @@ struct ev_sub {
     struct ev_sub *next;
 };
 
+/* A job with events not yet durable (queued, in the open transaction, or
+ * committed and waiting for the sync), and how many lists hold some. */
+struct ev_pend {
+    uint64_t job;
+    uint32_t n;
+    struct ev_pend *next;
+};
+
 struct events {
     struct burstd *d;       /* borrowed */
     struct ev_job *queued;  /* owned: changes of this iteration */
@@ -57,7 +65,50 @@ struct events {
      * low bits spread them), so that publishing the events of a job and
      * subscribing cost the subscriptions of that job, not all of them */
     struct ev_sub *subs[EV_SUB_BUCKETS];
+    struct ev_pend *pend[EV_SUB_BUCKETS]; /* owned, hashed like subs */
+    bool pend_lost; /* a count could not be kept (out of memory) */
 };
+
+/* Counts one more (delta 1) or one fewer (-1) list holding job's events. */
+static void
+ev_pend_move(struct events *ev, uint64_t job, int delta)
+{
+    struct ev_pend **pp = &ev->pend[job & (EV_SUB_BUCKETS - 1)];
+    while (*pp != NULL && (*pp)->job != job)
+        pp = &(*pp)->next;
+    struct ev_pend *p = *pp;
+    if (p == NULL) {
+        if (delta < 0)
+            return;
+        p = calloc(1, sizeof(*p));
+        if (p == NULL) {
+            /* Cannot count it: the job's readers then wait for every
+             * commit (events_job_durable says so while any is pending). */
+            ev->pend_lost = true;
+            return;
+        }
+        p->job = job;
+        *pp = p;
+    }
+    if (delta > 0) {
+        p->n++;
+    } else if (--p->n == 0) {
+        *pp = p->next;
+        free(p);
+    }
+}
+
+bool
+events_job_durable(const struct events *ev, uint64_t job)
+{
+    if (ev->pend_lost)
+        return false;
+    for (const struct ev_pend *p = ev->pend[job & (EV_SUB_BUCKETS - 1)]; p != NULL;
+         p = p->next)
+        if (p->job == job)
+            return false;
+    return true;
+}
 
 static struct ev_sub **
 ev_bucket(struct events *ev, uint64_t job)
@@ -76,11 +127,13 @@ events_new(struct burstd *d, struct events **out)
     return 0;
 }
 
+/* Frees a list whose events are now durable (published) or gone. */
 static void
-ev_jobs_free(struct ev_job *j)
+ev_jobs_free(struct events *ev, struct ev_job *j)
 {
     while (j != NULL) {
         struct ev_job *next = j->next;
+        ev_pend_move(ev, j->job, -1);
         for (uint32_t i = 0; i < j->nitems; i++)
             free(j->items[i].tasks);
         free(j->items);
@@ -94,9 +147,14 @@ events_free(struct events *ev)
 {
     if (ev == NULL)
         return;
-    ev_jobs_free(ev->queued);
-    ev_jobs_free(ev->flushed);
+    ev_jobs_free(ev, ev->queued);
+    ev_jobs_free(ev, ev->flushed);
     for (size_t b = 0; b < EV_SUB_BUCKETS; b++) {
+        while (ev->pend[b] != NULL) {
+            struct ev_pend *p = ev->pend[b];
+            ev->pend[b] = p->next;
+            free(p);
+        }
         while (ev->subs[b] != NULL) {
             struct ev_sub *s = ev->subs[b];
             ev->subs[b] = s->next;
@@ -120,6 +178,7 @@ ev_job_get(struct events *ev, uint64_t job)
     j->job = job;
     j->next = ev->queued;
     ev->queued = j;
+    ev_pend_move(ev, job, 1);
     return ev->last = j;
 }
 
@@ -240,7 +299,7 @@ fail:
 void
 events_discard(struct events *ev)
 {
-    ev_jobs_free(ev->flushed);
+    ev_jobs_free(ev, ev->flushed);
     ev->flushed = NULL;
 }
 
@@ -294,7 +353,7 @@ ev_publish_list(struct events *ev, struct ev_job *list)
                 ev_send(s, items, j->nitems);
         free(items);
     }
-    ev_jobs_free(list);
+    ev_jobs_free(ev, list);
 }
 
 void

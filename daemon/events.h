@@ -40,6 +40,12 @@ struct events_batch *events_detach(struct events *ev);
 void events_publish_batch(struct events *ev, struct events_batch *b);
 /* Changes queued that no transaction holds yet. */
 bool events_queued(const struct events *ev);
+/* Whether every event of job is durable: none queued, none in the open
+ * transaction, none in a commit still waiting for its sync.  Every change
+ * a crash must not undo once told (a job's acceptance, a state, a task's
+ * end, a cancel) comes with an event, so a reply about job alone may go
+ * out at once when this is true. */
+bool events_job_durable(const struct events *ev, uint64_t job);
 
 /* 0 when c may subscribe to job (it already is, or it is under the
  * config's max_subscriptions), else BURST_ETOOBIG.  Lets the caller refuse

@@ -228,6 +228,84 @@ test_reads_wait_for_sync(void **state)
     passed = true;
 }
 
+/* A child process that asks for job's status and writes (rc, state) to a
+ * pipe; returns the pipe's read end. */
+static int
+status_in_child(uint64_t job, pid_t *pid)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    *pid = fork();
+    assert_true(*pid >= 0);
+    if (*pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(p[0]);
+        int64_t out[2] = {0, -1};
+        burst_client *c;
+        int rc = burst_connect(D.sock, &c);
+        if (rc == 0) {
+            burst_job_info info;
+            rc = burst_status(c, job, &info);
+            if (rc == 0)
+                out[1] = info.state;
+            burst_close(c);
+        }
+        out[0] = rc;
+        if (write(p[1], out, sizeof(out)) != (ssize_t)sizeof(out))
+            _exit(1);
+        _exit(0);
+    }
+    close(p[1]);
+    return p[0];
+}
+
+/*
+ * A reply about one job waits for that job's changes only: while another
+ * job's acceptance waits for its sync, the status of a finished job comes
+ * at once, and the status of the new job (whose id a client could guess)
+ * comes only after the sync.
+ */
+static void
+test_status_waits_for_its_job(void **state)
+{
+    (void)state;
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t done;
+    assert_int_equal(burst_submit_map_lines(c, &fn, "a\n", 2, &opts, &done), 0);
+    assert_int_equal(burst_wait(c, done, NULL), 0);
+    burst_close(c);
+
+    touch(gate);
+    pid_t submitter, old_reader, new_reader;
+    int sub = submit_in_child(&submitter);
+    assert_false(readable(sub, HELD_MS)); /* the new job is committed, not synced */
+    int old_fd = status_in_child(done, &old_reader);
+    int64_t out[2];
+    read_all(old_fd, out, sizeof(out)); /* the gate is still closed */
+    assert_int_equal(out[0], 0);
+    assert_int_equal(out[1], BURST_JOB_SUCCEEDED);
+    int new_fd = status_in_child(done + 1, &new_reader);
+    assert_false(readable(new_fd, HELD_MS));
+    unlink(gate);
+    read_all(new_fd, out, sizeof(out));
+    assert_int_equal(out[0], 0);
+    int64_t acked[2];
+    read_all(sub, acked, sizeof(acked));
+    assert_int_equal(acked[0], 0);
+    assert_int_equal(acked[1], (int64_t)(done + 1));
+    reap(submitter);
+    reap(old_reader);
+    reap(new_reader);
+    close(sub);
+    close(old_fd);
+    close(new_fd);
+    testd_stop(&D);
+    passed = true;
+}
+
 /* A failed sync stops burstd (exit 1, said why) before anyone hears of the
  * commit; a restart on the same state serves again. */
 static void
@@ -278,6 +356,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ack_waits_for_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reads_wait_for_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_waits_for_its_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
