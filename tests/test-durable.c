@@ -84,10 +84,13 @@ teardown(void **state)
     return 0;
 }
 
-/* A child process that submits a one-task exec job and writes the result
- * (rc, then the job id) to a pipe; returns the pipe's read end. */
+/* What a child does with its connection: rc, and a value in *value. */
+typedef int (*child_fn)(burst_client *c, uint64_t arg, int64_t *value);
+
+/* A child process that connects, runs fn and writes (rc, value) to a
+ * pipe; returns the pipe's read end. */
 static int
-submit_in_child(pid_t *pid)
+in_child(child_fn fn, uint64_t arg, pid_t *pid)
 {
     int p[2];
     assert_int_equal(pipe(p), 0);
@@ -96,15 +99,11 @@ submit_in_child(pid_t *pid)
     if (*pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(p[0]);
-        int64_t out[2] = {0, 0};
+        int64_t out[2] = {0, -1};
         burst_client *c;
         int rc = burst_connect(D.sock, &c);
         if (rc == 0) {
-            burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
-            burst_opts opts = BURST_OPTS_INIT;
-            uint64_t job = 0;
-            rc = burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &job);
-            out[1] = (int64_t)job;
+            rc = fn(c, arg, &out[1]);
             burst_close(c);
         }
         out[0] = rc;
@@ -114,6 +113,36 @@ submit_in_child(pid_t *pid)
     }
     close(p[1]);
     return p[0];
+}
+
+/* Submits a one-task exec job; its id. */
+static int
+child_submit(burst_client *c, uint64_t arg, int64_t *value)
+{
+    (void)arg;
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t job = 0;
+    int rc = burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &job);
+    *value = (int64_t)job;
+    return rc;
+}
+
+/* The state of job arg. */
+static int
+child_status(burst_client *c, uint64_t arg, int64_t *value)
+{
+    burst_job_info info;
+    int rc = burst_status(c, arg, &info);
+    if (rc == 0)
+        *value = info.state;
+    return rc;
+}
+
+static int
+submit_in_child(pid_t *pid)
+{
+    return in_child(child_submit, 0, pid);
 }
 
 /* Whether fd has something to read within ms. */
@@ -228,37 +257,6 @@ test_reads_wait_for_sync(void **state)
     passed = true;
 }
 
-/* A child process that asks for job's status and writes (rc, state) to a
- * pipe; returns the pipe's read end. */
-static int
-status_in_child(uint64_t job, pid_t *pid)
-{
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    *pid = fork();
-    assert_true(*pid >= 0);
-    if (*pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(p[0]);
-        int64_t out[2] = {0, -1};
-        burst_client *c;
-        int rc = burst_connect(D.sock, &c);
-        if (rc == 0) {
-            burst_job_info info;
-            rc = burst_status(c, job, &info);
-            if (rc == 0)
-                out[1] = info.state;
-            burst_close(c);
-        }
-        out[0] = rc;
-        if (write(p[1], out, sizeof(out)) != (ssize_t)sizeof(out))
-            _exit(1);
-        _exit(0);
-    }
-    close(p[1]);
-    return p[0];
-}
-
 /*
  * A reply about one job waits for that job's changes only: while another
  * job's acceptance waits for its sync, the status of a finished job comes
@@ -282,12 +280,12 @@ test_status_waits_for_its_job(void **state)
     pid_t submitter, old_reader, new_reader;
     int sub = submit_in_child(&submitter);
     assert_false(readable(sub, HELD_MS)); /* the new job is committed, not synced */
-    int old_fd = status_in_child(done, &old_reader);
+    int old_fd = in_child(child_status, done, &old_reader);
     int64_t out[2];
     read_all(old_fd, out, sizeof(out)); /* the gate is still closed */
     assert_int_equal(out[0], 0);
     assert_int_equal(out[1], BURST_JOB_SUCCEEDED);
-    int new_fd = status_in_child(done + 1, &new_reader);
+    int new_fd = in_child(child_status, done + 1, &new_reader);
     assert_false(readable(new_fd, HELD_MS));
     unlink(gate);
     read_all(new_fd, out, sizeof(out));
