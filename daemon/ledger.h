@@ -117,8 +117,9 @@ int ledger_defer_sync(struct ledger *l);
  * Holds the file's lock for this connection until it closes: SQLite then
  * stops taking and dropping POSIX locks around every statement (4 to 8
  * fcntl calls per request, a visible share of the daemon's time under
- * load), and a second burstd on the same state dir cannot open it.  Other
- * readers (the sqlite3 shell) wait until burstd stops.
+ * load).  Other connections (the sqlite3 shell) cannot write, and cannot
+ * read once burstd has written; main.c's state directory lock keeps a
+ * second burstd out before it gets here.
  */
 int ledger_take_exclusive(struct ledger *l);
 /* Whether ledger_defer_sync() took effect. */

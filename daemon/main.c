@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -76,6 +78,36 @@ mkdirs(const char *path, mode_t mode)
  * could read or forge every user's jobs.  Start-up only: fails through
  * fatal.
  */
+/*
+ * One burstd per state directory: two would both dispatch the same tasks
+ * and each sweep the other's workers.  The lock (flock on the directory,
+ * held until exit) goes with the process, even on kill -9.
+ */
+static void
+state_dir_lock(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        fatal("cannot open the state directory %s", dir);
+    /* A child a killed burstd forked and that has not exec'ed yet holds
+     * the lock a moment longer: wait that long before blaming a live one. */
+    int rc;
+    for (int tries = 0; (rc = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK &&
+                        tries < 200;
+         tries++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc != 0) {
+        if (errno == EWOULDBLOCK)
+            fatalx("another burstd runs on the state directory %s; stop it first, or give "
+                   "this one its own (--state-dir)",
+                   dir);
+        fatal("cannot lock the state directory %s", dir);
+    }
+    /* fd stays open, and locked, for the life of the process. */
+}
+
 static void
 state_dir_prepare(const char *dir)
 {
@@ -380,6 +412,7 @@ main(int argc, char **argv)
     if (socket_path == NULL)
         fatalx("out of memory");
     state_dir_prepare(state_dir);
+    state_dir_lock(state_dir);
 
     memset(d, 0, sizeof(*d));
     d->loop = uv_default_loop();

@@ -494,6 +494,13 @@ test_startup_errors(void **state)
              "%s --socket %s --state-dir %s/s3 2>&1 | grep -q 'already listening'", burstd,
              D.sock, D.dir);
     assert_int_equal(system(cmd), 0);
+    /* A second daemon on a live daemon's state directory refuses to run
+     * (it would dispatch the same tasks again), whatever its socket. */
+    snprintf(cmd, sizeof(cmd),
+             "%s --socket %s/y.sock --state-dir %s 2>&1 | grep -q 'another burstd runs on "
+             "the state directory'",
+             burstd, D.dir, D.state);
+    assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof(cmd), "printf 'quota = lots\\n' > %s/bad.conf && %s --config "
                                "%s/bad.conf 2>&1 | grep -q 'bad.conf:1: quota must be'",
              D.dir, burstd, D.dir);
