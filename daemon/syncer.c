@@ -69,6 +69,17 @@ on_async(uv_async_t *h)
     deliver(h->data);
 }
 
+/* Ends the thread, after the sync it may be in. */
+static void
+thread_stop(struct syncer *s)
+{
+    uv_mutex_lock(&s->mu);
+    s->quit = true;
+    uv_cond_signal(&s->cv);
+    uv_mutex_unlock(&s->mu);
+    uv_thread_join(&s->thread);
+}
+
 int
 syncer_new(uv_loop_t *loop, void (*done)(void *arg, int err), void *arg,
            struct syncer **out)
@@ -84,17 +95,17 @@ syncer_new(uv_loop_t *loop, void (*done)(void *arg, int err), void *arg,
         goto fail_free;
     if ((rc = uv_cond_init(&s->cv)) != 0)
         goto fail_mutex;
-    if ((rc = uv_async_init(loop, &s->async, on_async)) != 0)
+    /* The thread first: it touches the handle only after a request, and a
+     * handle never initialized needs no closing on the way out. */
+    if ((rc = uv_thread_create(&s->thread, sync_thread, s)) != 0)
         goto fail_cond;
+    if ((rc = uv_async_init(loop, &s->async, on_async)) != 0) {
+        thread_stop(s);
+        goto fail_cond;
+    }
     s->async.data = s;
     /* The thread's wake-up alone must not keep the loop running. */
     uv_unref((uv_handle_t *)&s->async);
-    if ((rc = uv_thread_create(&s->thread, sync_thread, s)) != 0) {
-        /* The handle is closed by the loop; its memory is ours. */
-        uv_close((uv_handle_t *)&s->async, NULL);
-        uv_run(loop, UV_RUN_NOWAIT);
-        goto fail_cond;
-    }
     *out = s;
     return 0;
 fail_cond:
@@ -146,11 +157,7 @@ syncer_free(struct syncer *s)
 {
     if (s == NULL)
         return;
-    uv_mutex_lock(&s->mu);
-    s->quit = true;
-    uv_cond_signal(&s->cv);
-    uv_mutex_unlock(&s->mu);
-    uv_thread_join(&s->thread);
+    thread_stop(s);
     uv_cond_destroy(&s->cv);
     uv_mutex_destroy(&s->mu);
     uv_close((uv_handle_t *)&s->async, on_closed);
