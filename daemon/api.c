@@ -31,6 +31,7 @@
 #include "events.h"
 #include "invoc.h"
 #include "ledger.h"
+#include "outputs.h"
 #include "log.h"
 #include "msg.h"
 #include "scheduler.h"
@@ -874,6 +875,8 @@ struct read_op {
     uint32_t nranges;
     struct storage_range *ranges; /* owned; data freed here */
     char (*keys)[KEY_MAX];        /* owned */
+    struct output_ref *refs;      /* owned: the output object of each range */
+    uint64_t job;
     struct proto_result_item *items; /* owned */
     int32_t *range_of;            /* item -> range index or -1 */
     uint64_t *data_off;           /* item -> where its bytes start in its range */
@@ -890,6 +893,7 @@ read_op_free(struct read_op *op)
         free(op->ranges[i].data);
     free(op->ranges);
     free(op->keys);
+    free(op->refs);
     free(op->items);
     free(op->range_of);
     free(op->data_off);
@@ -904,7 +908,7 @@ results_read(void *arg, int status)
     struct read_op *op = arg;
     if (status != 0) {
         conn_send_error(op->c, op->re, BURST_ESTORAGE, "cannot read results: %s",
-                        uv_strerror(status));
+                        burst_strerror(status));
         read_op_free(op);
         return;
     }
@@ -916,9 +920,10 @@ results_read(void *arg, int status)
         uint64_t off = op->data_off[i], len = op->items[i].data.len;
         if (rg->status != 0 || rg->got < off || rg->got - off < len) {
             conn_send_error(op->c, op->re, BURST_ESTORAGE,
-                            "the result of task %u is missing from storage (%s)",
+                            "the result of task %u cannot be read: %s",
                             op->items[i].index,
-                            rg->status ? uv_strerror(rg->status) : "short object");
+                            rg->status ? burst_strerror(rg->status)
+                                       : "its output object is shorter than the ledger says");
             read_op_free(op);
             return;
         }
@@ -981,6 +986,8 @@ results_collect(void *arg, const struct ledger_task *t)
             op->ranges[r].key = op->keys[r];
             op->ranges[r].off = t->res_off;
             op->ranges[r].len = t->res_len;
+            op->refs[r].dispatch = t->out_dispatch;
+            op->refs[r].n = t->out_n;
             x->last_dispatch = t->out_dispatch;
             x->last_n = t->out_n;
         }
@@ -1026,9 +1033,11 @@ op_results(struct burstd *d, struct conn *c, const struct proto_request *req)
     op->data_off = calloc(max, sizeof(*op->data_off));
     op->ranges = calloc(max, sizeof(*op->ranges));
     op->keys = calloc(max, sizeof(*op->keys));
+    op->refs = calloc(max, sizeof(*op->refs));
+    op->job = job_id;
     conn_hold(c);
     if (op->items == NULL || op->range_of == NULL || op->data_off == NULL ||
-        op->ranges == NULL || op->keys == NULL) {
+        op->ranges == NULL || op->keys == NULL || op->refs == NULL) {
         conn_send_error(c, req->id, -ENOMEM, "out of memory");
         read_op_free(op);
         return 0;
@@ -1046,7 +1055,7 @@ op_results(struct burstd *d, struct conn *c, const struct proto_request *req)
         results_read(op, 0);
         return 0;
     }
-    rc = storage_getv(d->storage, op->ranges, x.nranges, results_read, op);
+    rc = outputs_getv(d, job_id, op->refs, op->ranges, x.nranges, results_read, op);
     if (rc != 0)
         results_read(op, rc);
     return 0;
@@ -1064,7 +1073,7 @@ logs_read(void *arg, int status)
         struct storage_range *rg = &op->ranges[0];
         if (status != 0 || rg->status != 0) {
             conn_send_error(op->c, op->re, BURST_ESTORAGE, "cannot read the log: %s",
-                            uv_strerror(status ? status : rg->status));
+                            burst_strerror(status ? status : rg->status));
             read_op_free(op);
             return;
         }
@@ -1109,7 +1118,8 @@ op_logs(struct burstd *d, struct conn *c, const struct proto_request *req)
     op->nranges = 1;
     op->ranges = calloc(1, sizeof(*op->ranges));
     op->keys = calloc(1, sizeof(*op->keys));
-    if (op->ranges == NULL || op->keys == NULL) {
+    op->refs = calloc(1, sizeof(*op->refs));
+    if (op->ranges == NULL || op->keys == NULL || op->refs == NULL) {
         conn_send_error(c, req->id, -ENOMEM, "out of memory");
         read_op_free(op);
         return 0;
@@ -1119,7 +1129,9 @@ op_logs(struct burstd *d, struct conn *c, const struct proto_request *req)
     op->ranges[0].key = op->keys[0];
     op->ranges[0].off = op->task.log_off;
     op->ranges[0].len = op->task.log_len;
-    rc = storage_getv(d->storage, op->ranges, 1, logs_read, op);
+    op->refs[0].dispatch = op->task.out_dispatch;
+    op->refs[0].n = op->task.out_n;
+    rc = outputs_getv(d, req->u.logs.job, op->refs, op->ranges, 1, logs_read, op);
     if (rc != 0)
         logs_read(op, rc);
     return 0;

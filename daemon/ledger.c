@@ -34,9 +34,10 @@
 
 /* Bump when the schema changes, and teach ledger_schema() to migrate.
  * Version 1 held a row per task; version 2 holds runs of tasks; version 3
- * adds the inputs table, and a version 2 ledger gains it in place.  A
- * version 1 ledger is refused: it was never released. */
-#define LEDGER_SCHEMA_VERSION 3
+ * adds the inputs table, version 4 the outputs table, and an older ledger
+ * gains them in place.  A version 1 ledger is refused: it was never
+ * released. */
+#define LEDGER_SCHEMA_VERSION 4
 /* "brst": tells a burst ledger apart from any other SQLite file. */
 #define LEDGER_APPLICATION_ID 0x62727374
 /* Long enough that an admin's sqlite3 shell holding a lock briefly does not
@@ -100,6 +101,23 @@ static_assert(BURST_JOB_QUEUED == 0 && BURST_JOB_RUNNING == 1 &&
     " job INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"                    \
     " body BLOB NOT NULL);"
 
+/*
+ * outputs holds the output object (worker/invoc.h) of an invocation small
+ * enough to come back from its worker through a pipe instead of storage
+ * (sched.c): written in the transaction that records its tasks' ends, so
+ * one commit makes the results durable.  A task whose run says has_out
+ * finds its result here first, under (job, out_dispatch, out_n), and in
+ * storage when there is no row.  Version 4; the migration from older
+ * versions runs this same statement.
+ */
+#define LEDGER_OUTPUTS_SQL                                                               \
+    "CREATE TABLE outputs ("                                                             \
+    " job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"                       \
+    " dispatch INTEGER NOT NULL,"                                                        \
+    " n INTEGER NOT NULL,"                                                               \
+    " body BLOB NOT NULL,"                                                               \
+    " PRIMARY KEY(job, dispatch, n)) WITHOUT ROWID;"
+
 static const char ledger_schema_sql[] =
     "CREATE TABLE jobs ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT," /* AUTOINCREMENT: ids never reused */
@@ -156,7 +174,7 @@ static const char ledger_schema_sql[] =
     " body BLOB NOT NULL,"
     " PRIMARY KEY (job, seq)) WITHOUT ROWID;"
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
-    LEDGER_INPUTS_SQL;
+    LEDGER_INPUTS_SQL LEDGER_OUTPUTS_SQL;
 
 #define JOB_COLS                                                                         \
     "id, owner, kind, state, total, chunksize, retries, timeout_ms, memory_mb, cod,"     \
@@ -207,6 +225,8 @@ enum ledger_stmt {
     ST_INPUT_PUT,
     ST_INPUT_GET,
     ST_INPUT_DELETE,
+    ST_OUTPUT_PUT,
+    ST_OUTPUT_READ,
     ST_COUNT
 };
 
@@ -328,6 +348,17 @@ static const char *const ledger_sql[ST_COUNT] = {
     [ST_INPUT_PUT] = "INSERT INTO inputs(job, body) VALUES(?1, ?2)",
     [ST_INPUT_GET] = "SELECT body FROM inputs WHERE job = ?1",
     [ST_INPUT_DELETE] = "DELETE FROM inputs WHERE job = ?1",
+    /* OR IGNORE: an output is written once; a second report of the same
+     * invocation (it cannot happen: dispatch numbers are never reused)
+     * would change nothing the runs point at. */
+    [ST_OUTPUT_PUT] = "INSERT OR IGNORE INTO outputs(job, dispatch, n, body)"
+                      " VALUES(?1, ?2, ?3, ?4)",
+    /* substr() of a blob is byte-wise and 1-based; only the range is copied
+     * out of the page cache.  ?5 < 0: to the end (a huge length would
+     * overflow inside substr). */
+    [ST_OUTPUT_READ] = "SELECT CASE WHEN ?5 < 0 THEN substr(body, ?4 + 1)"
+                       " ELSE substr(body, ?4 + 1, ?5) END FROM outputs"
+                       " WHERE job = ?1 AND dispatch = ?2 AND n = ?3",
 };
 
 struct ledger {
@@ -606,6 +637,18 @@ ledger_schema(struct ledger *l)
         if (err != 0)
             goto fail_rollback;
         log_info("ledger: schema upgraded from version 2 to 3 (inputs of small jobs)");
+        version = 3;
+    }
+    if (version == 3) {
+        /* Likewise: an output without a row is in storage, as every output
+         * of version 3 is. */
+        err = ledger_exec(l, LEDGER_OUTPUTS_SQL);
+        if (err == 0)
+            err = ledger_exec(l, "PRAGMA user_version = 4");
+        if (err != 0)
+            goto fail_rollback;
+        log_info("ledger: schema upgraded from version 3 to 4 (outputs of small"
+                 " invocations)");
     }
     if (version == 0) {
         if (nobjects != 0) {
@@ -1908,4 +1951,71 @@ ledger_input_delete(struct ledger *l, uint64_t job)
                               : ledger_fail(l, rc, "delete inputs");
     stmt_put(l, ST_INPUT_DELETE);
     return err;
+}
+
+/* ---- outputs of small invocations ---------------------------------------- */
+
+int
+ledger_output_put(struct ledger *l, uint64_t job, uint64_t dispatch, uint32_t n,
+                  const void *body, size_t len)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_OUTPUT_PUT);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, (int64_t)dispatch);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 3, (int64_t)n);
+    if (rc == SQLITE_OK) /* STATIC: stepped and reset before we return */
+        rc = sqlite3_bind_blob64(st, 4, len > 0 ? body : "", len, SQLITE_STATIC);
+    int err = rc == SQLITE_OK ? stmt_exec(l, st, "store an output")
+                              : ledger_fail(l, rc, "store an output");
+    stmt_put(l, ST_OUTPUT_PUT);
+    return err;
+}
+
+int
+ledger_output_read(struct ledger *l, uint64_t job, uint64_t dispatch, uint32_t n,
+                   uint64_t off, uint64_t len, void **data, size_t *got)
+{
+    *data = NULL;
+    *got = 0;
+    if (off > INT64_MAX)
+        return -EINVAL;
+    sqlite3_stmt *st = stmt_take(l, ST_OUTPUT_READ);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int found = 0;
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, (int64_t)dispatch);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 3, (int64_t)n);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 4, (int64_t)off);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 5, len > INT32_MAX ? -1 : (int64_t)len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const void *p = sqlite3_column_blob(st, 0);
+        size_t k = (size_t)sqlite3_column_bytes(st, 0);
+        void *copy = malloc(k > 0 ? k : 1);
+        if (copy == NULL || (p == NULL && k > 0)) {
+            free(copy);
+            found = -ENOMEM;
+        } else {
+            if (k > 0)
+                memcpy(copy, p, k);
+            *data = copy; /* ownership to the caller */
+            *got = k;
+            found = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        found = ledger_fail(l, rc, "read an output");
+    }
+    stmt_put(l, ST_OUTPUT_READ);
+    return found;
 }

@@ -17,7 +17,8 @@
  * handled as one range), tasks come out one by one, so the callers need
  * not know about runs.  Opening a ledger of the old row-per-task schema
  * (version 1) fails with BURST_ELEDGER and a logged explanation; one of
- * version 2 is upgraded in place (it gains the inputs table).
+ * version 2 or 3 is upgraded in place (it gains the inputs and outputs
+ * tables).
  *
  * Writes happen inside a transaction the caller opens with ledger_begin() and
  * closes with ledger_commit(); the daemon commits once per loop iteration so
@@ -254,6 +255,23 @@ int ledger_input_put(struct ledger *l, uint64_t job, const void *body, size_t le
 int ledger_input_get(struct ledger *l, uint64_t job, void **body, size_t *len);
 /* Forgets it (a no-op when there is none): an ended job needs it no more. */
 int ledger_input_delete(struct ledger *l, uint64_t job);
+
+/* ---- outputs of small invocations ---- */
+
+/* The output object (worker/invoc.h) of invocation n of a dispatch, when it
+ * came back through the worker's pipe instead of storage (daemon/sched.c).
+ * A run's has_out points at (job, out_dispatch, out_n): here if there is a
+ * row, in storage otherwise.  Deleting the job deletes it too. */
+
+/* Stores it in the open transaction, the one that records the ends of its
+ * tasks.  body is borrowed for the call only. */
+int ledger_output_put(struct ledger *l, uint64_t job, uint64_t dispatch, uint32_t n,
+                      const void *body, size_t len);
+/* Reads at most len bytes from off of it into *data (malloc'ed, the caller
+ * frees it; *got bytes, fewer at the end of the object).  Returns 1, 0 when
+ * the ledger has no such output (it is in storage), or a negative code. */
+int ledger_output_read(struct ledger *l, uint64_t job, uint64_t dispatch, uint32_t n,
+                       uint64_t off, uint64_t len, void **data, size_t *got);
 
 /* ---- settings ---- */
 
