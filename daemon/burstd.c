@@ -28,6 +28,7 @@ burstd_now_ms(void)
 
 /* A commit waiting for its sync: what to tell once it is durable. */
 struct burstd_pending {
+    uint64_t seq;                  /* commits are numbered from 1 */
     struct burstd_waiter *waiters; /* newest first */
     struct events_batch *events;
     struct burstd_pending *next;
@@ -101,23 +102,20 @@ burstd_abort(struct burstd *d, int rc)
     waiters_run(d, rc);
 }
 
-/* Everything up to and including last is durable: tell its waiters and
+/* Every commit up to number seq is durable: tell their waiters and
  * subscribers, oldest commit first. */
 static void
-pending_done(struct burstd *d, struct burstd_pending *last)
+pending_done(struct burstd *d, uint64_t seq)
 {
-    for (;;) {
+    while (d->pending != NULL && d->pending->seq <= seq) {
         struct burstd_pending *p = d->pending;
         d->pending = p->next;
         if (d->pending == NULL)
             d->pending_last = NULL;
         events_publish_batch(d->events, p->events);
         struct burstd_waiter *w = p->waiters;
-        bool end = p == last;
         free(p);
         waiters_run_list(w, 0);
-        if (end)
-            break;
     }
 }
 
@@ -133,42 +131,43 @@ sync_fatal(int err)
 static void sync_start(struct burstd *d);
 
 void
-burstd_sync_done(void *arg, int err)
+burstd_sync_done(void *arg, uint64_t seq, int err)
 {
     struct burstd *d = arg;
-    struct burstd_pending *last = d->syncing;
-    d->syncing = NULL;
     if (err != 0)
         sync_fatal(err);
-    pending_done(d, last);
+    /* A sync started after commit seq was written: it and all before it are
+     * durable, whether the syncs started earlier have ended or not. */
+    pending_done(d, seq);
     sync_start(d);
 }
 
-/* Starts a sync covering every commit so far, unless one is in flight
- * (the commits after it get the next one: group commit across syncs). */
+/* Starts a sync covering every commit so far, unless one in flight already
+ * does or every sync thread is busy (the commits meanwhile share the next
+ * sync: group commit across syncs). */
 static void
 sync_start(struct burstd *d)
 {
-    if (d->syncing != NULL || d->pending == NULL)
+    if (d->pending_last == NULL || d->pending_last->seq <= d->sync_seq ||
+        syncer_busy(d->syncer))
         return;
     int fd = ledger_sync_fd(d->ledger);
     if (fd < 0)
         sync_fatal(EIO);
-    d->syncing = d->pending_last;
-    syncer_start(d->syncer, fd);
+    d->sync_seq = d->pending_last->seq;
+    syncer_start(d->syncer, fd, d->sync_seq);
 }
 
 void
 burstd_sync_now(struct burstd *d)
 {
-    syncer_wait(d->syncer); /* the one in flight, whose done starts the next */
-    syncer_wait(d->syncer);
+    syncer_wait(d->syncer); /* those in flight, and any their dones start */
     if (d->pending == NULL)
         return;
     int fd = ledger_sync_fd(d->ledger);
     if (fd < 0 || fdatasync(fd) != 0)
         sync_fatal(fd < 0 ? EIO : errno);
-    pending_done(d, d->pending_last);
+    pending_done(d, d->pending_last->seq);
 }
 
 int
@@ -219,6 +218,7 @@ burstd_commit(struct burstd *d)
         }
         return 0;
     }
+    p->seq = ++d->commit_seq;
     p->waiters = d->waiters;
     d->waiters = NULL;
     p->events = events_detach(d->events);

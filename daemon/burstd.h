@@ -49,8 +49,10 @@ struct burstd {
     struct burstd_waiter *waiters; /* for the next commit, newest first */
     uv_prepare_t tick;             /* commits the ledger once per loop iteration */
     /* Commits whose fdatasync runs on a thread (ledger_defer_sync), oldest
-     * first; syncing is the last one the sync in flight covers. */
-    struct burstd_pending *pending, *pending_last, *syncing;
+     * first, numbered: commit_seq is the last number given, sync_seq the
+     * last commit a sync in flight (or done) covers. */
+    struct burstd_pending *pending, *pending_last;
+    uint64_t commit_seq, sync_seq;
     struct syncer *syncer; /* owned; calls burstd_sync_done */
 };
 
@@ -74,7 +76,7 @@ int burstd_commit(struct burstd *d);
  * last commit before exit. */
 void burstd_sync_now(struct burstd *d);
 /* The syncer's done (syncer.h): arg is the struct burstd. */
-void burstd_sync_done(void *arg, int err);
+void burstd_sync_done(void *arg, uint64_t seq, int err);
 
 /* Nothing written that is not durable yet: no open transaction, no queued
  * events, no commit waiting for its sync.  A reply built from the daemon's

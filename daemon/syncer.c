@@ -1,5 +1,5 @@
 /*
- * daemon/syncer.c - the ledger's sync thread (syncer.h).
+ * daemon/syncer.c - the ledger's sync threads (syncer.h).
  */
 #include "syncer.h"
 
@@ -7,60 +7,82 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-struct syncer {
-    uv_loop_t *loop;
+/* One thread and the sync it runs.  Fields under syncer.mu unless said. */
+struct sync_slot {
+    struct syncer *s;
     uv_thread_t thread;
-    uv_mutex_t mu;
-    uv_cond_t cv;
-    uv_async_t async; /* the thread's "done" to the loop */
-    void (*done)(void *arg, int err);
-    void *arg;
-    /* Under mu. */
+    bool started; /* the thread exists (loop thread only) */
     int fd;
+    uint64_t tag;
     bool requested; /* a sync for the thread to start */
     bool finished;  /* a sync the loop has not heard of */
-    bool quit;
     int err;
-    /* Loop thread only. */
-    bool busy;
+    bool busy; /* loop thread only: requested and not delivered */
+};
+
+struct syncer {
+    uv_loop_t *loop;
+    uv_mutex_t mu;
+    uv_cond_t cv; /* requests, finishes and quit: every waiter rechecks */
+    uv_async_t async; /* the threads' "done" to the loop */
+    void (*done)(void *arg, uint64_t tag, int err);
+    void *arg;
+    bool quit; /* under mu */
+    struct sync_slot slot[SYNCER_SLOTS];
 };
 
 static void
 sync_thread(void *arg)
 {
-    struct syncer *s = arg;
+    struct sync_slot *t = arg;
+    struct syncer *s = t->s;
     uv_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->requested && !s->quit)
+        while (!t->requested && !s->quit)
             uv_cond_wait(&s->cv, &s->mu);
         if (s->quit)
             break;
-        int fd = s->fd;
-        s->requested = false;
+        int fd = t->fd;
+        t->requested = false;
         uv_mutex_unlock(&s->mu);
         int err = fdatasync(fd) != 0 ? errno : 0;
         uv_mutex_lock(&s->mu);
-        s->err = err;
-        s->finished = true;
+        t->err = err;
+        t->finished = true;
         uv_cond_broadcast(&s->cv);
         uv_async_send(&s->async);
     }
     uv_mutex_unlock(&s->mu);
 }
 
-/* Hands a finished sync to done, once. */
-static void
+/* Hands every finished sync to done, once each, oldest tag first.  Returns
+ * how many. */
+static int
 deliver(struct syncer *s)
 {
-    uv_mutex_lock(&s->mu);
-    bool finished = s->finished;
-    int err = s->err;
-    s->finished = false;
-    uv_mutex_unlock(&s->mu);
-    if (!finished)
-        return;
-    s->busy = false;
-    s->done(s->arg, err);
+    int n = 0;
+    for (;;) {
+        struct sync_slot *first = NULL;
+        uv_mutex_lock(&s->mu);
+        for (int i = 0; i < SYNCER_SLOTS; i++) {
+            struct sync_slot *t = &s->slot[i];
+            if (t->finished && (first == NULL || t->tag < first->tag))
+                first = t;
+        }
+        uint64_t tag = 0;
+        int err = 0;
+        if (first != NULL) {
+            first->finished = false;
+            tag = first->tag;
+            err = first->err;
+        }
+        uv_mutex_unlock(&s->mu);
+        if (first == NULL)
+            return n;
+        first->busy = false;
+        n++;
+        s->done(s->arg, tag, err); /* may start another sync */
+    }
 }
 
 static void
@@ -69,19 +91,21 @@ on_async(uv_async_t *h)
     deliver(h->data);
 }
 
-/* Ends the thread, after the sync it may be in. */
+/* Ends the threads, after the syncs they may be in. */
 static void
-thread_stop(struct syncer *s)
+threads_stop(struct syncer *s)
 {
     uv_mutex_lock(&s->mu);
     s->quit = true;
-    uv_cond_signal(&s->cv);
+    uv_cond_broadcast(&s->cv);
     uv_mutex_unlock(&s->mu);
-    uv_thread_join(&s->thread);
+    for (int i = 0; i < SYNCER_SLOTS; i++)
+        if (s->slot[i].started)
+            uv_thread_join(&s->slot[i].thread);
 }
 
 int
-syncer_new(uv_loop_t *loop, void (*done)(void *arg, int err), void *arg,
+syncer_new(uv_loop_t *loop, void (*done)(void *arg, uint64_t tag, int err), void *arg,
            struct syncer **out)
 {
     struct syncer *s = calloc(1, sizeof(*s));
@@ -95,16 +119,22 @@ syncer_new(uv_loop_t *loop, void (*done)(void *arg, int err), void *arg,
         goto fail_free;
     if ((rc = uv_cond_init(&s->cv)) != 0)
         goto fail_mutex;
-    /* The thread first: it touches the handle only after a request, and a
+    /* The threads first: they touch the handle only after a request, and a
      * handle never initialized needs no closing on the way out. */
-    if ((rc = uv_thread_create(&s->thread, sync_thread, s)) != 0)
-        goto fail_cond;
+    for (int i = 0; i < SYNCER_SLOTS; i++) {
+        s->slot[i].s = s;
+        if ((rc = uv_thread_create(&s->slot[i].thread, sync_thread, &s->slot[i])) != 0) {
+            threads_stop(s);
+            goto fail_cond;
+        }
+        s->slot[i].started = true;
+    }
     if ((rc = uv_async_init(loop, &s->async, on_async)) != 0) {
-        thread_stop(s);
+        threads_stop(s);
         goto fail_cond;
     }
     s->async.data = s;
-    /* The thread's wake-up alone must not keep the loop running. */
+    /* The threads' wake-ups alone must not keep the loop running. */
     uv_unref((uv_handle_t *)&s->async);
     *out = s;
     return 0;
@@ -118,32 +148,59 @@ fail_free:
 }
 
 void
-syncer_start(struct syncer *s, int fd)
+syncer_start(struct syncer *s, int fd, uint64_t tag)
 {
-    s->busy = true;
+    struct sync_slot *t = NULL;
+    for (int i = 0; i < SYNCER_SLOTS && t == NULL; i++)
+        if (!s->slot[i].busy)
+            t = &s->slot[i];
+    if (t == NULL)
+        abort(); /* the caller asks syncer_busy first */
+    t->busy = true;
     uv_mutex_lock(&s->mu);
-    s->fd = fd;
-    s->requested = true;
-    uv_cond_signal(&s->cv);
+    t->fd = fd;
+    t->tag = tag;
+    t->requested = true;
+    uv_cond_broadcast(&s->cv);
     uv_mutex_unlock(&s->mu);
 }
 
 bool
 syncer_busy(const struct syncer *s)
 {
-    return s->busy;
+    for (int i = 0; i < SYNCER_SLOTS; i++)
+        if (!s->slot[i].busy)
+            return false;
+    return true;
+}
+
+static bool
+any_busy(const struct syncer *s)
+{
+    for (int i = 0; i < SYNCER_SLOTS; i++)
+        if (s->slot[i].busy)
+            return true;
+    return false;
 }
 
 void
 syncer_wait(struct syncer *s)
 {
-    if (s == NULL || !s->busy)
+    if (s == NULL)
         return;
-    uv_mutex_lock(&s->mu);
-    while (!s->finished)
-        uv_cond_wait(&s->cv, &s->mu);
-    uv_mutex_unlock(&s->mu);
-    deliver(s);
+    while (any_busy(s)) {
+        uv_mutex_lock(&s->mu);
+        for (;;) {
+            bool some = false;
+            for (int i = 0; i < SYNCER_SLOTS; i++)
+                some = some || s->slot[i].finished;
+            if (some)
+                break;
+            uv_cond_wait(&s->cv, &s->mu);
+        }
+        uv_mutex_unlock(&s->mu);
+        deliver(s);
+    }
 }
 
 static void
@@ -157,7 +214,7 @@ syncer_free(struct syncer *s)
 {
     if (s == NULL)
         return;
-    thread_stop(s);
+    threads_stop(s);
     uv_cond_destroy(&s->cv);
     uv_mutex_destroy(&s->mu);
     uv_close((uv_handle_t *)&s->async, on_closed);
