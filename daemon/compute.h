@@ -11,7 +11,10 @@
  *
  * What a worker produced is read from storage by the scheduler, not passed
  * through here: the backend only says "invocation i is over" and how the
- * worker ended, so that a worker that died without output can be told apart.
+ * worker ended, so that a worker that died without output can be told
+ * apart.  The exception is a small output: a backend whose workers can
+ * hand one back directly (the local one) does so when the dispatch allows
+ * it (inline_out_max), and ended_cb gets the output object itself.
  *
  * Contract: submit returns 0 and then calls started_cb at most once and
  * ended_cb exactly once per invocation, on the loop thread; or returns a
@@ -21,6 +24,8 @@
 #ifndef BURST_DAEMON_COMPUTE_H
 #define BURST_DAEMON_COMPUTE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -32,6 +37,11 @@ struct compute_exit {
     int64_t exit_status; /* -1 when it did not exit normally */
     int term_signal;     /* 0 when none */
     const char *why;     /* borrowed, may be NULL: e.g. "killed: deadline" */
+    /* The invocation's output object, when the worker handed it back
+     * instead of writing it to storage (exit_status is then 0); borrowed
+     * for the callback.  NULL otherwise. */
+    const char *out;
+    size_t out_len;
 };
 
 struct dispatch {
@@ -46,6 +56,17 @@ struct dispatch {
                            * safety net beyond the worker's own per-task
                            * timeouts */
     uint32_t memory_mb;   /* per task, passed on for the platform's sizing */
+    uint32_t inline_out_max; /* bytes of output a worker may hand back instead
+                              * of writing it to storage; 0 = none */
+    /* When not NULL, the spec itself (spec_len bytes), and the job's input
+     * object in_data under key in_key (in_key NULL: none), for a backend
+     * that hands them to its workers directly (compute.inline_max): they
+     * are then not in storage.  Borrowed until submit returns. */
+    const char *spec_data;
+    size_t spec_len;
+    const char *in_key;
+    const char *in_data;
+    size_t in_len;
     void (*started_cb)(struct dispatch *d, uint32_t inv);
     void (*ended_cb)(struct dispatch *d, uint32_t inv, const struct compute_exit *ex);
     void *data;           /* the scheduler's */
@@ -72,6 +93,14 @@ struct compute_ops {
 
 struct compute {
     const struct compute_ops *ops;
+    /* How many bytes of spec and input together the backend can hand its
+     * workers with a dispatch (spec_data, in_data); 0 = none: they must be
+     * in storage. */
+    size_t inline_max;
+    /* An invocation runs once submit returns 0 (a local worker has its
+     * request): the scheduler may record it as running then, in the same
+     * commit as its dispatch, instead of waiting for started_cb. */
+    bool runs_at_submit;
     uv_loop_t *loop;       /* borrowed */
     const char *name;      /* the backend's configured name, e.g. "local" */
     void *data;            /* the owner's */

@@ -732,15 +732,18 @@ inv_finish(struct local_inv *inv, const struct compute_exit *ex)
  * the worker replied with exit_status) or because w itself ended.
  */
 static void inv_ended(struct wproc *w, struct local_inv *inv, int64_t exit_status,
-                      int term_signal, bool exited);
+                      int term_signal, bool exited, const char *out, size_t out_len);
 
 /* ---- warm workers: burst-worker --serve, one invocation at a time ---- */
 
 /* Idle workers kept, and for how long. */
 #define WARM_IDLE_MAX 16
 #define WARM_IDLE_MS 10000
-/* Room for a request: a spec key (at most 1024 bytes), a space, an index. */
-#define WARM_REQ_MAX 1100
+/* Room for a request line: a spec key (at most 1024 bytes), an index, the
+ * inline sizes and the input's key (at most 128 bytes). */
+#define WARM_REQ_MAX 1300
+/* What a request may carry besides its line: the spec and the input. */
+#define WARM_INLINE_MAX (128u * 1024u)
 
 /*
  * A worker process that runs invocations one after another (worker/main.c,
@@ -757,6 +760,7 @@ struct wproc {
     uv_pipe_t out;     /* its stdout: replies */
     uv_timer_t idle;   /* retires it after WARM_IDLE_MS idle */
     uv_write_t wr;
+    char *wbuf; /* owned while wr is in flight: the request with its payload */
     struct compute_local *cl;
     struct cl_link link;   /* in cl->warm while idle */
     uid_t uid;             /* whom it runs as */
@@ -768,8 +772,12 @@ struct wproc {
     bool parked;  /* in cl->warm */
     bool writing; /* wr is in flight */
     char req[WARM_REQ_MAX];
-    char reply[24];
+    char reply[48];
     size_t nreply;
+    uint32_t out_max; /* what the request allowed to come back inline */
+    char *obuf;       /* owned: the output being received, out_len bytes */
+    size_t out_len;
+    size_t out_got;
 };
 
 static void
@@ -779,6 +787,8 @@ wproc_handle_closed(uv_handle_t *h)
     if (--w->open > 0)
         return;
     struct compute_local *cl = w->cl;
+    free(w->obuf);
+    free(w->wbuf);
     free(w);
     cl->nwproc--;
     cl_maybe_closed(cl);
@@ -865,7 +875,7 @@ wproc_exited(uv_process_t *proc, int64_t exit_status, int term_signal)
     wproc_retire(w);
     wproc_close(w);
     if (inv != NULL)
-        inv_ended(w, inv, exit_status, term_signal, true);
+        inv_ended(w, inv, exit_status, term_signal, true, NULL, 0);
 }
 
 static void
@@ -873,11 +883,36 @@ wproc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct wproc *w = h->data;
     (void)suggested;
-    *buf =
-        uv_buf_init(w->reply + w->nreply, (unsigned)(sizeof(w->reply) - 1 - w->nreply));
+    if (w->obuf != NULL) /* the output's bytes go straight to their place */
+        *buf = uv_buf_init(w->obuf + w->out_got, (unsigned)(w->out_len - w->out_got));
+    else
+        *buf = uv_buf_init(w->reply + w->nreply,
+                           (unsigned)(sizeof(w->reply) - 1 - w->nreply));
 }
 
-/* A reply: "STATUS\n" for the invocation w runs. */
+/* w replied nonsense: it is stopped, and its exit ends what it ran. */
+static void
+wproc_garbled(struct wproc *w, const char *what)
+{
+    log_warnx("compute: worker %d %s; stopping it", w->pid, what);
+    uv_read_stop((uv_stream_t *)&w->out);
+    kill(-w->pid, SIGKILL);
+}
+
+/* The output handed back is complete: the invocation is over. */
+static void
+wproc_out_done(struct wproc *w)
+{
+    char *out = w->obuf;
+    size_t len = w->out_len;
+    w->obuf = NULL;
+    w->out_len = w->out_got = 0;
+    inv_ended(w, w->inv, 0, 0, false, out, len);
+    free(out);
+}
+
+/* A reply: "STATUS\n", or "0 LEN\n" and LEN bytes of output, for the
+ * invocation w runs. */
 static void
 wproc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
@@ -886,6 +921,12 @@ wproc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         /* EOF or an error: the worker is ending; its exit says the rest. */
         uv_read_stop(st);
+        return;
+    }
+    if (w->obuf != NULL) {
+        w->out_got += (size_t)nread;
+        if (w->out_got == w->out_len)
+            wproc_out_done(w);
         return;
     }
     w->nreply += (size_t)nread;
@@ -902,18 +943,39 @@ wproc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     *nl = '\0';
     char *end;
     long status = strtol(w->reply, &end, 10);
-    bool ok = end != w->reply && *end == '\0' && status >= 0 && status < 256;
+    bool ok = end != w->reply && status >= 0 && status < 256;
+    unsigned long long out_len = 0;
+    bool has_out = ok && *end == ' ';
+    if (has_out) {
+        char *lend;
+        out_len = strtoull(end + 1, &lend, 10);
+        ok = status == 0 && lend != end + 1 && *lend == '\0' && end[1] >= '0' &&
+             end[1] <= '9' && out_len <= w->out_max;
+    } else {
+        ok = ok && *end == '\0';
+    }
     size_t used = (size_t)(nl + 1 - w->reply);
-    memmove(w->reply, nl + 1, w->nreply - used);
-    w->nreply -= used;
+    size_t rest = w->nreply - used;
     struct local_inv *inv = w->inv;
-    if (!ok || inv == NULL || w->nreply > 0) {
-        log_warnx("compute: worker %d replied out of turn; stopping it", w->pid);
-        uv_read_stop(st);
-        kill(-w->pid, SIGKILL);
+    if (!ok || inv == NULL || (!has_out && rest > 0) || (has_out && rest > out_len)) {
+        wproc_garbled(w, "replied out of turn");
         return;
     }
-    inv_ended(w, inv, status, 0, false);
+    w->nreply = 0;
+    if (!has_out) {
+        inv_ended(w, inv, status, 0, false, NULL, 0);
+        return;
+    }
+    w->obuf = malloc(out_len > 0 ? out_len : 1);
+    if (w->obuf == NULL) {
+        wproc_garbled(w, "handed back an output there is no memory for");
+        return;
+    }
+    w->out_len = out_len;
+    w->out_got = rest;
+    memcpy(w->obuf, nl + 1, rest);
+    if (w->out_got == w->out_len)
+        wproc_out_done(w);
 }
 
 static void
@@ -921,24 +983,57 @@ wproc_written(uv_write_t *req, int status)
 {
     struct wproc *w = req->data;
     w->writing = false;
+    free(w->wbuf);
+    w->wbuf = NULL;
     /* A worker that cannot take its request is ending: its exit reports
      * the invocation as lost. */
     if (status < 0 && status != UV_ECANCELED && !w->exited)
         kill(-w->pid, SIGKILL);
 }
 
-/* Hands inv (JOB_INDEX index of spec_key) to w.  Returns 0 or a uv code. */
+/*
+ * Hands inv (JOB_INDEX index of d's spec) to w, with the spec and the input
+ * when d carries them (worker/main.c, serve()).  Returns 0 or a uv code.
+ */
 static int
-wproc_send(struct wproc *w, struct local_inv *inv, const char *spec_key, uint32_t index)
+wproc_send(struct wproc *w, struct local_inv *inv, const struct dispatch *d, uint32_t index)
 {
-    int len = snprintf(w->req, sizeof(w->req), "%s %" PRIu32 "\n", spec_key, index);
+    size_t spec_len = d->spec_data != NULL ? d->spec_len : 0;
+    size_t in_len = d->spec_data != NULL && d->in_key != NULL ? d->in_len : 0;
+    char out[32] = "", spec[32] = "", in[160] = "";
+    if (d->inline_out_max > 0)
+        snprintf(out, sizeof(out), " out=%" PRIu32, d->inline_out_max);
+    if (d->spec_data != NULL)
+        snprintf(spec, sizeof(spec), " spec=%zu", spec_len);
+    if (d->spec_data != NULL && d->in_key != NULL &&
+        snprintf(in, sizeof(in), " in=%zu:%s", in_len, d->in_key) >= (int)sizeof(in))
+        return UV_ENAMETOOLONG;
+    int len = snprintf(w->req, sizeof(w->req), "%s %" PRIu32 "%s%s%s\n", d->spec_key, index,
+                       out, spec, in);
     if (len < 0 || (size_t)len >= sizeof(w->req))
         return UV_ENAMETOOLONG;
+    if (spec_len + in_len > WARM_INLINE_MAX)
+        return UV_E2BIG; /* the scheduler asks compute.inline_max first */
     uv_buf_t b = uv_buf_init(w->req, (unsigned)len);
+    if (spec_len + in_len > 0) {
+        /* A copy: the dispatch's buffers are only lent for submit. */
+        w->wbuf = malloc((size_t)len + spec_len + in_len);
+        if (w->wbuf == NULL)
+            return UV_ENOMEM;
+        memcpy(w->wbuf, w->req, (size_t)len);
+        memcpy(w->wbuf + len, d->spec_data, spec_len);
+        if (in_len > 0)
+            memcpy(w->wbuf + len + spec_len, d->in_data, in_len);
+        b = uv_buf_init(w->wbuf, (unsigned)((size_t)len + spec_len + in_len));
+    }
+    w->out_max = d->inline_out_max;
     w->wr.data = w;
     int rc = uv_write(&w->wr, (uv_stream_t *)&w->in, &b, 1, wproc_written);
-    if (rc < 0)
+    if (rc < 0) {
+        free(w->wbuf);
+        w->wbuf = NULL;
         return rc;
+    }
     w->writing = true;
     w->inv = inv;
     return 0;
@@ -1018,7 +1113,7 @@ wproc_spawn(struct compute_local *cl, char **env, const struct runas *ra, int *e
 
 static void
 inv_ended(struct wproc *w, struct local_inv *inv, int64_t exit_status, int term_signal,
-          bool exited)
+          bool exited, const char *out, size_t out_len)
 {
     struct local_dispatch *ld = inv->ld;
     struct compute_local *cl = ld->cl;
@@ -1062,6 +1157,8 @@ inv_ended(struct wproc *w, struct local_inv *inv, int64_t exit_status, int term_
         .exit_status = term_signal != 0 ? -1 : exit_status,
         .term_signal = term_signal,
         .why = inv->why,
+        .out = out,
+        .out_len = out_len,
     };
     /* The timer just closed holds ld until its close callback. */
     inv_finish(inv, &ex);
@@ -1207,7 +1304,7 @@ cl_submit(struct compute *c, struct dispatch *d)
         struct wproc *w = wproc_take(cl, uid);
         if (w == NULL)
             w = wproc_spawn(cl, env, ra, &err);
-        if (w != NULL && (err = wproc_send(w, inv, d->spec_key, i)) < 0) {
+        if (w != NULL && (err = wproc_send(w, inv, d, i)) < 0) {
             kill(-w->pid, SIGKILL); /* its exit closes it; nothing was handed over */
             wproc_retire(w);
             w = NULL;
@@ -1375,6 +1472,8 @@ compute_local_new(uv_loop_t *loop, const char *worker_path, const char *storage_
     if (cl == NULL)
         return -ENOMEM;
     cl->base.ops = &compute_local_ops;
+    cl->base.inline_max = WARM_INLINE_MAX;
+    cl->base.runs_at_submit = true;
     cl->base.loop = loop;
     cl->base.name = "local";
     link_init(&cl->dispatches);

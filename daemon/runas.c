@@ -122,6 +122,20 @@ open_dir(int dfd, const char *name)
     return fd < 0 ? -errno : fd;
 }
 
+/* As open_dir, making it (0700) when missing: a small job's worker gets
+ * its spec and input with its request, so nothing made the job's
+ * directory before. */
+static int
+open_or_make_dir(int dfd, const char *name)
+{
+    int fd = open_dir(dfd, name);
+    if (fd != -ENOENT)
+        return fd;
+    if (mkdirat(dfd, name, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    return open_dir(dfd, name);
+}
+
 /* chmod 0711 of an open directory: others may pass, not list. */
 static int
 traversable(int fd)
@@ -154,11 +168,11 @@ runas_grant(int root_fd, uint64_t job, const char *spec_key, const struct runas 
         rc = fn;
     if (rc != 0)
         goto out;
-    jobs = open_dir(root_fd, "jobs");
+    jobs = open_or_make_dir(root_fd, "jobs");
     if (jobs < 0 || (rc = traversable(jobs)) != 0)
         goto out_jobs;
     snprintf(name, sizeof(name), "%" PRIu64, job);
-    jd = open_dir(jobs, name);
+    jd = open_or_make_dir(jobs, name);
     if (jd < 0 || (rc = traversable(jd)) != 0)
         goto out_jobs;
     /* The daemon wrote these in a directory only it can write to, so
@@ -185,6 +199,10 @@ runas_grant(int root_fd, uint64_t job, const char *spec_key, const struct runas 
         goto out;
     }
     sd = open_dir(jd, "spec");
+    if (sd == -ENOENT) {
+        rc = 0; /* the spec goes to the worker with its request */
+        goto out;
+    }
     if (sd < 0 || (rc = traversable(sd)) != 0)
         goto out_jobs;
     rc = give(sd, slash + 1, ra);

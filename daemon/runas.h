@@ -12,8 +12,10 @@
  * /proc/self/fd/3), and runas_grant() opens exactly what the worker needs:
  *   - the directories on the way (storage root, jobs/, jobs/<job>/, spec/,
  *     fn/) become 0711: traversable, not listable;
+ *     jobs/ and jobs/<job>/ are made when missing: a small job's spec
+ *     and input travel with the worker's request, not through storage;
  *   - the job's own files (in, reduce.in) and the dispatch's
- *     spec object are chowned to the owner;
+ *     spec object, those that are in storage, are chowned to the owner;
  *   - jobs/<job>/out/ is created, owned by the owner (0700): the only place
  *     the worker writes.
  * Other users' jobs stay unreadable (owned by them or by root, 0600), and

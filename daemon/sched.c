@@ -10,6 +10,13 @@
  * ends, its output object is read back and every task's end is recorded in
  * one batch; a task the worker never reported is treated as a lost attempt.
  *
+ * A small invocation's output object comes back from the worker with its
+ * end, when the backend can do that (compute.h), and is stored in the
+ * ledger in the transaction that records its tasks' ends: one commit
+ * instead of a durable file, its directory and then the commit.  A
+ * map_reduce job's map outputs always go to storage, where its reducer
+ * reads them.
+ *
  * A small job's input object lives in the ledger (api.c): before the job's
  * first dispatch in this process, it is written to storage (not durably:
  * after a crash the ledger still has it, and the first dispatch of the next
@@ -41,6 +48,9 @@
 #define RETRY_MAX_MS 30000
 #define CANCEL_GRACE_MS 1000
 #define DEADLINE_SLACK_MS 30000
+/* The largest output object a worker may hand back instead of writing it
+ * to storage; it is then kept in the ledger (as small inputs are, api.c). */
+#define INLINE_OUTPUT_MAX (64u * 1024u)
 
 struct sched_owner {
     uint32_t uid;
@@ -93,6 +103,8 @@ struct sched_disp {
     bool slot_free;          /* the worker is done: its quota slot is back */
     char *spec;              /* owned: encoded spec, kept until written */
     size_t spec_len;
+    char *in_body;           /* owned: the job's input, handed over with the spec */
+    char in_key[64];
     uv_buf_t buf;
     int pending;             /* writes (spec, job input) before the worker starts */
     char why[128];           /* the first of them that failed, "" if none */
@@ -506,7 +518,7 @@ disp_match(const struct sched_disp *sd, const struct invoc_result *results, size
  */
 static void
 disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *results,
-            size_t nres, const char *lost_why)
+            size_t nres, const char *lost_why, const char *out, size_t out_len)
 {
     struct burstd *d = s->d;
     struct sched_job *j = sd->job;
@@ -577,7 +589,13 @@ disp_record(struct sched *s, struct sched_disp *sd, const struct invoc_result *r
         nends++;
     }
     size_t applied = 0;
-    rc = ledger_tasks_end_marked(d->ledger, j->id, ends, nends, now, &applied, recorded);
+    /* The output the ends point at goes in first, in the same transaction:
+     * a result is never recorded without its bytes. */
+    rc = out != NULL ? ledger_output_put(d->ledger, j->id, sd->d.dispatch, 0, out, out_len)
+                     : 0;
+    if (rc == 0)
+        rc = ledger_tasks_end_marked(d->ledger, j->id, ends, nends, now, &applied,
+                                     recorded);
     if (rc == 0 && ncancel > 0)
         rc = ledger_tasks_set_state(d->ledger, j->id, cancel_idx, ncancel,
                                     BURST_TASK_CANCELLED, now);
@@ -637,6 +655,7 @@ disp_free(struct sched_disp *sd)
     free(sd->idx);
     free(sd->attempts);
     free(sd->spec);
+    free(sd->in_body);
     free(sd->out.data);
     free(sd);
 }
@@ -684,9 +703,30 @@ on_output_read(void *arg, int status)
     }
     char lost[160];
     snprintf(lost, sizeof(lost), "%s", why);
-    disp_record(s, sd, results, nres, lost);
+    disp_record(s, sd, results, nres, lost, NULL, 0);
     if (results != NULL)
         invoc_results_free(results, nres);
+    disp_done(s, sd);
+}
+
+/* The worker handed its output back (compute.h): it is recorded, and kept
+ * in the ledger, at once. */
+static void
+disp_inline(struct sched *s, struct sched_disp *sd, const char *out, size_t len)
+{
+    struct invoc_result *results = NULL;
+    size_t nres = 0;
+    uint64_t job, dispatch;
+    uint32_t n_inv;
+    if (invoc_out_decode(out, len, &job, &dispatch, &n_inv, &results, &nres) != 0 ||
+        job != sd->job->id || dispatch != sd->d.dispatch || n_inv != 0) {
+        if (results != NULL)
+            invoc_results_free(results, nres);
+        disp_record(s, sd, NULL, 0, "the worker's output is malformed", NULL, 0);
+    } else {
+        disp_record(s, sd, results, nres, "the worker's output lacks the task", out, len);
+        invoc_results_free(results, nres);
+    }
     disp_done(s, sd);
 }
 
@@ -731,6 +771,10 @@ on_ended(struct dispatch *d, uint32_t inv, const struct compute_exit *ex)
     else
         snprintf(why, sizeof(why), "worker exited with status %lld",
                  (long long)ex->exit_status);
+    if (ex->out != NULL) {
+        disp_inline(s, sd, ex->out, ex->out_len);
+        return;
+    }
     if (invoc_key_output(sd->out_key, sizeof(sd->out_key), sd->job->id, d->dispatch,
                          inv) != 0)
         goto lost;
@@ -746,7 +790,7 @@ on_ended(struct dispatch *d, uint32_t inv, const struct compute_exit *ex)
         return;
     }
 lost:
-    disp_record(s, sd, NULL, 0, why);
+    disp_record(s, sd, NULL, 0, why, NULL, 0);
     disp_done(s, sd);
 }
 
@@ -758,7 +802,7 @@ disp_fail(struct sched *s, struct sched_disp *sd, const char *why)
 {
     log_warnx("job %llu: dispatch %llu failed: %s", (unsigned long long)sd->job->id,
               (unsigned long long)sd->d.dispatch, why);
-    disp_record(s, sd, NULL, 0, why);
+    disp_record(s, sd, NULL, 0, why, NULL, 0);
     disp_done(s, sd);
 }
 
@@ -782,6 +826,11 @@ disp_write_done(struct sched *s, struct sched_disp *sd, int status, const char *
         return;
     }
     int rc = s->d->compute->ops->submit(s->d->compute, &sd->d);
+    /* Whatever was handed over with the dispatch was copied by submit. */
+    sd->d.spec_data = sd->d.in_key = sd->d.in_data = NULL;
+    free(sd->spec);
+    free(sd->in_body);
+    sd->spec = sd->in_body = NULL;
     if (rc != 0) {
         char why[128];
         snprintf(why, sizeof(why), "cannot start the worker: %s", uv_strerror(rc));
@@ -789,6 +838,8 @@ disp_write_done(struct sched *s, struct sched_disp *sd, int status, const char *
         return;
     }
     sd->submitted = true;
+    if (s->d->compute->runs_at_submit)
+        on_started(&sd->d, 0);
     if (sd->job->cancelled)
         s->d->compute->ops->cancel(s->d->compute, &sd->d, CANCEL_GRACE_MS);
 }
@@ -939,6 +990,45 @@ disp_encode_spec(struct sched_disp *sd)
     return rc;
 }
 
+/*
+ * Whether sd's spec goes to the worker with the dispatch instead of through
+ * storage: when the backend can take it (compute.inline_max), for a map
+ * job (a reducer reads the map outputs from storage, which stay there).
+ * The job's input goes along when it is in the ledger and fits too; it is
+ * then never written to storage.  A small job thus runs without a file:
+ * its input, spec and output travel between the ledger and the worker.
+ */
+static bool
+disp_hand_over(struct sched *s, struct sched_disp *sd)
+{
+    struct sched_job *j = sd->job;
+    size_t max = s->d->compute->inline_max;
+    if (max == 0 || sd->spec_len > max || j->kind == BURST_KIND_MAP_REDUCE)
+        return false;
+    sd->d.spec_data = sd->spec;
+    sd->d.spec_len = sd->spec_len;
+    if (j->input_ready)
+        return true;
+    void *body = NULL;
+    size_t len = 0;
+    if (ledger_input_get(s->d->ledger, j->id, &body, &len) != 0)
+        return true; /* input_materialize tries, and says what failed */
+    if (body == NULL) {
+        j->input_ready = true; /* in storage since its submission */
+        return true;
+    }
+    if (len > max - sd->spec_len ||
+        invoc_key_input(sd->in_key, sizeof(sd->in_key), j->id) != 0) {
+        free(body);
+        return true;
+    }
+    sd->in_body = body;
+    sd->d.in_key = sd->in_key;
+    sd->d.in_data = body;
+    sd->d.in_len = len;
+    return true;
+}
+
 /* Marks the job running on its first dispatch. */
 static void
 job_mark_running(struct sched *s, struct sched_job *j, int64_t now)
@@ -991,6 +1081,7 @@ disp_start(struct sched *s, struct sched_job *j, const uint32_t *idx, uint32_t n
     sd->d.owner_uid = j->owner->uid;
     sd->d.ninv = 1;
     sd->d.memory_mb = j->memory_mb;
+    sd->d.inline_out_max = j->kind == BURST_KIND_MAP_REDUCE ? 0 : INLINE_OUTPUT_MAX;
     sd->d.deadline_ms = j->timeout_ms ? j->timeout_ms * n + DEADLINE_SLACK_MS : 0;
     sd->d.started_cb = on_started;
     sd->d.ended_cb = on_ended;
@@ -1004,6 +1095,17 @@ disp_start(struct sched *s, struct sched_job *j, const uint32_t *idx, uint32_t n
     s->inflight = sd;
 
     rc = disp_encode_spec(sd);
+    if (rc == 0 && disp_hand_over(s, sd)) {
+        /* The spec goes with the dispatch; the input too, or it is in
+         * storage, or it is written there first. */
+        sd->pending = 2;
+        if (sd->in_body != NULL || j->input_ready)
+            disp_write_done(s, sd, 0, NULL);
+        else
+            input_materialize(s, sd);
+        disp_write_done(s, sd, 0, NULL);
+        return 0;
+    }
     if (rc == 0) {
         sd->buf = uv_buf_init(sd->spec, (unsigned)sd->spec_len);
         /* Two writes before the worker: the spec, and the job's input. */

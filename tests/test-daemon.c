@@ -629,12 +629,15 @@ submit_list(burst_client *c, const char *cmd, const burst_bytes *in, size_t n)
 }
 
 /*
- * A small job's inputs go into the ledger, not storage, until its first
- * dispatch; a job one byte over the limit takes the storage path.  With
- * quota 1 and a first job that holds the only slot until a file appears,
- * every later job waits queued: its jobs/<id>/in must not exist yet (or
- * must, over the limit).  Then all run, and every result is byte for byte
- * its input (list and lines modes, empty items, map_reduce).
+ * A small job's inputs go into the ledger, not storage; a job one byte
+ * over the limit takes the storage path.  With quota 1 and a first job
+ * that holds the only slot until a file appears, every later job waits
+ * queued: its jobs/<id>/in must not exist yet (or must, over the limit).
+ * Then all run, and every result is byte for byte its input (list and
+ * lines modes, empty items, map_reduce).  A small map job's input goes to
+ * its worker with the request and never reaches storage; a map_reduce
+ * job's is written there before its first dispatch (its reducer works
+ * from storage).
  */
 static void
 test_inline_inputs(void **state)
@@ -706,8 +709,67 @@ test_inline_inputs(void **state)
     expect_results(c, j_at, &b_at, 1);
     expect_results(c, j_over, &b_over, 1);
     for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++)
-        assert_true(input_in_storage(&t, small[i]));
+        if (input_in_storage(&t, small[i]) != (small[i] == j_mr))
+            fail_msg("job %llu: its input is %sin storage", (unsigned long long)small[i],
+                     small[i] == j_mr ? "not " : "");
     free(big);
+    burst_close(c);
+    daemon_stop(&t);
+}
+
+/*
+ * A small map job never touches storage: its input and spec go to the
+ * worker with the request, and its output comes back with the reply into
+ * the ledger.  Its results and logs are read from there, also by the next
+ * burstd.  A job whose output is over the limit still gets a file.
+ */
+static void
+test_small_job_in_ledger(void **state)
+{
+    (void)state;
+    struct testd t;
+    daemon_start(&t, NULL);
+    burst_client *c;
+    assert_int_equal(burst_connect(t.sock, &c), 0);
+    burst_bytes in[3] = {{"ab\n", 3}, {"", 0}, {"xyz", 3}};
+    uint64_t job = submit_list(c, "echo to-the-log >&2; tr a-z A-Z", in, 3);
+    burst_job_info info;
+    assert_int_equal(burst_wait(c, job, &info), 0);
+    burst_bytes want[3] = {{"AB\n", 3}, {"", 0}, {"XYZ", 3}};
+    expect_results(c, job, want, 3);
+    char *log = NULL;
+    size_t len = 0;
+    assert_int_equal(burst_logs(c, job, 2, &log, &len), 0);
+    assert_int_equal(len, strlen("to-the-log\n"));
+    assert_memory_equal(log, "to-the-log\n", len);
+    free(log);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/storage/jobs/%llu", t.state, (unsigned long long)job);
+    if (access(path, F_OK) == 0)
+        fail_msg("%s exists: the small job went through storage", path);
+
+    /* Two results of 40,000 bytes: their output object is a file. */
+    burst_bytes two[2] = {{"a", 1}, {"b", 1}};
+    burst_opts opts = BURST_OPTS_INIT;
+    opts.chunksize = 2;
+    burst_fn big = {.kind = BURST_FN_EXEC, .cmd = "head -c 40000 /dev/zero"};
+    uint64_t bjob = 0;
+    assert_int_equal(burst_submit_map(c, &big, two, 2, &opts, &bjob), 0);
+    assert_int_equal(burst_wait(c, bjob, &info), 0);
+    snprintf(path, sizeof(path), "%s/storage/jobs/%llu/out", t.state,
+             (unsigned long long)bjob);
+    assert_int_equal(access(path, F_OK), 0);
+    burst_close(c);
+
+    testd_stop(&t);
+    testd_start(&t, NULL);
+    assert_int_equal(burst_connect(t.sock, &c), 0);
+    expect_results(c, job, want, 3);
+    char *zeros = calloc(1, 40000);
+    assert_non_null(zeros);
+    burst_bytes bwant[2] = {{zeros, 40000}, {zeros, 40000}};
+    expect_results(c, bjob, bwant, 2);
+    free(zeros);
     burst_close(c);
     daemon_stop(&t);
 }
@@ -717,7 +779,8 @@ test_inline_inputs(void **state)
  * where jobs/<id>/in goes; job ids start at 1 in a fresh state dir): the
  * dispatch fails as a failed spec write does, the task is retried (the
  * copy is tried again) and, its retries spent, fails with the reason.  The
- * next job is not affected.
+ * next job is not affected.  Only a map_reduce job's input is copied (a
+ * map job's goes to its worker with the request).
  */
 static void
 test_inline_input_write_fails(void **state)
@@ -738,7 +801,8 @@ test_inline_input_write_fails(void **state)
     opts.retries = 1;
     burst_bytes in = {"hi\n", 3};
     uint64_t job = 0;
-    assert_int_equal(burst_submit_map(c, &fn, &in, 1, &opts, &job), 0);
+    burst_fn red = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    assert_int_equal(burst_submit_map_reduce(c, &fn, &red, &in, 1, &opts, &job), 0);
     assert_int_equal(job, 1);
     burst_job_info info;
     burst_wait(c, job, &info);
@@ -746,7 +810,8 @@ test_inline_input_write_fails(void **state)
     burst_task_info *ti = NULL;
     size_t nt = 0;
     assert_int_equal(burst_tasks(c, job, -1, &ti, &nt), 0);
-    assert_int_equal(nt, 1);
+    assert_true(nt >= 1); /* the map task, then the reducer */
+    assert_int_equal(ti[0].index, 0);
     assert_int_equal(ti[0].attempts, 2);
     if (strstr(ti[0].reason, "cannot write the job's input") == NULL)
         fail_msg("reason: %s", ti[0].reason);
@@ -776,6 +841,7 @@ main(void)
         cmocka_unit_test(test_ledger_full),
         cmocka_unit_test(test_inline_inputs),
         cmocka_unit_test(test_inline_input_write_fails),
+        cmocka_unit_test(test_small_job_in_ledger),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -122,6 +122,7 @@ MAIN_PID=${PIDS[0]}
 
 printf 'hello\nworld\n' >"$D/in.txt"
 chmod 0644 "$D/in.txt"
+for _ in 1 2; do head -c 40000 /dev/zero | tr '\0' b; echo; done >"$D/big.txt"
 
 t_modes() {
     # As burstd made them, before the test opens the socket.
@@ -137,11 +138,21 @@ t_root_jobs() {
     nx root map --exec 'tr a-z A-Z' --input-lines "$D/in.txt" --wait
     expect "root map status" "$rc" 0 || return 1
     ROOT_DONE=$(echo "$out" | head -1)
+    # Inputs (over 64 KiB) and outputs (over 64 KiB each) too large for
+    # burstd's ledger: they are files in storage, which nobody must not read.
+    nx root map --exec 'head -c 70000 /dev/zero | tr "\\0" r' --input-lines "$D/big.txt" --wait
+    expect "root big map status" "$rc" 0 || return 1
+    ROOT_BIG=$(echo "$out" | head -1)
+    [ -f "$D/state/storage/jobs/$ROOT_BIG/in" ] || { echo "no input file"; return 1; }
+    compgen -G "$D/state/storage/jobs/$ROOT_BIG/out/*" >/dev/null || {
+        echo "no output file"
+        return 1
+    }
     # One task that sleeps: a job that is still running while nobody tries.
     nx root map --exec 'sleep 600'
     expect "root running map status" "$rc" 0 || return 1
     ROOT_RUN=$(echo "$out" | head -1)
-    [ -n "$ROOT_DONE" ] && [ -n "$ROOT_RUN" ]
+    [ -n "$ROOT_DONE" ] && [ -n "$ROOT_RUN" ] && [ -n "$ROOT_BIG" ]
 }
 run "root submits a finished and a running job" t_root_jobs
 
@@ -178,16 +189,21 @@ run "nobody's tasks run as nobody, with nobody's HOME" t_nobody_runs_as_nobody
 
 t_nobody_storage() {
     # The worker (the task's parent) holds the storage root on a descriptor;
-    # through it the task reaches its own job, and nothing of root's.
+    # through it the task reaches its own job, and nothing of root's.  Its
+    # input is large enough to be a file in storage (a small one travels
+    # with the worker's request).
     local probe
     probe='s=/proc/$PPID/fd/3
 cat "$s/jobs/$BURST_JOB_ID/in" >/dev/null && echo own-input
-cat "$s/jobs/'"$ROOT_DONE"'/in" && echo LEAK-input
+cat "$s/jobs/'"$ROOT_BIG"'/in" && echo LEAK-input
 ls "$s/jobs" && echo LEAK-list
-cat "$s/jobs/'"$ROOT_DONE"'/out/"* && echo LEAK-output
+cat "$s/jobs/'"$ROOT_BIG"'/out/"* && echo LEAK-output
 cat "'"$D"'/state/ledger.db" >/dev/null && echo LEAK-ledger
 true'
-    nx nobody map --exec "$probe" --input-lines - --wait <<<"x"
+    head -c 70000 /dev/zero | tr '\0' x >"$D/probe.in"
+    echo >>"$D/probe.in"
+    chmod 0644 "$D/probe.in"
+    nx nobody map --exec "$probe" --input-lines "$D/probe.in" --wait
     expect "nobody probe status ($err)" "$rc" 0 || return 1
     nx nobody results "$(echo "$out" | head -1)"
     expect "what nobody's task could read" "$out" own-input
@@ -198,15 +214,16 @@ t_nobody_symlink() {
     # The task leaves behind a process in a session of its own which, once
     # the worker has written the task's output, swaps that object for a
     # symlink to a root-only file.  Reading the result then must not serve
-    # bytes of that file.
+    # bytes of that file.  The result is larger than what burstd keeps in
+    # its ledger (64 KiB), so the output object is a file in storage.
     local attack
     attack='spec=$BURST_SPEC
 cd "/proc/$PPID/fd/3/jobs/$BURST_JOB_ID/out" || exit 1
-setsid sh -c ": >ready; while [ ! -f \"\$0\" ]; do sleep 0.05; done; ln -sf /etc/shadow \"\$0\"" \
+setsid sh -c ": >ready; i=0; while [ ! -f \"\$0\" ] && [ \$i -lt 1200 ]; do sleep 0.05; i=\$((i+1)); done; ln -sf /etc/shadow \"\$0\"" \
     "${spec##*/}.0" </dev/null >/dev/null 2>&1 &
 # Once out of our process group it outlives the task.
 while [ ! -e ready ]; do sleep 0.02; done
-printf "%0200d" 0'
+printf "%070000d" 0'
     nx nobody map --exec "$attack" --retries 0 --wait
     expect "the job runs ($err)" "$rc" 0 || return 1
     local job link=
@@ -218,7 +235,7 @@ printf "%0200d" 0'
     done
     [ -n "$link" ] || { echo "the planted symlink never appeared"; return 1; }
     nx nobody results "$job"
-    if [ "$rc" -eq 0 ] && [ "$out" != "$(printf '%0200d' 0)" ]; then
+    if [ "$rc" -eq 0 ] && [ "$out" != "$(printf '%070000d' 0)" ]; then
         echo "burstd served other bytes for nobody's result: $out"
         return 1
     fi

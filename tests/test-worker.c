@@ -148,10 +148,9 @@ slurp(const char *path, size_t *len)
     return buf;
 }
 
-/* Writes the input object jobs/<job>/in for n inputs (lens[i] bytes each). */
-static void
-put_inputs(struct fx *fx, uint64_t job, const char *const *in, const size_t *lens,
-           size_t n)
+/* The input object for n inputs (lens[i] bytes each), malloc'ed. */
+static unsigned char *
+input_object(const char *const *in, const size_t *lens, size_t n, size_t *len)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
@@ -170,9 +169,20 @@ put_inputs(struct fx *fx, uint64_t job, const char *const *in, const size_t *len
             off += lens[i];
         }
     }
+    *len = base + total;
+    return obj;
+}
+
+/* Writes the input object jobs/<job>/in for n inputs (lens[i] bytes each). */
+static void
+put_inputs(struct fx *fx, uint64_t job, const char *const *in, const size_t *lens,
+           size_t n)
+{
+    size_t len;
+    unsigned char *obj = input_object(in, lens, n, &len);
     char key[128];
     assert_int_equal(invoc_key_input(key, sizeof(key), job), 0);
-    put_file(fx, key, obj, base + total);
+    put_file(fx, key, obj, len);
     free(obj);
 }
 
@@ -2149,6 +2159,170 @@ serve_count(struct fx *fx, struct served *w, uint64_t job, uint64_t dispatch,
 }
 
 /*
+ * Hands w invocation 0 of s with its spec and its inputs in the request
+ * (out_max: how much output may come back the same way), as burstd does
+ * for a small job.  Returns the status; *out gets the output that came
+ * back with the reply (malloc'ed, NULL if none).
+ */
+static int
+serve_handover(struct served *w, const struct invoc_spec *s, const char *const *in,
+               size_t n, uint32_t out_max, char **out, size_t *out_len)
+{
+    size_t lens[16];
+    assert_true(n <= 16);
+    for (size_t i = 0; i < n; i++)
+        lens[i] = strlen(in[i]);
+    size_t in_len;
+    unsigned char *obj = input_object(in, lens, n, &in_len);
+    char *spec;
+    size_t spec_len;
+    assert_int_equal(invoc_spec_encode(s, &spec, &spec_len), 0);
+    char key[128], in_key[128], line[512];
+    assert_int_equal(invoc_key_spec(key, sizeof(key), s->job, s->dispatch), 0);
+    assert_int_equal(invoc_key_input(in_key, sizeof(in_key), s->job), 0);
+    int len = snprintf(line, sizeof(line), "%s 0 out=%" PRIu32 " spec=%zu in=%zu:%s\n", key,
+                       out_max, spec_len, in_len, in_key);
+    assert_int_equal(write(w->req, line, (size_t)len), len);
+    assert_int_equal(write(w->req, spec, spec_len), (ssize_t)spec_len);
+    assert_int_equal(write(w->req, obj, in_len), (ssize_t)in_len);
+    free(spec);
+    free(obj);
+
+    /* The reply line, then as many bytes as it says. */
+    char reply[64];
+    size_t got = 0;
+    while (got == 0 || reply[got - 1] != '\n') {
+        assert_true(got < sizeof(reply) - 1);
+        struct pollfd p = {.fd = w->rep, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, WORKER_SAFETY_MS), 1);
+        ssize_t r = read(w->rep, reply + got, 1);
+        assert_int_equal(r, 1);
+        got++;
+    }
+    reply[got] = '\0';
+    int status = -1;
+    unsigned long long olen = 0;
+    *out = NULL;
+    *out_len = 0;
+    if (sscanf(reply, "%d %llu", &status, &olen) == 2) {
+        assert_int_equal(status, 0);
+        assert_true(olen <= out_max);
+        *out = malloc(olen ? olen : 1);
+        assert_non_null(*out);
+        for (size_t k = 0; k < olen;) {
+            ssize_t r = read(w->rep, *out + k, olen - k);
+            assert_true(r > 0);
+            k += (size_t)r;
+        }
+        *out_len = olen;
+    } else {
+        status = atoi(reply);
+    }
+    return status;
+}
+
+/* Whether storage holds anything of job (its directory). */
+static bool
+job_in_storage(struct fx *fx, uint64_t job)
+{
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof(path), "%s/jobs/%" PRIu64, fx->dir, job);
+    return access(path, F_OK) == 0;
+}
+
+/*
+ * A small invocation touches no storage: its spec and inputs come with the
+ * request and its output goes back with the reply, for exec and so tasks,
+ * a kept executor included (it gets them through its command pipe).  An
+ * output over the size the request allows goes to storage as before.  A
+ * request that cannot be parsed ends the worker: the length of what
+ * follows it is unknown.
+ */
+static void
+test_serve_handover(void **state)
+{
+    struct fx *fx = *state;
+    struct served w;
+    serve_start(fx, &w);
+    const char *in[] = {"alpha", "", "gamma"};
+    const char *up[] = {"ALPHA", "", "GAMMA"};
+    char *out;
+    size_t out_len;
+
+    struct invoc_spec s;
+    spec_init(&s, 90, 1, 3);
+    spec_exec(&s, "tr a-z A-Z");
+    assert_int_equal(serve_handover(&w, &s, in, 3, 65536, &out, &out_len), 0);
+    assert_non_null(out);
+    struct invoc_result *r;
+    size_t nr;
+    uint64_t job, dispatch;
+    uint32_t n;
+    assert_int_equal(invoc_out_decode(out, out_len, &job, &dispatch, &n, &r, &nr), 0);
+    assert_true(job == 90 && dispatch == 1 && n == 0);
+    assert_int_equal(nr, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(r[i].status, INVOC_OK);
+        assert_int_equal(r[i].result_len, strlen(up[i]));
+        assert_memory_equal(r[i].result, up[i], r[i].result_len);
+    }
+    invoc_results_free(r, nr);
+    free(out);
+    invoc_spec_free(&s);
+    assert_false(job_in_storage(fx, 90));
+
+    /* so, twice: the second goes to the executor kept from the first. */
+    unsigned long first = 0;
+    for (uint64_t d = 1; d <= 2; d++) {
+        spec_init(&s, 91, d, 1);
+        spec_so(fx, &s, "count_calls");
+        const char *x[] = {"x"};
+        assert_int_equal(serve_handover(&w, &s, x, 1, 65536, &out, &out_len), 0);
+        assert_non_null(out);
+        assert_int_equal(invoc_out_decode(out, out_len, &job, &dispatch, &n, &r, &nr), 0);
+        assert_int_equal(nr, 1);
+        struct calls c = calls_of(&r[0]);
+        if (d == 1)
+            first = c.n;
+        else
+            assert_int_equal(c.n, first + 1); /* the same executor */
+        invoc_results_free(r, nr);
+        free(out);
+        invoc_spec_free(&s);
+    }
+    spec_init(&s, 92, 1, 3);
+    spec_so(fx, &s, "upper");
+    assert_int_equal(serve_handover(&w, &s, in, 3, 65536, &out, &out_len), 0);
+    assert_int_equal(invoc_out_decode(out, out_len, &job, &dispatch, &n, &r, &nr), 0);
+    assert_int_equal(nr, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_memory_equal(r[i].result, up[i], r[i].result_len);
+    invoc_results_free(r, nr);
+    free(out);
+    invoc_spec_free(&s);
+    assert_false(job_in_storage(fx, 91));
+    assert_false(job_in_storage(fx, 92));
+
+    /* Over the limit: the output is in storage, the reply only a status. */
+    spec_init(&s, 93, 1, 3);
+    spec_exec(&s, "tr a-z A-Z");
+    assert_int_equal(serve_handover(&w, &s, in, 3, 10, &out, &out_len), 0);
+    assert_null(out);
+    struct out o;
+    out_read(fx, 93, 1, 0, &o);
+    assert_int_equal(o.nr, 3);
+    assert_memory_equal(o.r[0].result, "ALPHA", 5);
+    out_free(&o);
+    invoc_spec_free(&s);
+
+    /* Nonsense ends it, after a reply. */
+    const char bad[] = "jobs/94/spec/1 0 spec=12 what=1\n";
+    assert_int_equal(write(w.req, bad, sizeof(bad) - 1), (ssize_t)(sizeof(bad) - 1));
+    assert_int_not_equal(serve_reply(&w), 0);
+    assert_int_not_equal(serve_stop(&w), 0);
+}
+
+/*
  * Invocations of one library in a warm worker share one executor: its
  * static state carries on, whatever the symbol, the job, or the exec
  * invocations in between.  It ends when the worker's stdin does.
@@ -2410,6 +2584,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_exec, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_so, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_serve_so_reuse, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_serve_handover, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_serve_so_fresh, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_serve_so_worker_killed, fx_setup,
                                         fx_teardown),

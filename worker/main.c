@@ -119,10 +119,20 @@ load_spec(struct store *st, const char *key, struct invoc_spec *spec)
     return rc;
 }
 
-/* Finishes the output and writes it; returns 0 or the failure. */
+/* Where an invocation's output goes, under --serve: up to max bytes of it
+ * may come back to burstd through the pipe (*buf, malloc'ed), instead of
+ * being written to storage.  max 0: storage only. */
+struct inline_out {
+    size_t max;
+    char *buf;
+    size_t len;
+};
+
+/* Finishes the output and writes it, or hands it to io when it fits;
+ * returns 0 or the failure. */
 static int
 write_output(struct store *st, const struct invoc_spec *spec, uint32_t inv,
-             struct invoc_out_writer *w)
+             struct invoc_out_writer *w, struct inline_out *io)
 {
     char key[256];
     char *buf = NULL;
@@ -134,6 +144,13 @@ write_output(struct store *st, const struct invoc_spec *spec, uint32_t inv,
         warnx("cannot build the output object: %s", strerror(-rc));
         return rc;
     }
+    /* A stop request may mean burstd is gone: storage is where the next one
+     * looks for what was finished. */
+    if (io != NULL && len <= io->max && !run_stop_requested()) {
+        io->buf = buf;
+        io->len = len;
+        return 0;
+    }
     struct iovec iov = {buf, len};
     rc = store_put(st, key, &iov, 1);
     if (rc != 0)
@@ -144,12 +161,13 @@ write_output(struct store *st, const struct invoc_spec *spec, uint32_t inv,
 
 /*
  * Runs invocation inv of the spec at spec_key against storage st and writes
- * its output.  serving: under --serve, where the so runner may keep its
- * executor for the next invocation.  Returns the exit status of a one-shot
- * worker (see above).
+ * its output, to io when it fits there (io may be NULL).  serving: under
+ * --serve, where the so runner may keep its executor for the next
+ * invocation.  Returns the exit status of a one-shot worker (see above).
  */
 static int
-run_invocation(struct store *st, const char *spec_key, uint32_t inv, bool serving)
+run_invocation(struct store *st, const char *spec_key, uint32_t inv, bool serving,
+               struct inline_out *io)
 {
     int status = EXIT_INTERNAL;
     struct invoc_spec spec;
@@ -196,7 +214,7 @@ run_invocation(struct store *st, const char *spec_key, uint32_t inv, bool servin
         warnx("stopped early; the tasks not in the output did not finish");
     if (run_stop_requested())
         warnx("stopped by a signal; writing the tasks finished so far");
-    status = write_output(st, &spec, inv, w) == 0 ? 0 : EXIT_OUTPUT;
+    status = write_output(st, &spec, inv, w, io) == 0 ? 0 : EXIT_OUTPUT;
 
 out_writer:
     invoc_out_writer_free(w);
@@ -207,8 +225,10 @@ out_spec:
 }
 
 /* Longest request line of --serve: a key (store.c allows 1024 bytes), a
- * space, an index. */
-#define SERVE_LINE_MAX (1024 + 16)
+ * space, an index, a space, a size. */
+#define SERVE_LINE_MAX (1024 + 32)
+/* The most output a request may ask to get back through the pipe. */
+#define SERVE_INLINE_MAX (1024 * 1024)
 
 /*
  * Moves fd (0 or 1) to a new close-on-exec descriptor and puts /dev/null in
@@ -262,16 +282,143 @@ serve_read_line(int fd, char *buf, size_t size, size_t *have)
     }
 }
 
+/* Writes all of buf to fd; returns 0 or -errno. */
+static int
+serve_write(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* A request of --serve, parsed in place from its line. */
+struct serve_req {
+    const char *key; /* the spec's key */
+    uint32_t inv;
+    size_t out_max;  /* out=N: how much output may come back inline */
+    size_t spec_len; /* spec=N: the spec's bytes follow the line */
+    size_t in_len;   /* in=N:KEY: then the bytes of object KEY */
+    const char *in_key;
+};
+
+/* Parses a decimal size of at most max into *out; 0 or -EINVAL. */
+static int
+parse_size(const char *p, size_t max, size_t *out)
+{
+    uint32_t v;
+    if (p[0] == '\0' || parse_job_index(p, &v) != 0 || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/*
+ * Parses "SPEC_KEY JOB_INDEX[ out=N][ spec=N][ in=N:KEY]" in place.
+ * Returns 0 or -EINVAL.
+ */
+static int
+serve_parse(char *line, struct serve_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    char *save = NULL;
+    char *key = strtok_r(line, " ", &save), *idx = strtok_r(NULL, " ", &save);
+    if (key == NULL || idx == NULL || !store_key_valid(key) || idx[0] == '\0' ||
+        parse_job_index(idx, &r->inv) != 0)
+        return -EINVAL;
+    r->key = key;
+    char *tok;
+    while ((tok = strtok_r(NULL, " ", &save)) != NULL) {
+        if (strncmp(tok, "out=", 4) == 0) {
+            if (parse_size(tok + 4, SERVE_INLINE_MAX, &r->out_max) != 0)
+                return -EINVAL;
+        } else if (strncmp(tok, "spec=", 5) == 0) {
+            if (parse_size(tok + 5, SERVE_INLINE_MAX, &r->spec_len) != 0)
+                return -EINVAL;
+        } else if (strncmp(tok, "in=", 3) == 0) {
+            char *colon = strchr(tok + 3, ':');
+            if (colon == NULL)
+                return -EINVAL;
+            *colon = '\0';
+            if (parse_size(tok + 3, SERVE_INLINE_MAX, &r->in_len) != 0 ||
+                !store_key_valid(colon + 1) || strcmp(colon + 1, key) == 0)
+                return -EINVAL;
+            r->in_key = colon + 1;
+        } else {
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Reads n bytes into a new buffer: first what buf[*have] holds past used,
+ * then from fd.  Returns 0 with *out malloc'ed, or -errno / -EPIPE at EOF. */
+static int
+serve_read_payload(int fd, char *buf, size_t *have, size_t used, size_t n, char **out)
+{
+    char *p = malloc(n > 0 ? n : 1);
+    if (p == NULL)
+        return -ENOMEM;
+    size_t got = *have - used < n ? *have - used : n;
+    memcpy(p, buf + used, got);
+    memmove(buf + used, buf + used + got, *have - used - got);
+    *have -= got;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            free(p);
+            return r == 0 ? -EPIPE : -errno;
+        }
+        got += (size_t)r;
+    }
+    *out = p;
+    return 0;
+}
+
+/* Holds the request's spec and input (either may be NULL) as objects of st;
+ * both buffers pass to st, or are freed on failure. */
+static int
+serve_hold(struct store *st, const struct serve_req *r, char *spec, char *input)
+{
+    int rc = spec != NULL ? store_hold(st, r->key, spec, r->spec_len) : 0;
+    if (input != NULL) {
+        if (rc == 0)
+            rc = store_hold(st, r->in_key, input, r->in_len);
+        else
+            free(input);
+    }
+    return rc;
+}
+
 /*
  * --serve: a warm worker for burstd's local backend.  Each request on stdin
- * is "SPEC_KEY JOB_INDEX\n", run as a one-shot worker would run it (with
- * BURST_SPEC and JOB_INDEX set for the tasks); the reply on stdout is the
- * exit status that worker would have had, as "STATUS\n".  Ends at EOF, on
- * SIGTERM (after replying for the invocation it was running), or when a
- * request cannot be read.  The process start, the dynamic linking and the
- * storage set-up are paid once instead of once per invocation, and so is
- * the so runner's executor while invocations keep to one library
- * (run_so.c).
+ * is "SPEC_KEY JOB_INDEX[ out=N][ spec=N][ in=N:KEY]\n", run as a one-shot
+ * worker would run it (with BURST_SPEC and JOB_INDEX set for the tasks);
+ * the reply on stdout is the exit status that worker would have had, as
+ * "STATUS\n".
+ *
+ * A small invocation need not touch storage at all.  With spec=N the
+ * spec's N bytes follow the line, and with in=N:KEY then the N bytes of
+ * the job's input object KEY: both are read as those objects (store_hold)
+ * for this invocation.  With out=N, an output object of at most N bytes is
+ * not written to storage: the reply is "0 LEN\n" followed by its LEN bytes,
+ * and burstd keeps it (in its ledger) instead.  That saves, per small job,
+ * the files and directories in storage and the durable write of the
+ * output.  A request that cannot be parsed ends the worker (its payload's
+ * length is then unknown) after the reply.  Ends at EOF, on
+ * SIGTERM (after replying for the invocation it was running, whose output
+ * then goes to storage), or when a request cannot be read.  The process
+ * start, the dynamic linking and the storage set-up are paid once instead
+ * of once per invocation, and so is the so runner's executor while
+ * invocations keep to one library (run_so.c).
  */
 static int
 serve(struct store *st)
@@ -286,28 +433,54 @@ serve(struct store *st)
     int rc;
     while ((rc = serve_read_line(in, line, sizeof(line), &have)) == 1) {
         size_t used = strlen(line) + 1;
-        char *sp = strchr(line, ' ');
-        uint32_t inv = 0;
+        struct serve_req req;
+        struct inline_out io = {0};
         int status;
-        if (sp == NULL || (*sp = '\0', !store_key_valid(line)) ||
-            parse_job_index(sp + 1, &inv) != 0) {
+        char index[16];
+        bool broken = false;
+        char *spec = NULL, *input = NULL;
+        if (serve_parse(line, &req) != 0) {
             warnx("--serve: malformed request");
             status = EXIT_ENV;
-        } else if (setenv("BURST_SPEC", line, 1) != 0 ||
-                   setenv("JOB_INDEX", sp + 1, 1) != 0) {
+            broken = true;
+        } else if ((rc = req.spec_len > 0 ? serve_read_payload(in, line, &have, used,
+                                                               req.spec_len, &spec)
+                                          : 0) != 0 ||
+                   (rc = req.in_key != NULL ? serve_read_payload(in, line, &have, used,
+                                                                 req.in_len, &input)
+                                            : 0) != 0) {
+            free(spec);
+            warnx("--serve: cannot read a request: %s", strerror(-rc));
+            return EXIT_INTERNAL;
+        } else if (serve_hold(st, &req, spec, input) != 0) {
+            warnx("--serve: cannot keep the request's objects");
+            status = EXIT_INTERNAL;
+        } else if (snprintf(index, sizeof(index), "%" PRIu32, req.inv) < 0 ||
+                   setenv("BURST_SPEC", req.key, 1) != 0 ||
+                   setenv("JOB_INDEX", index, 1) != 0) {
             warnx("out of memory");
             status = EXIT_INTERNAL;
         } else {
-            status = run_invocation(st, line, inv, true);
+            io.max = req.out_max;
+            status = run_invocation(st, req.key, req.inv, true, io.max > 0 ? &io : NULL);
         }
-        char reply[16];
-        int len = snprintf(reply, sizeof(reply), "%d\n", status);
-        if (write(out, reply, (size_t)len) != len) {
-            warn("--serve: cannot reply");
+        store_release(st);
+        char reply[48];
+        int len = io.buf != NULL
+                      ? snprintf(reply, sizeof(reply), "%d %zu\n", status, io.len)
+                      : snprintf(reply, sizeof(reply), "%d\n", status);
+        int wrc = serve_write(out, reply, (size_t)len);
+        if (wrc == 0 && io.buf != NULL)
+            wrc = serve_write(out, io.buf, io.len);
+        free(io.buf);
+        if (wrc != 0) {
+            warnx("--serve: cannot reply: %s", strerror(-wrc));
             return EXIT_INTERNAL;
         }
         memmove(line, line + used, have - used);
         have -= used;
+        if (broken)
+            return EXIT_INTERNAL;
         if (run_stop_requested())
             return 0;
     }
@@ -393,7 +566,7 @@ main(int argc, char **argv)
         warnx("cannot open storage %s: %s", url, why);
         return EXIT_ENV;
     }
-    int status = serving ? serve(st) : run_invocation(st, spec_key, inv, false);
+    int status = serving ? serve(st) : run_invocation(st, spec_key, inv, false, NULL);
     /* A kept so executor ends with the worker, cgroup and all. */
     run_so_shutdown();
     store_close(st);

@@ -133,6 +133,14 @@ struct so_cmd {
     uint32_t inv;
     uint32_t ntasks;
     char key[SO_KEY_MAX + 1]; /* NUL-terminated */
+    /* The objects the worker holds in memory for this invocation (its spec
+     * and input, from burstd: store_hold): their bytes follow the command,
+     * in this order, and the child holds them too. */
+    uint32_t nheld;
+    struct {
+        char key[STORE_HELD_KEY_MAX]; /* NUL-terminated */
+        uint32_t len;
+    } held[STORE_HELD_MAX];
 };
 _Static_assert(sizeof(struct so_cmd) <= PIPE_BUF, "a command is one atomic write");
 
@@ -510,7 +518,35 @@ child_read_cmd(int cmdfd, struct so_cmd *cmd)
             return false;
         got += (size_t)r;
     }
-    return cmd->key[sizeof(cmd->key) - 1] == '\0';
+    return cmd->key[sizeof(cmd->key) - 1] == '\0' && cmd->nheld <= STORE_HELD_MAX;
+}
+
+/* Reads the bytes of the objects cmd says follow it and holds them in st.
+ * False on EOF or anything else amiss. */
+static bool
+child_read_held(int cmdfd, const struct so_cmd *cmd, struct store *st)
+{
+    for (uint32_t i = 0; i < cmd->nheld; i++) {
+        size_t len = cmd->held[i].len, got = 0;
+        char *data = malloc(len > 0 ? len : 1);
+        if (data == NULL || cmd->held[i].key[sizeof(cmd->held[i].key) - 1] != '\0') {
+            free(data);
+            return false;
+        }
+        while (got < len) {
+            ssize_t r = read(cmdfd, data + got, len - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                free(data);
+                return false;
+            }
+            got += (size_t)r;
+        }
+        if (store_hold(st, cmd->held[i].key, data, len) != 0)
+            return false;
+    }
+    return true;
 }
 
 /*
@@ -629,17 +665,19 @@ so_child(const struct run_ctx *ctx, const char *path, uint32_t pos, int msgfd, i
     const char *fn_key = ctx->spec->fn_key;
     struct store *st = ctx->store;
     input_src_free(ctx->input);
+    store_release(st); /* the objects the worker held when it forked us */
     child_idle(&io, ctx->ntasks, NULL);
     for (;;) {
         struct so_cmd cmd;
         struct so_job job;
         if (!child_read_cmd(cmdfd, &cmd))
             _exit(0);
-        if (child_job_load(st, fn_key, &cmd, &job) != 0)
+        if (!child_read_held(cmdfd, &cmd, st) || child_job_load(st, fn_key, &cmd, &job) != 0)
             _exit(6);
         if (!child_lookup(lib, &job.ctx, 0, msgfd, &symbol, &fn))
             _exit(0);
         child_run(&io, &job.ctx, fn, 0, logfd, mem);
+        store_release(st);
         child_idle(&io, job.ctx.ntasks, &job);
     }
 }
@@ -1379,13 +1417,12 @@ static int
 so_resume(struct so_run *sr, struct so_exec *ex)
 {
     const struct run_ctx *ctx = sr->ctx;
-    struct so_cmd cmd = {
-        .job = ctx->spec->job,
-        .dispatch = ctx->spec->dispatch,
-        .inv = ctx->inv,
-        .ntasks = ctx->ntasks,
-    };
-    memset(cmd.key, 0, sizeof(cmd.key));
+    struct so_cmd cmd;
+    memset(&cmd, 0, sizeof(cmd)); /* padding too: it goes down the pipe */
+    cmd.job = ctx->spec->job;
+    cmd.dispatch = ctx->spec->dispatch;
+    cmd.inv = ctx->inv;
+    cmd.ntasks = ctx->ntasks;
     memcpy(cmd.key, ctx->spec_key, strlen(ctx->spec_key)); /* checked at spawn */
     /* The child is blocked reading its command pipe and writes none of
      * these before it has read the command. */
@@ -1401,11 +1438,38 @@ so_resume(struct so_run *sr, struct so_exec *ex)
     ex->seen_cur = 0;
     ex->seen_ms = 0;
     ex->spawned_ms = run_now_ms();
+    const struct store_held *held[STORE_HELD_MAX];
+    for (int i = 0; i < STORE_HELD_MAX; i++) {
+        const struct store_held *h = &ctx->store->held[i];
+        if (h->key[0] == '\0')
+            continue;
+        if (h->len > UINT32_MAX)
+            return -1;
+        held[cmd.nheld] = h;
+        memcpy(cmd.held[cmd.nheld].key, h->key, sizeof(h->key));
+        cmd.held[cmd.nheld].len = (uint32_t)h->len;
+        cmd.nheld++;
+    }
     ssize_t w;
     do
         w = write(ex->cmdfd, &cmd, sizeof(cmd));
     while (w < 0 && errno == EINTR);
-    return w == (ssize_t)sizeof(cmd) ? 0 : -1;
+    if (w != (ssize_t)sizeof(cmd))
+        return -1;
+    /* The child reads these right after the command: it is blocked on the
+     * pipe, so a large one does not wait long for room. */
+    for (uint32_t i = 0; i < cmd.nheld; i++) {
+        size_t off = 0;
+        while (off < held[i]->len) {
+            w = write(ex->cmdfd, held[i]->data + off, held[i]->len - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return -1;
+            off += (size_t)w;
+        }
+    }
+    return 0;
 }
 
 /*

@@ -307,8 +307,70 @@ store_open(const char *url, struct store **out)
 void
 store_close(struct store *s)
 {
-    if (s != NULL)
+    if (s != NULL) {
+        store_release(s);
         s->ops->close(s);
+    }
+}
+
+int
+store_hold(struct store *s, const char *key, char *data, size_t len)
+{
+    if (!store_key_valid(key) || strlen(key) >= STORE_HELD_KEY_MAX) {
+        free(data);
+        return -EINVAL;
+    }
+    for (int i = 0; i < STORE_HELD_MAX; i++) {
+        struct store_held *h = &s->held[i];
+        if (h->key[0] != '\0' && strcmp(h->key, key) != 0)
+            continue;
+        free(h->data); /* a second hold of the same key replaces it */
+        snprintf(h->key, sizeof(h->key), "%s", key);
+        h->data = data;
+        h->len = len;
+        return 0;
+    }
+    free(data);
+    return -ENOSPC;
+}
+
+const struct store_held *
+store_held_get(const struct store *s, const char *key)
+{
+    for (int i = 0; i < STORE_HELD_MAX; i++)
+        if (s->held[i].key[0] != '\0' && strcmp(s->held[i].key, key) == 0)
+            return &s->held[i];
+    return NULL;
+}
+
+void
+store_release(struct store *s)
+{
+    for (int i = 0; i < STORE_HELD_MAX; i++) {
+        free(s->held[i].data);
+        s->held[i] = (struct store_held){.data = NULL};
+    }
+}
+
+/* A read of a held object: the same contract as a backend's read. */
+static int
+held_read(const struct store_held *h, uint64_t off, uint64_t len, char **data,
+          size_t *got)
+{
+    *data = NULL;
+    *got = 0;
+    if (off >= h->len)
+        return 0;
+    uint64_t n = h->len - off < len ? h->len - off : len;
+    if (n > STORE_READ_MAX)
+        return -EFBIG;
+    char *buf = malloc(n > 0 ? n : 1);
+    if (buf == NULL)
+        return -ENOMEM;
+    memcpy(buf, h->data + off, n);
+    *data = buf;
+    *got = n;
+    return 0;
 }
 
 int
@@ -317,6 +379,9 @@ store_read(struct store *s, const char *key, uint64_t off, uint64_t len, char **
 {
     if (!store_key_valid(key))
         return -EINVAL;
+    const struct store_held *h = store_held_get(s, key);
+    if (h != NULL)
+        return held_read(h, off, len, data, got);
     return s->ops->read(s, key, off, len, data, got);
 }
 

@@ -50,8 +50,21 @@ struct store_ops {
     void (*close)(struct store *s);
 };
 
+/* Objects held in memory (store_hold), at most this many at a time. */
+#define STORE_HELD_MAX 2
+#define STORE_HELD_KEY_MAX 256
+
+struct store_held {
+    char key[STORE_HELD_KEY_MAX]; /* "" = unused */
+    char *data;                   /* owned */
+    size_t len;
+};
+
 struct store {
     const struct store_ops *ops;
+    /* Served by store_read instead of the backend (zeroed by the backend's
+     * open). */
+    struct store_held held[STORE_HELD_MAX];
 };
 
 /* Opens the storage named by url ("file:/abs/dir" or "file:///abs/dir").
@@ -67,5 +80,19 @@ int store_read(struct store *s, const char *key, uint64_t off, uint64_t len, cha
                size_t *got);
 int store_put(struct store *s, const char *key, const struct iovec *iov, int iovcnt);
 int store_fetch_file(struct store *s, const char *key, char **path);
+
+/*
+ * Makes key read as data (len bytes, ownership passes to s) until
+ * store_release: a warm worker gets the spec and the input of a small
+ * invocation through its pipe from burstd, which then never writes them to
+ * storage.  Everything that reads through s (the runners, input.c, a forked
+ * executor) sees them as objects.  Returns 0, or -EINVAL (bad key) or
+ * -ENOSPC (STORE_HELD_MAX held already) with data freed.
+ */
+int store_hold(struct store *s, const char *key, char *data, size_t len);
+/* The held object key, or NULL (borrowed until store_release). */
+const struct store_held *store_held_get(const struct store *s, const char *key);
+/* Forgets every held object. */
+void store_release(struct store *s);
 
 #endif /* BURST_WORKER_STORE_H */
