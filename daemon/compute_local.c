@@ -597,63 +597,6 @@ inv_kill(struct compute_local *cl, struct local_inv *inv)
     inv->swept = true;
 }
 
-/* Notes the start time of inv's worker, just spawned (a zombie at worst:
- * not reaped before the loop runs), and writes its record (layer 3).  A
- * failure is logged, once per streak: the worker runs anyway, and layer 1
- * still ends it with us. */
-static void
-record_add(struct compute_local *cl, struct local_inv *inv, const char *spec_key)
-{
-    char name[32], line[RECORD_MAX];
-    struct proc_info pi;
-    int rc = proc_info_read(inv->pid, &pi);
-    if (rc == 0)
-        inv->start = pi.start;
-    if (cl->run_fd < 0)
-        return;
-    int len =
-        snprintf(line, sizeof(line), "%s %d %llu %d %llu %s %s\n", RECORD_MAGIC, inv->pid,
-                 inv->start, (int)getpid(), cl->self_start, cl->boot_id, spec_key);
-    if (rc == 0 && (len < 0 || (size_t)len >= sizeof(line)))
-        rc = -ENAMETOOLONG;
-    snprintf(name, sizeof(name), "%d", inv->pid);
-    int fd = -1;
-    if (rc == 0) {
-        fd = openat(cl->run_fd, name,
-                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-            rc = -errno;
-    }
-    errno = 0;
-    if (rc == 0 && write(fd, line, (size_t)len) != len)
-        rc = errno != 0 ? -errno : -ENOSPC; /* a short write: the disk is full */
-    if (fd >= 0 && close(fd) != 0 && rc == 0)
-        rc = -errno;
-    if (rc != 0) {
-        if (fd >= 0)
-            unlinkat(cl->run_fd, name, 0);
-        if (!cl->record_warned)
-            log_warnx("compute: cannot record worker %d: %s; if burstd dies now, what it "
-                      "leaves behind is not reaped at the next start",
-                      inv->pid, strerror(-rc));
-        cl->record_warned = true;
-        return;
-    }
-    cl->record_warned = false;
-    inv->recorded = true;
-}
-
-static void
-record_remove(struct compute_local *cl, struct local_inv *inv)
-{
-    if (!inv->recorded)
-        return;
-    char name[32];
-    snprintf(name, sizeof(name), "%d", inv->pid);
-    if (unlinkat(cl->run_fd, name, 0) != 0 && errno != ENOENT)
-        log_warn("compute: cannot remove the record of worker %d", inv->pid);
-    inv->recorded = false;
-}
 
 static void
 idle_closed(uv_handle_t *h)
@@ -776,9 +719,84 @@ struct wproc {
     size_t nreply;
     uint32_t out_max; /* what the request allowed to come back inline */
     char *obuf;       /* owned: the output being received, out_len bytes */
+    int rec_fd;       /* owned: its record in cl->run_fd, -1 until needed */
     size_t out_len;
     size_t out_got;
 };
+
+/* Notes the start time of inv's worker, just spawned (a zombie at worst:
+ * not reaped before the loop runs), and writes its record (layer 3).  A
+ * failure is logged, once per streak: the worker runs anyway, and layer 1
+ * still ends it with us. */
+static void
+record_add(struct compute_local *cl, struct wproc *w, struct local_inv *inv,
+           const char *spec_key)
+{
+    char name[32], line[RECORD_MAX];
+    struct proc_info pi;
+    int rc = proc_info_read(inv->pid, &pi);
+    if (rc == 0)
+        inv->start = pi.start;
+    if (cl->run_fd < 0)
+        return;
+    int len =
+        snprintf(line, sizeof(line), "%s %d %llu %d %llu %s %s\n", RECORD_MAGIC, inv->pid,
+                 inv->start, (int)getpid(), cl->self_start, cl->boot_id, spec_key);
+    if (rc == 0 && (len < 0 || (size_t)len >= sizeof(line)))
+        rc = -ENAMETOOLONG;
+    snprintf(name, sizeof(name), "%d", inv->pid);
+    if (rc == 0 && w->rec_fd < 0) {
+        w->rec_fd = openat(cl->run_fd, name,
+                           O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (w->rec_fd < 0)
+            rc = -errno;
+    }
+    errno = 0;
+    if (rc == 0 && (pwrite(w->rec_fd, line, (size_t)len, 0) != len ||
+                    ftruncate(w->rec_fd, len) != 0))
+        rc = errno != 0 ? -errno : -ENOSPC; /* a short write: the disk is full */
+    if (rc != 0) {
+        if (w->rec_fd >= 0 && ftruncate(w->rec_fd, 0) != 0)
+            log_warn("compute: cannot clear the record of worker %d", inv->pid);
+        if (!cl->record_warned)
+            log_warnx("compute: cannot record worker %d: %s; if burstd dies now, what it "
+                      "leaves behind is not reaped at the next start",
+                      inv->pid, strerror(-rc));
+        cl->record_warned = true;
+        return;
+    }
+    cl->record_warned = false;
+    inv->recorded = true;
+}
+
+/* inv, which w ran, is over: its record is emptied, not removed, so that a
+ * warm worker's next invocation rewrites the same file (a file created and
+ * removed per invocation costs an inode each time).  An empty record means
+ * nothing to reap. */
+static void
+record_remove(struct compute_local *cl, struct wproc *w, struct local_inv *inv)
+{
+    (void)cl;
+    if (!inv->recorded)
+        return;
+    if (ftruncate(w->rec_fd, 0) != 0)
+        log_warn("compute: cannot clear the record of worker %d", inv->pid);
+    inv->recorded = false;
+}
+
+/* w has exited: its record file goes (before its pid can be reused). */
+static void
+record_drop(struct compute_local *cl, struct wproc *w)
+{
+    if (w->rec_fd < 0)
+        return;
+    close(w->rec_fd);
+    w->rec_fd = -1;
+    char name[32];
+    snprintf(name, sizeof(name), "%d", w->pid);
+    if (unlinkat(cl->run_fd, name, 0) != 0 && errno != ENOENT)
+        log_warn("compute: cannot remove the record of worker %d", w->pid);
+}
 
 static void
 wproc_handle_closed(uv_handle_t *h)
@@ -787,6 +805,8 @@ wproc_handle_closed(uv_handle_t *h)
     if (--w->open > 0)
         return;
     struct compute_local *cl = w->cl;
+    if (w->rec_fd >= 0)
+        close(w->rec_fd); /* its exit, which removes the file, was never seen */
     free(w->obuf);
     free(w->wbuf);
     free(w);
@@ -876,6 +896,7 @@ wproc_exited(uv_process_t *proc, int64_t exit_status, int term_signal)
     wproc_close(w);
     if (inv != NULL)
         inv_ended(w, inv, exit_status, term_signal, true, NULL, 0);
+    record_drop(w->cl, w);
 }
 
 static void
@@ -1054,6 +1075,7 @@ wproc_spawn(struct compute_local *cl, char **env, const struct runas *ra, int *e
         return NULL;
     }
     w->cl = cl;
+    w->rec_fd = -1;
     w->uid = ra != NULL ? ra->uid : geteuid();
     link_init(&w->link);
     cl->nwproc++;
@@ -1135,7 +1157,7 @@ inv_ended(struct wproc *w, struct local_inv *inv, int64_t exit_status, int term_
         if (len > 0 && (size_t)len < sizeof(spec_entry))
             reap_sessions(cl, &t, 1, NULL);
     }
-    record_remove(cl, inv);
+    record_remove(cl, w, inv);
     assert(cl->nrunning > 0);
     cl->nrunning--;
     uv_timer_stop(&inv->timer);
@@ -1324,7 +1346,7 @@ cl_submit(struct compute *c, struct dispatch *d)
             cl->nalive++;
         inv->w = w;
         inv->pid = w->pid;
-        record_add(cl, inv, d->spec_key);
+        record_add(cl, w, inv, d->spec_key);
         inv->state = INV_RUNNING;
         inv->started_pending = true;
         cl->nrunning++;
