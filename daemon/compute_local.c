@@ -720,6 +720,7 @@ struct wproc {
     uint32_t out_max; /* what the request allowed to come back inline */
     char *obuf;       /* owned: the output being received, out_len bytes */
     int rec_fd;       /* owned: its record in cl->run_fd, -1 until needed */
+    unsigned long long start; /* its start time (/proc stat field 22), 0 = not read */
     size_t out_len;
     size_t out_got;
 };
@@ -734,9 +735,13 @@ record_add(struct compute_local *cl, struct wproc *w, struct local_inv *inv,
 {
     char name[32], line[RECORD_MAX];
     struct proc_info pi;
-    int rc = proc_info_read(inv->pid, &pi);
-    if (rc == 0)
-        inv->start = pi.start;
+    int rc = 0;
+    if (w->start == 0) { /* once per worker: it is the same process */
+        rc = proc_info_read(inv->pid, &pi);
+        if (rc == 0)
+            w->start = pi.start;
+    }
+    inv->start = w->start;
     if (cl->run_fd < 0)
         return;
     int len =
