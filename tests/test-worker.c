@@ -2168,12 +2168,13 @@ static int
 serve_handover(struct served *w, const struct invoc_spec *s, const char *const *in,
                size_t n, uint32_t out_max, char **out, size_t *out_len)
 {
-    size_t lens[16];
-    assert_true(n <= 16);
+    size_t *lens = calloc(n ? n : 1, sizeof(*lens));
+    assert_non_null(lens);
     for (size_t i = 0; i < n; i++)
         lens[i] = strlen(in[i]);
     size_t in_len;
     unsigned char *obj = input_object(in, lens, n, &in_len);
+    free(lens);
     char *spec;
     size_t spec_len;
     assert_int_equal(invoc_spec_encode(s, &spec, &spec_len), 0);
@@ -2185,6 +2186,7 @@ serve_handover(struct served *w, const struct invoc_spec *s, const char *const *
     assert_int_equal(write(w->req, line, (size_t)len), len);
     assert_int_equal(write(w->req, spec, spec_len), (ssize_t)spec_len);
     assert_int_equal(write(w->req, obj, in_len), (ssize_t)in_len);
+    assert_true(spec_len + in_len <= 1024 * 1024);
     free(spec);
     free(obj);
 
@@ -2290,6 +2292,29 @@ test_serve_handover(void **state)
         free(out);
         invoc_spec_free(&s);
     }
+    /* A spec larger than a pipe holds (20,000 tasks): the kept executor
+     * still gets it, and counts on. */
+    enum { NBIG = 20000 };
+    const char **many = calloc(NBIG, sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i < NBIG; i++)
+        many[i] = "x";
+    spec_init(&s, 91, 3, NBIG);
+    spec_so(fx, &s, "count_calls");
+    char *big_spec;
+    size_t big_len;
+    assert_int_equal(invoc_spec_encode(&s, &big_spec, &big_len), 0);
+    assert_true(big_len > 65536);
+    free(big_spec);
+    assert_int_equal(serve_handover(&w, &s, many, NBIG, 1024 * 1024, &out, &out_len), 0);
+    assert_non_null(out);
+    assert_int_equal(invoc_out_decode(out, out_len, &job, &dispatch, &n, &r, &nr), 0);
+    assert_int_equal(nr, NBIG);
+    assert_int_equal(calls_of(&r[NBIG - 1]).n, first + 1 + NBIG);
+    invoc_results_free(r, nr);
+    free(out);
+    invoc_spec_free(&s);
+    free(many);
     spec_init(&s, 92, 1, 3);
     spec_so(fx, &s, "upper");
     assert_int_equal(serve_handover(&w, &s, in, 3, 65536, &out, &out_len), 0);

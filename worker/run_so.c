@@ -120,6 +120,9 @@ struct so_msg_hdr {
 
 /* Longest spec key a command carries: store.c's limit. */
 #define SO_KEY_MAX 1024
+/* How long a kept executor may take to read an invocation's spec and
+ * input from its command pipe. */
+#define SO_CMD_WAIT_MS 5000
 
 /*
  * Worker-to-child command on the command pipe of a kept executor (--serve):
@@ -1456,14 +1459,24 @@ so_resume(struct so_run *sr, struct so_exec *ex)
     while (w < 0 && errno == EINTR);
     if (w != (ssize_t)sizeof(cmd))
         return -1;
-    /* The child reads these right after the command: it is blocked on the
-     * pipe, so a large one does not wait long for room. */
+    /* The child reads these right after the command, as the pipe (not
+     * blocking on our side) makes room: a spec of thousands of tasks is
+     * larger than the pipe holds.  A child that stops reading for
+     * SO_CMD_WAIT_MS is given up on, and a fresh one forked. */
+    int64_t deadline = run_now_ms() + SO_CMD_WAIT_MS;
     for (uint32_t i = 0; i < cmd.nheld; i++) {
         size_t off = 0;
         while (off < held[i]->len) {
             w = write(ex->cmdfd, held[i]->data + off, held[i]->len - off);
             if (w < 0 && errno == EINTR)
                 continue;
+            if (w < 0 && errno == EAGAIN) {
+                struct pollfd p = {.fd = ex->cmdfd, .events = POLLOUT};
+                if (run_now_ms() >= deadline || run_stop_requested() ||
+                    run_poll(&p, 1, deadline) < 0)
+                    return -1;
+                continue;
+            }
             if (w <= 0)
                 return -1;
             off += (size_t)w;
