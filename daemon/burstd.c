@@ -176,7 +176,7 @@ burstd_commit(struct burstd *d)
     /* Said once per change of health, not once per loop iteration. */
     static bool failing;
     bool deferred = ledger_sync_deferred(d->ledger);
-    bool wrote = ledger_in_txn(d->ledger) || events_queued(d->events);
+    bool wrote = ledger_txn_changed(d->ledger) || events_queued(d->events);
     struct burstd_pending *p = NULL;
     int rc = 0;
     if (deferred && wrote && (p = calloc(1, sizeof(*p))) == NULL)

@@ -370,6 +370,7 @@ struct ledger {
      * already run under that dispatch and a client may have seen the job
      * id refused: neither number is given out again by this process. */
     uint64_t last_dispatch, last_job;
+    int64_t begin_changes; /* sqlite3_total_changes64 when the txn began */
     /* ledger_defer_sync: the WAL, opened by us for ledger_sync; -1 while
      * commits sync themselves (synchronous=FULL). */
     int wal_fd;
@@ -932,7 +933,14 @@ ledger_begin(struct ledger *l)
         return BURST_EINTERNAL;
     int err = stmt_exec(l, st, "begin");
     stmt_put(l, ST_BEGIN);
+    l->begin_changes = sqlite3_total_changes64(l->db);
     return err;
+}
+
+bool
+ledger_txn_changed(const struct ledger *l)
+{
+    return ledger_in_txn(l) && sqlite3_total_changes64(l->db) != l->begin_changes;
 }
 
 int

@@ -104,6 +104,9 @@ int ledger_begin(struct ledger *l);  /* opens a transaction unless one is open *
 int ledger_commit(struct ledger *l); /* commits the open one; no-op if none */
 void ledger_rollback(struct ledger *l);
 bool ledger_in_txn(const struct ledger *l);
+/* The open transaction changed a row (one that only read, or found nothing
+ * to change, needs no sync after its commit). */
+bool ledger_txn_changed(const struct ledger *l);
 
 /*
  * Moves the sync out of the commit: from now on ledger_commit() writes the
