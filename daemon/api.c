@@ -596,7 +596,7 @@ submit_committed(void *arg, int rc)
     /* Committed: from here on the job exists whatever happens. */
     log_info("job %llu: %s of %u tasks submitted by uid %u", (unsigned long long)op->job,
              burst_job_kind_name(sub->kind), op->n, (unsigned)c->uid);
-    if (sched_job_added(d->sched, op->job) != 0)
+    if (sched_job_added(d->sched, op->job, (int32_t)c->pid) != 0)
         log_warnx("job %llu: not scheduled now; it will be at the next start",
                   (unsigned long long)op->job);
     if (sub->opts.cancel_on_disconnect && c->closing) {

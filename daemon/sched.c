@@ -52,22 +52,42 @@
  * to storage; it is then kept in the ledger (as small inputs are, api.c). */
 #define INLINE_OUTPUT_MAX (64u * 1024u)
 
+struct sched_source;
+
 struct sched_owner {
     uint32_t uid;
     uint32_t running; /* invocations in flight */
     uint64_t served;  /* pass number when last picked */
-    /* The owner's jobs that may have work (maybe_ready, not cancelled), a
-     * binary min-heap in the order pick_job takes them: fewest running,
-     * served longest ago, oldest.  Picking scanned every active job, and
-     * under 10,000 of them (bench B6) that was a quarter of burstd's time. */
+    struct sched_source *sources; /* owned */
+    struct sched_owner *next;
+};
+
+/*
+ * The client process that submitted jobs (its pid, 0 for jobs loaded from
+ * the ledger at start): the quota is shared fairly between owners, and
+ * within an owner between its processes, so that several local processes
+ * of one user share it too (bench B6: 100 client processes of one uid).
+ * Freed with its last job.
+ */
+struct sched_source {
+    struct sched_owner *owner; /* borrowed */
+    int32_t pid;
+    uint32_t running;
+    uint64_t served;
+    uint32_t njobs; /* active jobs that point here */
+    /* Its jobs that may have work (maybe_ready, not cancelled), a binary
+     * min-heap in the order pick_job takes them: fewest running, served
+     * longest ago, oldest.  Picking scanned every active job, and under
+     * 10,000 of them (bench B6) that was a quarter of burstd's time. */
     struct sched_job **heap;
     size_t nheap, capheap;
-    struct sched_owner *next;
+    struct sched_source *next;
 };
 
 struct sched_job {
     uint64_t id;
     struct sched_owner *owner; /* borrowed from sched.owners */
+    struct sched_source *source; /* borrowed: owner's, counts this job */
     int kind;
     int state;
     uint32_t total;
@@ -93,7 +113,7 @@ struct sched_job {
     uint64_t served;
     struct sched_job *next, *prev; /* in sched.jobs, newest first */
     struct sched_job *hnext;       /* in its bucket of sched.byid */
-    size_t heap_pos;               /* in owner->heap, or SIZE_MAX */
+    size_t heap_pos;               /* in source->heap, or SIZE_MAX */
 };
 
 struct sched_disp {
@@ -143,6 +163,7 @@ struct sched {
 };
 
 static void job_check_end(struct sched *s, struct sched_job *j);
+static void source_put(struct sched *s, struct sched_source *x);
 static void retry_timer_arm(struct sched *s);
 static int load_active(void *arg, const struct ledger_job *lj);
 static int inflight_add(void *arg, uint64_t job, const struct ledger_task *t);
@@ -233,14 +254,14 @@ job_before(const struct sched_job *a, const struct sched_job *b)
 }
 
 static void
-heap_set(struct sched_owner *o, size_t i, struct sched_job *j)
+heap_set(struct sched_source *o, size_t i, struct sched_job *j)
 {
     o->heap[i] = j;
     j->heap_pos = i;
 }
 
 static void
-heap_up(struct sched_owner *o, size_t i)
+heap_up(struct sched_source *o, size_t i)
 {
     struct sched_job *j = o->heap[i];
     while (i > 0 && job_before(j, o->heap[(i - 1) / 2])) {
@@ -251,7 +272,7 @@ heap_up(struct sched_owner *o, size_t i)
 }
 
 static void
-heap_down(struct sched_owner *o, size_t i)
+heap_down(struct sched_source *o, size_t i)
 {
     struct sched_job *j = o->heap[i];
     for (;;) {
@@ -269,7 +290,7 @@ heap_down(struct sched_owner *o, size_t i)
 }
 
 static void
-heap_remove(struct sched_owner *o, struct sched_job *j)
+heap_remove(struct sched_source *o, struct sched_job *j)
 {
     size_t i = j->heap_pos;
     if (i == SIZE_MAX)
@@ -292,7 +313,7 @@ heap_remove(struct sched_owner *o, struct sched_job *j)
 static void
 job_requeue(struct sched_job *j)
 {
-    struct sched_owner *o = j->owner;
+    struct sched_source *o = j->source;
     heap_remove(o, j);
     if (!j->maybe_ready || j->cancelled)
         return;
@@ -336,6 +357,46 @@ owner_get(struct sched *s, uint32_t uid)
     return o;
 }
 
+/* The source of owner o for pid, made when new; NULL when out of memory.
+ * The caller counts its job in (njobs). */
+static struct sched_source *
+source_get(struct sched_owner *o, int32_t pid)
+{
+    for (struct sched_source *x = o->sources; x != NULL; x = x->next)
+        if (x->pid == pid)
+            return x;
+    struct sched_source *x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        return NULL;
+    x->owner = o;
+    x->pid = pid;
+    x->next = o->sources;
+    o->sources = x;
+    return x;
+}
+
+static void
+source_free(struct sched_source *x)
+{
+    free(x->heap);
+    free(x);
+}
+
+/* One job less for x: gone with its last (its heap is empty then). */
+static void
+source_put(struct sched *s, struct sched_source *x)
+{
+    (void)s;
+    if (x == NULL || --x->njobs > 0)
+        return;
+    struct sched_source **pp = &x->owner->sources;
+    while (*pp != NULL && *pp != x)
+        pp = &(*pp)->next;
+    if (*pp == x)
+        *pp = x->next;
+    source_free(x);
+}
+
 static void
 ledger_fn_clear(struct ledger_fn *f)
 {
@@ -364,7 +425,8 @@ job_remove(struct sched *s, struct sched_job *j)
     if (j->next != NULL)
         j->next->prev = j->prev;
     job_unindex(s, j);
-    heap_remove(j->owner, j);
+    heap_remove(j->source, j);
+    source_put(s, j->source);
     job_free(j);
 }
 
@@ -466,7 +528,11 @@ sched_free(struct sched *s)
     while (s->owners != NULL) {
         struct sched_owner *o = s->owners;
         s->owners = o->next;
-        free(o->heap);
+        while (o->sources != NULL) {
+            struct sched_source *x = o->sources;
+            o->sources = x->next;
+            source_free(x);
+        }
         free(o);
     }
     /* The timer handle lives inside s: free s in its close callback. */
@@ -524,9 +590,10 @@ fn_copy(struct ledger_fn *dst, const struct ledger_fn *src)
     return 0;
 }
 
-/* Loads job id from the ledger into memory (with its counters). */
+/* Loads job id, submitted by process pid (0: unknown), from the ledger into
+ * memory (with its counters). */
 static int
-job_load(struct sched *s, uint64_t id, struct sched_job **out)
+job_load(struct sched *s, uint64_t id, int32_t pid, struct sched_job **out)
 {
     struct burstd *d = s->d;
     struct ledger_job lj;
@@ -565,12 +632,19 @@ job_load(struct sched *s, uint64_t id, struct sched_job **out)
         if (rc == 0 && t.state != BURST_TASK_QUEUED)
             j->reduce_ready = true;
     }
+    if (rc == 0 && (j->source = source_get(j->owner, pid)) == NULL)
+        rc = -ENOMEM;
     if (rc == 0)
         rc = job_index(s, j);
     if (rc != 0) {
+        if (j->source != NULL && j->source->njobs == 0) {
+            j->source->njobs = 1; /* so that source_put frees it */
+            source_put(s, j->source);
+        }
         job_free(j);
         return rc;
     }
+    j->source->njobs++;
     j->maybe_ready = true;
     job_requeue(j);
     j->prev = NULL;
@@ -583,12 +657,12 @@ job_load(struct sched *s, uint64_t id, struct sched_job **out)
 }
 
 int
-sched_job_added(struct sched *s, uint64_t job)
+sched_job_added(struct sched *s, uint64_t job, int32_t pid)
 {
     struct sched_job *j;
     if (job_find(s, job) != NULL)
         return 0;
-    return job_load(s, job, &j);
+    return job_load(s, job, pid, &j);
 }
 
 /* ---- ending attempts ---- */
@@ -835,6 +909,8 @@ disp_done(struct sched *s, struct sched_disp *sd)
         j->running--;
     if (j->owner->running > 0)
         j->owner->running--;
+    if (j->source->running > 0)
+        j->source->running--;
     job_requeue(j);
     disp_free(sd);
     job_check_end(s, j);
@@ -1255,6 +1331,7 @@ disp_start(struct sched *s, struct sched_job *j, const uint32_t *idx, uint32_t n
     s->in_use++;
     j->running++;
     j->owner->running++;
+    j->source->running++;
     job_requeue(j);
     sd->next = s->inflight;
     s->inflight = sd;
@@ -1301,14 +1378,30 @@ fail:
  * made equal jobs run newest first, and a client whose jobs were submitted
  * early waited behind every later one (bench B6).
  */
+/* Whether x, of owner o, goes before y: fewer running, served longer ago,
+ * then the older job first. */
+static bool
+source_before(const struct sched_source *x, const struct sched_source *y)
+{
+    if (x->running != y->running)
+        return x->running < y->running;
+    if (x->served != y->served)
+        return x->served < y->served;
+    return x->heap[0]->id < y->heap[0]->id;
+}
+
 static struct sched_job *
 pick_job(struct sched *s)
 {
     struct sched_job *best = NULL;
     for (struct sched_owner *o = s->owners; o != NULL; o = o->next) {
-        if (o->nheap == 0)
+        struct sched_source *bx = NULL;
+        for (struct sched_source *x = o->sources; x != NULL; x = x->next)
+            if (x->nheap > 0 && (bx == NULL || source_before(x, bx)))
+                bx = x;
+        if (bx == NULL)
             continue;
-        struct sched_job *j = o->heap[0];
+        struct sched_job *j = bx->heap[0];
         if (best == NULL) {
             best = j;
             continue;
@@ -1376,6 +1469,7 @@ sched_pump(struct sched *s)
         s->pass++;
         j->served = s->pass;
         j->owner->served = s->pass;
+        j->source->served = s->pass;
         job_requeue(j);
         if (disp_start(s, j, idx, got, reduce) != 0) {
             log_warnx("job %llu: cannot dispatch tasks now", (unsigned long long)j->id);
@@ -1648,7 +1742,7 @@ load_active(void *arg, const struct ledger_job *lj)
     struct sched_job *j;
     if (job_find(s, lj->id) != NULL)
         return 0;
-    return job_load(s, lj->id, &j);
+    return job_load(s, lj->id, 0, &j);
 }
 
 static void
@@ -1706,6 +1800,7 @@ inflight_add(void *arg, uint64_t job, const struct ledger_task *t)
         s->in_use++;
         j->running++;
         j->owner->running++;
+        j->source->running++;
         job_requeue(j);
     }
     uint32_t *idx = realloc(sd->idx, (sd->n + 1) * sizeof(*idx));

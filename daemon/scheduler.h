@@ -34,8 +34,10 @@ void sched_free(struct sched *s);
 /* A commit failed and was rolled back: re-read counters from the ledger. */
 void sched_resync(struct sched *s);
 
-/* A job was committed to the ledger: start scheduling it. */
-int sched_job_added(struct sched *s, uint64_t job);
+/* A job was committed to the ledger: start scheduling it.  pid: the client
+ * process that submitted it (the quota is shared fairly between an owner's
+ * processes), 0 when unknown. */
+int sched_job_added(struct sched *s, uint64_t job, int32_t pid);
 /* Dispatches while the quota allows.  Cheap when there is nothing to do. */
 void sched_pump(struct sched *s);
 /* Cancels: queued tasks at once, running ones are killed.  *state receives

@@ -37,6 +37,7 @@ struct fixture {
     uv_timer_t guard;
     uint64_t jobs[16];
     int njobs;
+    int32_t pid; /* the client process job_create says submitted a job */
     bool timed_out;
 };
 
@@ -186,7 +187,7 @@ job_create(struct fixture *f, uint32_t owner, const char *cmd, uint32_t n, uint3
     assert_int_equal(ledger_job_insert(d->ledger, &job, n), 0);
     assert_int_equal(burstd_commit(d), 0);
     if (d->sched != NULL)
-        assert_int_equal(sched_job_added(d->sched, id), 0);
+        assert_int_equal(sched_job_added(d->sched, id, f->pid), 0);
     f->jobs[f->njobs++] = id;
     return id;
 }
@@ -319,6 +320,39 @@ first_dispatch(void *arg, const struct ledger_task *t)
     return 0;
 }
 
+/*
+ * Two client processes of one owner: the second submits its jobs after all
+ * of the first's, yet they take turns (the first's oldest first), instead
+ * of the second waiting for all of the first's to start.
+ */
+static void
+test_fair_processes(void **state)
+{
+    struct fixture *f = *state;
+    struct burstd *d = &f->d;
+    assert_int_equal(sched_new(d, 1, &d->sched), 0);
+    uint64_t ids[12];
+    for (int i = 0; i < 12; i++) {
+        f->pid = i < 6 ? 100 : 200;
+        ids[i] = job_create(f, 1001, "cat", 1, 1, 0);
+    }
+    assert_int_equal(sched_start(d->sched), 0);
+    run_until_done(f);
+    uint64_t disp[12];
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(job_state(f, ids[i]), BURST_JOB_SUCCEEDED);
+        assert_int_equal(ledger_tasks_foreach(d->ledger, ids[i], -1, 0, 0, first_dispatch,
+                                              &disp[i]),
+                         0);
+    }
+    /* Turns: job k of the first process, then job k of the second. */
+    for (int k = 0; k < 6; k++) {
+        assert_true(disp[k] < disp[6 + k]);
+        if (k > 0)
+            assert_true(disp[6 + k - 1] < disp[k]);
+    }
+}
+
 /* Jobs alike (one owner, nothing running, never served) start in the order
  * they were submitted: the oldest waits least. */
 static void
@@ -448,6 +482,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fair_share, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_equal_jobs_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted, setup, teardown),
