@@ -4,9 +4,10 @@
  *
  * One pass of sched_pump() picks, while the quota has room, the owner with
  * the fewest invocations running (ties: the one served longest ago), then
- * that owner's job with the fewest running, asks the ledger for up to
- * chunksize ready tasks of it, marks them dispatched, writes the invocation
- * spec to storage and submits it to the compute backend.  When an invocation
+ * that owner's client process, then its job, likewise (pick_job), asks the
+ * ledger for up to chunksize ready tasks of it, marks them dispatched,
+ * writes the invocation spec to storage (or hands it to the backend with
+ * the dispatch) and submits it to the compute backend.  When an invocation
  * ends, its output object is read back and every task's end is recorded in
  * one batch; a task the worker never reported is treated as a lost attempt.
  *
@@ -29,6 +30,7 @@
  */
 #include "scheduler.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -242,7 +244,7 @@ job_index(struct sched *s, struct sched_job *j)
     return 0;
 }
 
-/* pick_job's order of an owner's jobs. */
+/* pick_job's order of a source's jobs. */
 static bool
 job_before(const struct sched_job *a, const struct sched_job *b)
 {
@@ -304,11 +306,28 @@ heap_remove(struct sched_source *o, struct sched_job *j)
     heap_down(o, last->heap_pos);
 }
 
+/* Room in x's heap for n jobs: made when a job is loaded, so that
+ * job_requeue never needs memory.  0 or -ENOMEM. */
+static int
+heap_reserve(struct sched_source *x, size_t n)
+{
+    if (n <= x->capheap)
+        return 0;
+    size_t cap = x->capheap ? x->capheap : 16;
+    while (cap < n)
+        cap *= 2;
+    struct sched_job **h = realloc(x->heap, cap * sizeof(*h));
+    if (h == NULL)
+        return -ENOMEM;
+    x->heap = h;
+    x->capheap = cap;
+    return 0;
+}
+
 /*
  * Puts j where pick_job will find it after a change of anything it orders
  * by (running, served) or of whether it may have work (maybe_ready,
- * cancelled).  Every such change calls this.  Out of memory, the job is
- * only left out until its next change: a retry timer brings it back.
+ * cancelled).  Every such change calls this.
  */
 static void
 job_requeue(struct sched_job *j)
@@ -317,14 +336,7 @@ job_requeue(struct sched_job *j)
     heap_remove(o, j);
     if (!j->maybe_ready || j->cancelled)
         return;
-    if (o->nheap == o->capheap) {
-        size_t cap = o->capheap ? o->capheap * 2 : 16;
-        struct sched_job **h = realloc(o->heap, cap * sizeof(*h));
-        if (h == NULL)
-            return;
-        o->heap = h;
-        o->capheap = cap;
-    }
+    assert(o->nheap < o->capheap); /* heap_reserve: room for every job */
     o->nheap++;
     heap_set(o, o->nheap - 1, j);
     heap_up(o, o->nheap - 1);
@@ -634,6 +646,8 @@ job_load(struct sched *s, uint64_t id, int32_t pid, struct sched_job **out)
     }
     if (rc == 0 && (j->source = source_get(j->owner, pid)) == NULL)
         rc = -ENOMEM;
+    if (rc == 0)
+        rc = heap_reserve(j->source, (size_t)j->source->njobs + 1);
     if (rc == 0)
         rc = job_index(s, j);
     if (rc != 0) {
@@ -1370,16 +1384,8 @@ fail:
     return rc;
 }
 
-/*
- * The job that should get the next invocation: of the owner with the fewest
- * running invocations, then the job of that owner with the fewest.  Ties go
- * to the one served longest ago (a job never served first), and then to the
- * older job: without that last rule, the job list's order (newest first)
- * made equal jobs run newest first, and a client whose jobs were submitted
- * early waited behind every later one (bench B6).
- */
-/* Whether x, of owner o, goes before y: fewer running, served longer ago,
- * then the older job first. */
+/* Whether source x goes before y of the same owner: fewer running, served
+ * longer ago, then the one with the older job first. */
 static bool
 source_before(const struct sched_source *x, const struct sched_source *y)
 {
@@ -1390,6 +1396,15 @@ source_before(const struct sched_source *x, const struct sched_source *y)
     return x->heap[0]->id < y->heap[0]->id;
 }
 
+/*
+ * The job that should get the next invocation: of the owner with the fewest
+ * running invocations, then of that owner's client process with the
+ * fewest, then that process's job with the fewest.  Ties go to the one
+ * served longest ago (a job never served first), and then to the older
+ * job: without that last rule, the job list's order (newest first) made
+ * equal jobs run newest first, and a client whose jobs were submitted
+ * early waited behind every later one (bench B6).
+ */
 static struct sched_job *
 pick_job(struct sched *s)
 {

@@ -224,9 +224,9 @@ out_spec:
     return status;
 }
 
-/* Longest request line of --serve: a key (store.c allows 1024 bytes), a
- * space, an index, a space, a size. */
-#define SERVE_LINE_MAX (1024 + 32)
+/* Longest request line of --serve: the spec's key and the input's (store.c
+ * allows 1024 bytes each), an index and three sizes. */
+#define SERVE_LINE_MAX (2 * 1024 + 64)
 /* The most output a request may ask to get back through the pipe. */
 #define SERVE_INLINE_MAX (1024 * 1024)
 
