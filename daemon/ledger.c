@@ -1896,6 +1896,26 @@ ledger_quota_set(struct ledger *l, uint32_t quota)
 
 /* ---- inputs of small jobs ----------------------------------------------- */
 
+/* A malloc'ed copy of column col's blob, which the caller owns (*len
+ * bytes).  An empty blob reads as NULL from SQLite: it is still a row, so
+ * still a (1-byte, empty) copy.  0 or -ENOMEM. */
+static int
+column_blob_copy(sqlite3_stmt *st, int col, void **out, size_t *len)
+{
+    const void *p = sqlite3_column_blob(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    void *copy = malloc(n > 0 ? n : 1);
+    if (copy == NULL || (p == NULL && n > 0)) {
+        free(copy);
+        return -ENOMEM;
+    }
+    if (n > 0)
+        memcpy(copy, p, n);
+    *out = copy;
+    *len = n;
+    return 0;
+}
+
 int
 ledger_input_put(struct ledger *l, uint64_t job, const void *body, size_t len)
 {
@@ -1926,23 +1946,10 @@ ledger_input_get(struct ledger *l, uint64_t job, void **body, size_t *len)
     int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const void *p = sqlite3_column_blob(st, 0);
-        size_t n = (size_t)sqlite3_column_bytes(st, 0);
-        /* An empty blob reads as NULL: still a row, so still a body. */
-        void *copy = malloc(n > 0 ? n : 1);
-        if (copy == NULL || (p == NULL && n > 0)) {
-            free(copy);
-            err = -ENOMEM;
-        } else {
-            if (n > 0)
-                memcpy(copy, p, n);
-            *body = copy; /* ownership to the caller */
-            *len = n;
-        }
-    } else if (rc != SQLITE_DONE) {
+    if (rc == SQLITE_ROW)
+        err = column_blob_copy(st, 0, body, len);
+    else if (rc != SQLITE_DONE)
         err = ledger_fail(l, rc, "read inputs");
-    }
     stmt_put(l, ST_INPUT_GET);
     return err;
 }
@@ -2008,17 +2015,10 @@ ledger_output_read(struct ledger *l, uint64_t job, uint64_t dispatch, uint32_t n
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        const void *p = sqlite3_column_blob(st, 0);
-        size_t k = (size_t)sqlite3_column_bytes(st, 0);
-        void *copy = malloc(k > 0 ? k : 1);
-        if (copy == NULL || (p == NULL && k > 0)) {
-            free(copy);
-            found = -ENOMEM;
-        } else {
-            if (k > 0)
-                memcpy(copy, p, k);
-            *data = copy; /* ownership to the caller */
-            *got = k;
+        void *copy;
+        found = column_blob_copy(st, 0, &copy, got);
+        if (found == 0) {
+            *data = copy;
             found = 1;
         }
     } else if (rc != SQLITE_DONE) {

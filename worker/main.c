@@ -282,22 +282,6 @@ serve_read_line(int fd, char *buf, size_t size, size_t *have)
     }
 }
 
-/* Writes all of buf to fd; returns 0 or -errno. */
-static int
-serve_write(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* A request of --serve, parsed in place from its line. */
 struct serve_req {
     const char *key; /* the spec's key */
@@ -369,15 +353,10 @@ serve_read_payload(int fd, char *buf, size_t *have, size_t used, size_t n, char 
     memcpy(p, buf + used, got);
     memmove(buf + used, buf + used + got, *have - used - got);
     *have -= got;
-    while (got < n) {
-        ssize_t r = read(fd, p + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            free(p);
-            return r == 0 ? -EPIPE : -errno;
-        }
-        got += (size_t)r;
+    int rc = run_read_all(fd, p + got, n - got);
+    if (rc != 0) {
+        free(p);
+        return rc;
     }
     *out = p;
     return 0;
@@ -469,9 +448,9 @@ serve(struct store *st)
         int len = io.buf != NULL
                       ? snprintf(reply, sizeof(reply), "%d %zu\n", status, io.len)
                       : snprintf(reply, sizeof(reply), "%d\n", status);
-        int wrc = serve_write(out, reply, (size_t)len);
+        int wrc = run_write_all(out, reply, (size_t)len);
         if (wrc == 0 && io.buf != NULL)
-            wrc = serve_write(out, io.buf, io.len);
+            wrc = run_write_all(out, io.buf, io.len);
         free(io.buf);
         if (wrc != 0) {
             warnx("--serve: cannot reply: %s", strerror(-wrc));

@@ -228,6 +228,22 @@ run_write_all(int fd, const void *data, size_t len)
 }
 
 int
+run_read_all(int fd, void *data, size_t len)
+{
+    char *p = data;
+    while (len > 0) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r == 0 ? -EPIPE : -errno;
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+int
 run_set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);

@@ -214,6 +214,9 @@ void run_reason_ensure(struct invoc_result *r);
 
 /* Writes all len bytes to fd, blocking.  Returns 0 or -errno. */
 int run_write_all(int fd, const void *data, size_t len);
+/* Reads exactly len bytes from fd (blocking), retrying on EINTR.  Returns
+ * 0, -EPIPE at an early EOF, or -errno. */
+int run_read_all(int fd, void *data, size_t len);
 /* Marks fd non-blocking.  Returns 0 or -errno. */
 int run_set_nonblock(int fd);
 

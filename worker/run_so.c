@@ -531,21 +531,12 @@ static bool
 child_read_held(int cmdfd, const struct so_cmd *cmd, struct store *st)
 {
     for (uint32_t i = 0; i < cmd->nheld; i++) {
-        size_t len = cmd->held[i].len, got = 0;
+        size_t len = cmd->held[i].len;
         char *data = malloc(len > 0 ? len : 1);
-        if (data == NULL || cmd->held[i].key[sizeof(cmd->held[i].key) - 1] != '\0') {
+        if (data == NULL || cmd->held[i].key[sizeof(cmd->held[i].key) - 1] != '\0' ||
+            run_read_all(cmdfd, data, len) != 0) {
             free(data);
             return false;
-        }
-        while (got < len) {
-            ssize_t r = read(cmdfd, data + got, len - got);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0) {
-                free(data);
-                return false;
-            }
-            got += (size_t)r;
         }
         if (store_hold(st, cmd->held[i].key, data, len) != 0)
             return false;
