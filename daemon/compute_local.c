@@ -5,10 +5,12 @@
  * flow).
  *
  * Workers are kept warm: a worker is started as `burst-worker --serve` and
- * runs one invocation at a time, handed to it on its stdin ("SPEC INDEX")
+ * runs one invocation at a time, handed to it on its stdin ("SPEC INDEX",
+ * with the spec and the input themselves when the dispatch carries them)
  * and answered on its stdout with the exit status a one-shot worker would
- * have had (struct wproc below).  A worker that finished goes back to an
- * idle list, by uid, for the next invocation; on this kind of machine a
+ * have had, and a small output with it (struct wproc below).  A worker
+ * that finished goes back to an idle list, by uid, for the next
+ * invocation; on this kind of machine a
  * process start costs more than a small invocation.  Idle workers end
  * after WARM_IDLE_MS, beyond WARM_IDLE_MAX, and at close.  While a worker
  * runs an invocation, everything below treats the two as one: its pid is
@@ -47,9 +49,10 @@
  *  3. What a crash left behind is reaped at the next start.  With
  *     compute_local_track(), each running invocation has a record,
  *     <dir>/<pid of its worker>, written when the worker takes it and
- *     removed when it ends: the pid and start
- *     time (field 22 of /proc/<pid>/stat) of the worker and of this burstd,
- *     the boot id and the spec key.  A record still there at start-up is a
+ *     emptied when it ends (the file goes when the worker exits): the pid
+ *     and start time (field 22 of /proc/<pid>/stat) of the worker and of
+ *     this burstd, the boot id and the spec key.  A record still there (and
+ *     not empty) at start-up is a
  *     worker whose end nobody saw.  Its session's members are found in /proc
  *     and SIGKILLed if they are a live process of our uid (or of any uid,
  *     for a root burstd: runas.h), started no earlier than the worker,

@@ -16,7 +16,9 @@
  *
  * `burst-worker --serve` is the same worker kept warm by burstd's local
  * backend: it runs one invocation after another, as told on stdin (see
- * serve() below), so the process start is paid once.
+ * serve() below), so the process start is paid once; a small invocation's
+ * spec, input and output pass through its stdin and stdout instead of
+ * storage.
  *
  * Exit status: 0 when the output object was written, whatever became of the
  * tasks; otherwise, with a message on stderr,
