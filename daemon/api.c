@@ -12,8 +12,8 @@
  * job (with all its tasks as one run) is committed to the ledger (DESIGN.md,
  * step 2).  A small job's input object (at most INLINE_INPUT_MAX bytes) goes
  * into the ledger in the job's own transaction, so one commit makes it
- * durable, and sched.c copies it to storage before the first dispatch; a
- * larger one is first written durably to storage.
+ * durable, and sched.c hands it to the workers from there (or copies it to
+ * storage first); a larger one is first written durably to storage.
  */
 #include "api.h"
 
@@ -52,6 +52,13 @@
  * client's data: storage is the better home.
  */
 #define INLINE_INPUT_MAX (64u * 1024u)
+
+/* A job's task rows: its tasks, and a map_reduce job's reducer. */
+static uint64_t
+job_rows(const struct ledger_job *job)
+{
+    return (uint64_t)job->total + (job->kind == BURST_KIND_MAP_REDUCE ? 1 : 0);
+}
 
 static void
 reply_send(struct conn *c, struct proto_reply *rep)
@@ -283,8 +290,7 @@ op_tasks(struct burstd *d, struct conn *c, const struct proto_request *req)
     struct ledger_job job;
     if (job_for(d, c, req->id, req->u.tasks.job, &job) != 0)
         return 0;
-    /* A map_reduce job has one task more: its reducer. */
-    uint64_t ntasks = (uint64_t)job.total + (job.kind == BURST_KIND_MAP_REDUCE ? 1 : 0);
+    uint64_t ntasks = job_rows(&job);
     ledger_job_free(&job);
     uint32_t limit = req->u.tasks.limit;
     if (limit == 0 || limit > d->cfg->limits.page_tasks)
@@ -1010,7 +1016,7 @@ op_results(struct burstd *d, struct conn *c, const struct proto_request *req)
     uint64_t job_id = job.id;
     /* Room for the tasks the page can hold, not for a whole page of
      * 10,000: most jobs are small (as op_tasks). */
-    uint64_t ntasks = (uint64_t)job.total + (job.kind == BURST_KIND_MAP_REDUCE ? 1 : 0);
+    uint64_t ntasks = job_rows(&job);
     uint64_t left = ntasks > req->u.results.from ? ntasks - req->u.results.from : 1;
     ledger_job_free(&job);
     uint32_t max = d->cfg->limits.page_tasks;

@@ -782,9 +782,8 @@ record_add(struct compute_local *cl, struct wproc *w, struct local_inv *inv,
  * removed per invocation costs an inode each time).  An empty record means
  * nothing to reap. */
 static void
-record_remove(struct compute_local *cl, struct wproc *w, struct local_inv *inv)
+record_remove(struct wproc *w, struct local_inv *inv)
 {
-    (void)cl;
     if (!inv->recorded)
         return;
     if (ftruncate(w->rec_fd, 0) != 0)
@@ -1165,7 +1164,7 @@ inv_ended(struct wproc *w, struct local_inv *inv, int64_t exit_status, int term_
         if (len > 0 && (size_t)len < sizeof(spec_entry))
             reap_sessions(cl, &t, 1, NULL);
     }
-    record_remove(cl, w, inv);
+    record_remove(w, inv);
     assert(cl->nrunning > 0);
     cl->nrunning--;
     uv_timer_stop(&inv->timer);

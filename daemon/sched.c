@@ -18,11 +18,13 @@
  * map_reduce job's map outputs always go to storage, where its reducer
  * reads them.
  *
- * A small job's input object lives in the ledger (api.c): before the job's
- * first dispatch in this process, it is written to storage (not durably:
- * after a crash the ledger still has it, and the first dispatch of the next
- * process writes it again), and a worker starts only once both its spec
- * and the job's input are written.
+ * A small job's input object lives in the ledger (api.c).  It goes to each
+ * worker with the dispatch when the backend takes it and it fits
+ * (disp_hand_over); otherwise (a map_reduce job, a spec too large to go
+ * along) it is written to storage before the job's first such dispatch in
+ * this process (not durably: after a crash the ledger still has it, and
+ * the next process writes it again), and a worker starts only once both
+ * its spec and the job's input are there.
  *
  * Task counters: a task whose attempt is handed back (failed with retries
  * left, or lost) is "retrying", so when a ready task is dispatched its new
@@ -165,7 +167,7 @@ struct sched {
 };
 
 static void job_check_end(struct sched *s, struct sched_job *j);
-static void source_put(struct sched *s, struct sched_source *x);
+static void source_put(struct sched_source *x);
 static void retry_timer_arm(struct sched *s);
 static int load_active(void *arg, const struct ledger_job *lj);
 static int inflight_add(void *arg, uint64_t job, const struct ledger_task *t);
@@ -396,9 +398,8 @@ source_free(struct sched_source *x)
 
 /* One job less for x: gone with its last (its heap is empty then). */
 static void
-source_put(struct sched *s, struct sched_source *x)
+source_put(struct sched_source *x)
 {
-    (void)s;
     if (x == NULL || --x->njobs > 0)
         return;
     struct sched_source **pp = &x->owner->sources;
@@ -438,7 +439,7 @@ job_remove(struct sched *s, struct sched_job *j)
         j->next->prev = j->prev;
     job_unindex(s, j);
     heap_remove(j->source, j);
-    source_put(s, j->source);
+    source_put(j->source);
     job_free(j);
 }
 
@@ -653,7 +654,7 @@ job_load(struct sched *s, uint64_t id, int32_t pid, struct sched_job **out)
     if (rc != 0) {
         if (j->source != NULL && j->source->njobs == 0) {
             j->source->njobs = 1; /* so that source_put frees it */
-            source_put(s, j->source);
+            source_put(j->source);
         }
         job_free(j);
         return rc;

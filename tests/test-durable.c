@@ -37,7 +37,7 @@
 #define ANSWER_MS 30000
 
 static struct testd D;
-static char gate[192], failf[192];
+static char gate[192], failf[192], one[192], held[200];
 static bool passed;
 
 static void
@@ -56,12 +56,15 @@ setup(void **state)
     testd_init(&D, "durable", "quota = 2\n");
     snprintf(gate, sizeof(gate), "%s/gate", D.dir);
     snprintf(failf, sizeof(failf), "%s/fail", D.dir);
+    snprintf(one, sizeof(one), "%s/one", D.dir);
+    snprintf(held, sizeof(held), "%s.held", one);
     const char *lib = getenv("TEST_SYNCGATE");
     assert_non_null(lib);
     /* Inherited by burstd only: this process is already running. */
     setenv("LD_PRELOAD", lib, 1);
     setenv("BURST_TEST_SYNC_GATE", gate, 1);
     setenv("BURST_TEST_SYNC_FAIL", failf, 1);
+    setenv("BURST_TEST_SYNC_ONE", one, 1);
     /* Under ASan the preloaded library comes before the sanitizer's
      * runtime; that is the point here. */
     const char *asan = getenv("ASAN_OPTIONS");
@@ -79,6 +82,8 @@ teardown(void **state)
     (void)state;
     unlink(gate);
     unlink(failf);
+    unlink(one);
+    unlink(held);
     testd_cleanup(&D, passed);
     unsetenv("LD_PRELOAD");
     return 0;
@@ -191,6 +196,42 @@ test_ack_waits_for_sync(void **state)
     assert_int_equal(burst_wait(c, (uint64_t)out[1], &info), 0);
     assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
     burst_close(c);
+    testd_stop(&D);
+    passed = true;
+}
+
+/*
+ * A sync covers every commit written before it started, so a later one
+ * that ends releases an earlier one still held: the first submission's
+ * sync is held; the second's starts beside it (more than one sync may be
+ * in flight) and, once it ends, both submissions are acknowledged while
+ * the first sync still waits.
+ */
+static void
+test_later_sync_releases_earlier(void **state)
+{
+    (void)state;
+    touch(one);
+    pid_t pa, pb;
+    int fa = submit_in_child(&pa);
+    for (int waited = 0; access(held, F_OK) != 0; waited += 2) {
+        assert_true(waited < ANSWER_MS);
+        usleep(2000);
+    }
+    assert_false(readable(fa, HELD_MS));
+    int fb = submit_in_child(&pb);
+    int64_t a[2], b[2];
+    read_all(fb, b, sizeof(b));
+    read_all(fa, a, sizeof(a));
+    assert_int_equal(access(held, F_OK), 0); /* the first sync is still held */
+    assert_int_equal(a[0], 0);
+    assert_int_equal(b[0], 0);
+    assert_true(b[1] > a[1] && a[1] > 0);
+    unlink(held);
+    close(fa);
+    close(fb);
+    reap(pa);
+    reap(pb);
     testd_stop(&D);
     passed = true;
 }
@@ -354,6 +395,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ack_waits_for_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reads_wait_for_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_later_sync_releases_earlier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_waits_for_its_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops, setup, teardown),
     };

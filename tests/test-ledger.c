@@ -2008,6 +2008,32 @@ test_outputs(void **state)
     assert_int_equal(ledger_open(fx->path, &fx->l), 0);
 }
 
+/* A transaction that only read, or whose write changed nothing, is not
+ * "changed": burstd commits it without a sync. */
+static void
+test_txn_changed(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t job = add_job(fx->l, 1000, 2);
+    assert_false(ledger_txn_changed(fx->l)); /* no transaction */
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_false(ledger_txn_changed(fx->l));
+    struct ledger_job got;
+    assert_int_equal(ledger_job_get(fx->l, job, &got), 0);
+    ledger_job_free(&got);
+    assert_false(ledger_txn_changed(fx->l));
+    assert_int_equal(ledger_output_put(fx->l, job, 1, 0, "x", 1), 0);
+    assert_true(ledger_txn_changed(fx->l));
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_false(ledger_txn_changed(fx->l));
+    /* The same output again is ignored: nothing changed. */
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_output_put(fx->l, job, 1, 0, "y", 1), 0);
+    assert_false(ledger_txn_changed(fx->l));
+    assert_int_equal(ledger_commit(fx->l), 0);
+    output_expect(fx->l, job, 1, 0, 0, UINT64_MAX, "x", 1);
+}
+
 /*
  * A version 3 ledger (before outputs could live in it) opens and gains the
  * outputs table in place; its jobs' outputs are all in storage, which a
@@ -2132,6 +2158,7 @@ main(void)
         T(test_inputs),
         T(test_migrate_v2),
         T(test_outputs),
+        T(test_txn_changed),
         T(test_migrate_v3),
     };
 #undef T

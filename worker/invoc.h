@@ -10,7 +10,8 @@
  *   jobs/<job>/in                all task inputs, in one object (one put
  *                                per job; a small job's is kept in the
  *                                daemon's ledger and written here, not
- *                                durably, before its first dispatch): the header
+ *                                durably, only when it cannot go to a warm
+ *                                worker with its request): the header
  *                                "BURSTIN1" and n (uint64), then n + 1
  *                                uint64 offsets idx[] into the data that
  *                                follows, then the inputs concatenated in
@@ -29,6 +30,11 @@
  * and nothing else is needed.  (BURST_MEMORY_LIMIT=rlimit, optional, makes
  * the worker limit memory_mb with RLIMIT_AS even where it could use a
  * cgroup: worker/run_mem.c.)
+ *
+ * A warm local worker (`burst-worker --serve`, worker/main.c) may get a
+ * small invocation's spec and input objects with its request and hand its
+ * output object back with its reply instead: the same objects, byte for
+ * byte, only not in storage.
  *
  * Every object here is msgpack, versioned with a "v" key so a newer daemon
  * can tell an older worker's output apart.

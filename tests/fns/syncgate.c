@@ -6,6 +6,9 @@
  *
  *   BURST_TEST_SYNC_GATE=PATH  such a sync waits while PATH exists
  *   BURST_TEST_SYNC_FAIL=PATH  such a sync fails with EIO while PATH exists
+ *   BURST_TEST_SYNC_ONE=PATH   the first such sync to find PATH renames it
+ *                              to PATH.held and waits while that exists;
+ *                              the others go on
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -40,6 +43,14 @@ fdatasync(int fd)
         if (fail != NULL && access(fail, F_OK) == 0) {
             errno = EIO;
             return -1;
+        }
+        const char *one = getenv("BURST_TEST_SYNC_ONE");
+        char held[4096];
+        if (one != NULL && snprintf(held, sizeof(held), "%s.held", one) < (int)sizeof(held) &&
+            rename(one, held) == 0) {
+            struct timespec tick = {0, 2 * 1000 * 1000};
+            while (access(held, F_OK) == 0)
+                nanosleep(&tick, NULL);
         }
         const char *gate = getenv("BURST_TEST_SYNC_GATE");
         struct timespec ts = {0, 2 * 1000 * 1000};
