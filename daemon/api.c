@@ -525,6 +525,7 @@ struct submit_op {
     char fn_key[KEY_MAX], red_key[KEY_MAX];
     char input_key[KEY_MAX];
     struct burstd_waiter waiter; /* for the commit that holds the job */
+    struct burstd_waiter written; /* for its write, before it is durable */
 };
 
 static void
@@ -585,6 +586,8 @@ fn_from_proto(struct ledger_fn *dst, const struct proto_fn *src)
  * client nothing was accepted.  A job committed while its client left is
  * scheduled all the same: it exists now.
  */
+static void uncork_when_durable(struct burstd *d, struct conn *c);
+
 static void
 submit_committed(void *arg, int rc)
 {
@@ -623,10 +626,39 @@ submit_committed(void *arg, int rc)
     struct proto_reply rep = {.op = PROTO_OP_SUBMIT, .re = op->req.id, .ok = true};
     rep.u.submit.job = op->job;
     rep.u.submit.total = op->n;
+    /* The job may have run on ahead of its commit (submit_written): the
+     * events the subscription replays may come from commits not durable
+     * yet, and wait for them. */
+    conn_cork(c);
     reply_send(c, &rep);
     if (sub->subscribe)
         events_subscribe(d->events, c, op->job, 0);
+    if (events_job_durable(d->events, op->job))
+        conn_uncork(c);
+    else
+        uncork_when_durable(d, c);
     submit_finish(op);
+}
+
+/*
+ * The job's commit is written, not yet durable.  If a crash now could not
+ * make its id come back for another job (ledger_job_ids_bound), let it run
+ * while the disk syncs: the sync and the work overlap.  A crash before the
+ * sync forgets the job, and its client, never acknowledged, is told the
+ * submission failed, as when the crash comes before the commit; the job
+ * may have run, as a task may run twice when a crash comes after.
+ */
+static void
+submit_written(void *arg, int rc)
+{
+    struct submit_op *op = arg;
+    struct burstd *d = op->d;
+    const struct proto_submit *sub = &op->req.u.submit;
+    (void)rc; /* always 0: not called for a failed commit */
+    if (op->job > d->ids_durable || (sub->opts.cancel_on_disconnect && op->c->closing))
+        return;
+    if (sched_job_added(d->sched, op->job, (int32_t)op->c->pid) == 0)
+        d->sched_again = true;
 }
 
 /* Inputs are durable, or small and go in with the job: write the job and
@@ -684,6 +716,8 @@ submit_commit(struct submit_op *op)
     burstd_after_commit(d, &op->waiter, submit_committed, op);
     if (rc != 0)
         burstd_abort(d, rc);
+    else
+        burstd_after_write(d, &op->written, submit_written, op);
 }
 
 static void

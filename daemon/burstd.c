@@ -29,6 +29,7 @@ burstd_now_ms(void)
 /* A commit waiting for its sync: what to tell once it is durable. */
 struct burstd_pending {
     uint64_t seq;                  /* commits are numbered from 1 */
+    uint64_t ids_bound;            /* the ledger's job id bound at this commit */
     struct burstd_waiter *waiters; /* newest first */
     struct events_batch *events;
     struct burstd_pending *next;
@@ -42,6 +43,16 @@ burstd_after_commit(struct burstd *d, struct burstd_waiter *w,
     w->arg = arg;
     w->next = d->waiters;
     d->waiters = w;
+}
+
+void
+burstd_after_write(struct burstd *d, struct burstd_waiter *w, void (*cb)(void *arg, int rc),
+                   void *arg)
+{
+    w->cb = cb;
+    w->arg = arg;
+    w->next = d->written;
+    d->written = w;
 }
 
 /* Tells every waiter of a newest-first list how it went, oldest first;
@@ -97,6 +108,7 @@ burstd_abort(struct burstd *d, int rc)
     /* The transaction is gone; so are the events that were in it. */
     ledger_rollback(d->ledger);
     events_discard(d->events);
+    d->written = NULL; /* nothing was written; the waiters below say so */
     if (d->sched != NULL)
         sched_resync(d->sched);
     waiters_run(d, rc);
@@ -112,6 +124,8 @@ pending_done(struct burstd *d, uint64_t seq)
         d->pending = p->next;
         if (d->pending == NULL)
             d->pending_last = NULL;
+        if (p->ids_bound > d->ids_durable)
+            d->ids_durable = p->ids_bound;
         events_publish_batch(d->events, p->events);
         struct burstd_waiter *w = p->waiters;
         free(p);
@@ -198,8 +212,12 @@ burstd_commit(struct burstd *d)
     if (failing)
         log_info("the ledger can be written again");
     failing = false;
+    struct burstd_waiter *written = d->written;
+    d->written = NULL;
+    waiters_run_list(written, 0);
     if (!deferred) {
         /* The commit synced itself. */
+        d->ids_durable = ledger_job_ids_bound(d->ledger);
         events_publish(d->events);
         waiters_run(d, 0);
         return 0;
@@ -219,6 +237,7 @@ burstd_commit(struct burstd *d)
         return 0;
     }
     p->seq = ++d->commit_seq;
+    p->ids_bound = ledger_job_ids_bound(d->ledger);
     p->waiters = d->waiters;
     d->waiters = NULL;
     p->events = events_detach(d->events);

@@ -47,12 +47,19 @@ struct burstd {
     gid_t admin_gid;               /* members see and steer every job */
     bool stopping;                 /* SIGTERM received */
     struct burstd_waiter *waiters; /* for the next commit, newest first */
+    struct burstd_waiter *written; /* for the next commit's write, newest first */
     uv_prepare_t tick;             /* commits the ledger once per loop iteration */
     /* Commits whose fdatasync runs on a thread (ledger_defer_sync), oldest
      * first, numbered: commit_seq is the last number given, sync_seq the
      * last commit a sync in flight (or done) covers. */
     struct burstd_pending *pending, *pending_last;
     uint64_t commit_seq, sync_seq;
+    /* The ledger's job id bound as of the last durable commit: jobs with
+     * ids up to it may run before their own commit is durable. */
+    uint64_t ids_durable;
+    /* A burstd_after_write callback handed the scheduler a job: the tick
+     * runs the scheduler again rather than wait for the next iteration. */
+    bool sched_again;
     struct syncer *syncer; /* owned; calls burstd_sync_done */
 };
 
@@ -105,5 +112,16 @@ void burstd_abort(struct burstd *d, int rc);
  */
 void burstd_after_commit(struct burstd *d, struct burstd_waiter *w,
                          void (*cb)(void *arg, int rc), void *arg);
+
+/*
+ * Calls cb(arg) right after the next burstd_commit() has written the
+ * transaction, before it is durable, so that work can start while the disk
+ * syncs.  Only for what a crash may undo without anyone having been told:
+ * nothing a client sees may come from cb.  Not called when the commit
+ * fails (the after_commit waiters hear of that).  w as for
+ * burstd_after_commit, and not the same waiter.
+ */
+void burstd_after_write(struct burstd *d, struct burstd_waiter *w, void (*cb)(void *arg, int rc),
+                        void *arg);
 
 #endif /* BURST_DAEMON_BURSTD_H */

@@ -43,6 +43,10 @@
 /* Long enough that an admin's sqlite3 shell holding a lock briefly does not
  * fail a write; short enough that a stuck lock surfaces as an error. */
 #define LEDGER_BUSY_TIMEOUT_MS 5000
+/* How far ahead of the last job the id bound is moved: one meta write per
+ * this many jobs, and as many ids skipped after a crash (none after a clean
+ * stop, which settles the bound). */
+#define LEDGER_JOB_ID_BLOCK 1024
 /* Reasons are kept as short as struct ledger_task can hold them. */
 #define LEDGER_REASON_MAX (sizeof(((struct ledger_task *)NULL)->reason) - 1)
 
@@ -249,7 +253,8 @@ static const char *const ledger_sql[ST_COUNT] = {
      * survives deleted jobs), or the ids themselves before the counter
      * exists. */
     [ST_JOB_LAST] = "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-                    " WHERE name = 'jobs'), 0), coalesce((SELECT max(id) FROM jobs), 0))",
+                    " WHERE name = 'jobs'), 0), coalesce((SELECT max(id) FROM jobs), 0)),"
+                    " coalesce((SELECT value FROM meta WHERE key = 'job_ids_bound'), 0)",
     /* ?23 NULL: AUTOINCREMENT assigns the id. */
     [ST_JOB_INSERT] =
         "INSERT INTO jobs(id, owner, kind, state, total, chunksize, retries,"
@@ -370,6 +375,10 @@ struct ledger {
      * already run under that dispatch and a client may have seen the job
      * id refused: neither number is given out again by this process. */
     uint64_t last_dispatch, last_job;
+    /* No job id above this bound was ever given to a job that could have
+     * run: ids_bound as the open transaction has it, ids_committed as the
+     * last commit does (see ledger_job_ids_bound). */
+    uint64_t ids_bound, ids_committed;
     int64_t begin_changes; /* sqlite3_total_changes64 when the txn began */
     /* ledger_defer_sync: the WAL, opened by us for ledger_sync; -1 while
      * commits sync themselves (synchronous=FULL). */
@@ -749,10 +758,15 @@ ledger_open(const char *path, struct ledger **out)
         goto fail_close;
     sqlite3_stmt *st = stmt_take(l, ST_JOB_LAST);
     rc = st != NULL ? sqlite3_step(st) : SQLITE_MISUSE;
-    if (rc == SQLITE_ROW)
-        l->last_job = (uint64_t)sqlite3_column_int64(st, 0);
-    else
+    if (rc == SQLITE_ROW) {
+        /* After a crash, ids up to the bound may have been jobs that ran
+         * but were never committed: the next id comes after all of them. */
+        uint64_t used = (uint64_t)sqlite3_column_int64(st, 0);
+        l->ids_bound = l->ids_committed = (uint64_t)sqlite3_column_int64(st, 1);
+        l->last_job = used > l->ids_bound ? used : l->ids_bound;
+    } else {
         err = ledger_fail(l, rc, "read the last job id");
+    }
     if (st != NULL)
         stmt_put(l, ST_JOB_LAST);
     if (err != 0)
@@ -953,6 +967,8 @@ ledger_commit(struct ledger *l)
         return BURST_EINTERNAL;
     int err = stmt_exec(l, st, "commit");
     stmt_put(l, ST_COMMIT);
+    if (err == 0)
+        l->ids_committed = l->ids_bound;
     if (err != 0) {
         /* Nothing of the transaction is durable: undo it in memory too, so
          * the next ledger_begin() starts clean. */
@@ -972,6 +988,7 @@ ledger_rollback(struct ledger *l)
         return;
     (void)stmt_exec(l, st, "rollback"); /* logged; nothing more to do */
     stmt_put(l, ST_ROLLBACK);
+    l->ids_bound = l->ids_committed;
 }
 
 int
@@ -994,6 +1011,44 @@ ledger_next_dispatch(struct ledger *l, uint64_t *out)
 }
 
 /* ---- jobs --------------------------------------------------------------- */
+
+static int
+meta_set(struct ledger *l, const char *key, int64_t value)
+{
+    assert(ledger_in_txn(l));
+    sqlite3_stmt *st = stmt_take(l, ST_META_SET);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, value);
+    char what[64];
+    snprintf(what, sizeof(what), "set %s", key);
+    int err = rc == SQLITE_OK ? stmt_exec(l, st, what) : ledger_fail(l, rc, what);
+    stmt_put(l, ST_META_SET);
+    return err;
+}
+
+static int
+ids_bound_set(struct ledger *l, uint64_t bound)
+{
+    int err = meta_set(l, "job_ids_bound", (int64_t)bound);
+    if (err == 0)
+        l->ids_bound = bound;
+    return err;
+}
+
+uint64_t
+ledger_job_ids_bound(const struct ledger *l)
+{
+    return l->ids_committed;
+}
+
+int
+ledger_job_ids_settle(struct ledger *l)
+{
+    return ids_bound_set(l, l->last_job);
+}
 
 int
 ledger_reserve_job_id(struct ledger *l, uint64_t *out)
@@ -1169,6 +1224,8 @@ ledger_job_insert(struct ledger *l, struct ledger_job *job, uint32_t nrows)
         job->id = (uint64_t)id;
     if (err == 0 && job->id > l->last_job)
         l->last_job = job->id;
+    if (err == 0 && job->id > l->ids_bound)
+        err = ids_bound_set(l, job->id + LEDGER_JOB_ID_BLOCK);
     return err;
 }
 
@@ -1881,17 +1938,7 @@ ledger_quota_get(struct ledger *l, uint32_t *quota, bool *found)
 int
 ledger_quota_set(struct ledger *l, uint32_t quota)
 {
-    assert(ledger_in_txn(l));
-    sqlite3_stmt *st = stmt_take(l, ST_META_SET);
-    if (st == NULL)
-        return BURST_EINTERNAL;
-    int rc = sqlite3_bind_text(st, 1, "quota", -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, quota);
-    int err =
-        rc == SQLITE_OK ? stmt_exec(l, st, "set quota") : ledger_fail(l, rc, "set quota");
-    stmt_put(l, ST_META_SET);
-    return err;
+    return meta_set(l, "quota", quota);
 }
 
 /* ---- inputs of small jobs ----------------------------------------------- */

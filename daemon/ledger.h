@@ -143,8 +143,22 @@ int ledger_next_dispatch(struct ledger *l, uint64_t *out);
  * under its id before the job itself is inserted.  Above every id given out
  * so far; kept in memory only (no transaction needed, no write): inserting
  * the job persists it, and an id whose job never got in may come back after
- * a restart. */
+ * a restart, unless it is within the bound below. */
 int ledger_reserve_job_id(struct ledger *l, uint64_t *out);
+/*
+ * A job may be dispatched before the commit that records it is synced, so
+ * that the sync and the work overlap.  A crash in between forgets a job that
+ * may have run, and may have left objects in storage under its id: that id
+ * must never be given to another job.  So the ledger keeps a bound, written
+ * with the jobs it covers and moved ahead a block at a time: after a
+ * restart ids start above it.  ledger_job_ids_bound() is the bound as of
+ * the last commit; a job may run before its own commit is durable only if
+ * its id is at most a bound already durable.  ledger_job_ids_settle(), in a
+ * transaction at a clean stop, brings the bound back to the last id so that
+ * ids go on without a gap.
+ */
+uint64_t ledger_job_ids_bound(const struct ledger *l);
+int ledger_job_ids_settle(struct ledger *l);
 
 /* Inserts job with nrows queued tasks 0..nrows-1 (one run), in the open
  * transaction.  When job->id is 0 a fresh id is assigned and written back to

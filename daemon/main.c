@@ -303,6 +303,13 @@ on_tick(uv_prepare_t *h)
     struct burstd *d = h->data;
     sched_pump(d->sched);
     burstd_commit(d);
+    /* The commit handed over jobs that may start while it syncs: start
+     * them now, and record that they did, rather than one wake-up later. */
+    if (d->sched_again) {
+        d->sched_again = false;
+        sched_pump(d->sched);
+        burstd_commit(d);
+    }
 }
 
 int
@@ -438,6 +445,7 @@ main(int argc, char **argv)
     rc = ledger_open(ledger_path, &d->ledger);
     if (rc != 0)
         fatalx("cannot open the ledger %s: %s", ledger_path, burst_strerror(rc));
+    d->ids_durable = ledger_job_ids_bound(d->ledger); /* as read from the disk */
     if (cfg.ledger_max_mb > 0 &&
         ledger_set_max_size(d->ledger, (uint64_t)cfg.ledger_max_mb * 1024 * 1024) != 0)
         fatalx("cannot cap the ledger at %u MiB", cfg.ledger_max_mb);
@@ -447,6 +455,7 @@ main(int argc, char **argv)
         rc = ledger_take_exclusive(d->ledger);
     if (rc == 0)
         rc = syncer_new(d->loop, burstd_sync_done, d, &d->syncer);
+
     if (rc != 0)
         fatalx("cannot set up the ledger's sync: %s", burst_strerror(rc));
     rc = storage_local_new(d->loop, storage_dir, &d->storage);
@@ -516,6 +525,12 @@ main(int argc, char **argv)
              socket_path, state_dir, worker, quota);
     uv_run(d->loop, UV_RUN_DEFAULT);
 
+    /* A clean stop: no job id above the last one ever ran, so the next
+     * start goes on from it.  In a transaction of its own, so that a
+     * failure undoes nothing else. */
+    burstd_commit(d);
+    if (ledger_begin(d->ledger) == 0 && ledger_job_ids_settle(d->ledger) != 0)
+        ledger_rollback(d->ledger);
     burstd_commit(d);
     burstd_sync_now(d);
     syncer_free(d->syncer);

@@ -36,7 +36,8 @@ void sched_resync(struct sched *s);
 
 /* A job was committed to the ledger: start scheduling it.  pid: the client
  * process that submitted it (the quota is shared fairly between an owner's
- * processes), 0 when unknown. */
+ * processes), 0 when unknown.  The commit may be written and not yet
+ * durable (see burstd_after_write); adding a job twice is harmless. */
 int sched_job_added(struct sched *s, uint64_t job, int32_t pid);
 /* Dispatches while the quota allows.  Cheap when there is nothing to do. */
 void sched_pump(struct sched *s);

@@ -37,7 +37,9 @@
 #define ANSWER_MS 30000
 
 static struct testd D;
-static char gate[192], failf[192], one[192], held[200];
+static char gate[192], failf[192], one[192], held[200], sizes[192];
+/* What child_submit_cmd runs. */
+static char run_cmd[512];
 static bool passed;
 
 static void
@@ -58,6 +60,7 @@ setup(void **state)
     snprintf(failf, sizeof(failf), "%s/fail", D.dir);
     snprintf(one, sizeof(one), "%s/one", D.dir);
     snprintf(held, sizeof(held), "%s.held", one);
+    snprintf(sizes, sizeof(sizes), "%s/synced", D.dir);
     const char *lib = getenv("TEST_SYNCGATE");
     assert_non_null(lib);
     /* Inherited by burstd only: this process is already running. */
@@ -65,6 +68,7 @@ setup(void **state)
     setenv("BURST_TEST_SYNC_GATE", gate, 1);
     setenv("BURST_TEST_SYNC_FAIL", failf, 1);
     setenv("BURST_TEST_SYNC_ONE", one, 1);
+    setenv("BURST_TEST_SYNC_SIZES", sizes, 1);
     /* Under ASan the preloaded library comes before the sanitizer's
      * runtime; that is the point here. */
     const char *asan = getenv("ASAN_OPTIONS");
@@ -126,6 +130,19 @@ child_submit(burst_client *c, uint64_t arg, int64_t *value)
 {
     (void)arg;
     burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t job = 0;
+    int rc = burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &job);
+    *value = (int64_t)job;
+    return rc;
+}
+
+/* Submits a one-task exec job running run_cmd; its id. */
+static int
+child_submit_cmd(burst_client *c, uint64_t arg, int64_t *value)
+{
+    (void)arg;
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = run_cmd};
     burst_opts opts = BURST_OPTS_INIT;
     uint64_t job = 0;
     int rc = burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &job);
@@ -232,6 +249,134 @@ test_later_sync_releases_earlier(void **state)
     close(fb);
     reap(pa);
     reap(pb);
+    testd_stop(&D);
+    passed = true;
+}
+
+/* Submits a job in this process and waits for its end; its id. */
+static uint64_t
+run_job(void)
+{
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t job;
+    assert_int_equal(burst_submit_map_lines(c, &fn, "a\n", 2, &opts, &job), 0);
+    burst_job_info info;
+    assert_int_equal(burst_wait(c, job, &info), 0);
+    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
+    burst_close(c);
+    return job;
+}
+
+/* Waits for path to hold a number (what the job below writes): it. */
+static uint64_t
+wait_number(const char *path)
+{
+    for (int waited = 0; waited < ANSWER_MS; waited += 5) {
+        FILE *f = fopen(path, "r");
+        unsigned long long v = 0;
+        int n = f != NULL ? fscanf(f, "%llu", &v) : 0;
+        if (f != NULL)
+            fclose(f);
+        if (n == 1)
+            return v;
+        usleep(5000);
+    }
+    fail_msg("%s never got a number", path);
+    return 0;
+}
+
+/*
+ * A job runs while the commit that accepted it syncs: the sync and the
+ * work overlap.  Its task has run (and written its job id) while the
+ * acknowledgment still waits for the sync; then both come.
+ */
+static void
+test_runs_while_syncing(void **state)
+{
+    (void)state;
+    run_job(); /* the first job moves the id bound; the next is within it */
+    char ran[256];
+    snprintf(ran, sizeof(ran), "%s/ran", D.dir);
+    snprintf(run_cmd, sizeof(run_cmd), "cat >/dev/null && echo $BURST_JOB_ID >%s", ran);
+    touch(gate);
+    pid_t pid;
+    int fd = in_child(child_submit_cmd, 0, &pid);
+    uint64_t id = wait_number(ran);
+    assert_false(readable(fd, HELD_MS)); /* ran, not yet acknowledged */
+    unlink(gate);
+    int64_t out[2];
+    read_all(fd, out, sizeof(out));
+    assert_int_equal(out[0], 0);
+    assert_int_equal(out[1], (int64_t)id);
+    close(fd);
+    reap(pid);
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_job_info info;
+    assert_int_equal(burst_wait(c, id, &info), 0);
+    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
+    burst_close(c);
+    testd_stop(&D);
+    passed = true;
+}
+
+/*
+ * A power cut before that sync: the job ran, but the ledger on disk never
+ * had it, and its client was never told it was accepted.  Simulated by
+ * killing burstd and cutting the WAL back to what the last sync covered.
+ * After the restart the job is unknown, and its id is never given to
+ * another job (whatever it left in storage under that id stays its own);
+ * after a clean stop, ids go on without a gap.
+ */
+static void
+test_power_cut_forgets_unacknowledged(void **state)
+{
+    (void)state;
+    uint64_t first = run_job();
+    char ran[256];
+    snprintf(ran, sizeof(ran), "%s/ran", D.dir);
+    snprintf(run_cmd, sizeof(run_cmd), "cat >/dev/null && echo $BURST_JOB_ID >%s", ran);
+    touch(gate);
+    pid_t pid;
+    int fd = in_child(child_submit_cmd, 0, &pid);
+    uint64_t lost = wait_number(ran);
+    assert_true(lost > first);
+    testd_kill9(&D);
+    int64_t out[2];
+    read_all(fd, out, sizeof(out));
+    assert_int_not_equal(out[0], 0); /* never acknowledged */
+    close(fd);
+    reap(pid);
+
+    FILE *f = fopen(sizes, "r");
+    assert_non_null(f);
+    long long synced = -1;
+    assert_int_equal(fscanf(f, "%lld", &synced), 1);
+    fclose(f);
+    char wal[192];
+    snprintf(wal, sizeof(wal), "%s/ledger.db-wal", D.state);
+    struct stat st;
+    assert_int_equal(stat(wal, &st), 0);
+    assert_true(st.st_size > synced); /* the job's commit was written, not synced */
+    assert_int_equal(truncate(wal, synced), 0);
+    unlink(gate);
+
+    testd_start(&D, NULL);
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_job_info info;
+    assert_int_equal(burst_status(c, first, &info), 0);
+    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
+    assert_int_equal(burst_status(c, lost, &info), BURST_ENOJOB);
+    burst_close(c);
+    uint64_t next = run_job();
+    assert_true(next > lost);
+    testd_stop(&D);
+    testd_start(&D, NULL);
+    assert_int_equal(run_job(), next + 1);
     testd_stop(&D);
     passed = true;
 }
@@ -398,6 +543,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_later_sync_releases_earlier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_waits_for_its_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_while_syncing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_power_cut_forgets_unacknowledged, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

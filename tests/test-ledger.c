@@ -81,6 +81,15 @@ reopen(struct fx *fx)
     assert_int_equal(ledger_open(fx->path, &fx->l), 0);
 }
 
+/* What burstd does at a clean stop. */
+static void
+settle(struct fx *fx)
+{
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_ids_settle(fx->l), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+}
+
 /* A job with every field set to something recognisable. */
 static void
 job_fill(struct ledger_job *j, uint32_t owner, uint32_t total)
@@ -358,24 +367,77 @@ test_reserve_job_id(void **state)
     assert_int_equal(add_job(fx->l, 1, 1), 6);
     assert_int_equal(ledger_reserve_job_id(fx->l, &r0), 0);
     assert_int_equal(r0, 7);
-    /* Only inserted jobs persist their ids: 7 never got in. */
+    /* Without a clean stop, ids start above the bound: a job up to it may
+     * have run before its commit was durable (ledger_job_ids_bound). */
+    uint64_t bound = ledger_job_ids_bound(fx->l);
+    assert_true(bound >= 7);
     reopen(fx);
     assert_int_equal(ledger_reserve_job_id(fx->l, &r0), 0);
-    assert_int_equal(r0, 7);
+    assert_int_equal(r0, bound + 1);
+    /* A clean stop settles the bound at the last id handed out, and ids go
+     * on from there. */
+    settle(fx);
+    reopen(fx);
+    assert_int_equal(ledger_reserve_job_id(fx->l, &r0), 0);
+    assert_int_equal(r0, bound + 2);
+    uint64_t newest = add_job(fx->l, 1, 1);
+    assert_int_equal(newest, bound + 3);
+    settle(fx);
     /* A deleted newest job's id is not given out again: AUTOINCREMENT's
-     * counter remembers it. */
+     * counter remembers it, even in a ledger without the bound. */
     ledger_close(fx->l);
     fx->l = NULL;
     sqlite3 *db;
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "PRAGMA foreign_keys=ON; DELETE FROM jobs WHERE id = %llu;"
+             " DELETE FROM meta WHERE key = 'job_ids_bound'",
+             (unsigned long long)newest);
     assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "PRAGMA foreign_keys=ON; DELETE FROM jobs WHERE id = 6",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_int_equal(ledger_open(fx->path, &fx->l), 0);
     assert_int_equal(ledger_reserve_job_id(fx->l, &r0), 0);
-    assert_int_equal(r0, 7);
+    assert_int_equal(r0, newest + 1);
+}
+
+/* The job id bound moves ahead of the jobs inserted, and only with a
+ * commit: a rolled-back insertion leaves it where the ledger has it. */
+static void
+test_job_ids_bound(void **state)
+{
+    struct fx *fx = *state;
+    assert_int_equal(ledger_job_ids_bound(fx->l), 0);
+    uint64_t id = add_job(fx->l, 1, 1);
+    uint64_t bound = ledger_job_ids_bound(fx->l);
+    assert_true(bound > id);
+    /* Within the bound: no write moves it. */
+    add_job(fx->l, 1, 1);
+    assert_int_equal(ledger_job_ids_bound(fx->l), bound);
+
+    struct ledger_job j;
+    job_fill(&j, 1, 1);
+    j.id = bound + 10;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 1), 0);
+    assert_int_equal(ledger_job_ids_bound(fx->l), bound); /* not committed yet */
+    ledger_rollback(fx->l);
+    assert_int_equal(ledger_job_ids_bound(fx->l), bound);
+    reopen(fx);
+    assert_int_equal(ledger_job_ids_bound(fx->l), bound);
+
+    job_fill(&j, 1, 1);
+    j.id = bound + 10;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_job_insert(fx->l, &j, 1), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    uint64_t moved = ledger_job_ids_bound(fx->l);
+    assert_true(moved > bound + 10);
+    reopen(fx);
+    assert_int_equal(ledger_job_ids_bound(fx->l), moved);
+    uint64_t r;
+    assert_int_equal(ledger_reserve_job_id(fx->l, &r), 0);
+    assert_int_equal(r, moved + 1);
 }
 
 /* Dispatch numbers only grow, across rollbacks and reopening. */
@@ -2125,6 +2187,7 @@ main(void)
         T(test_reader_does_not_block),
         T(test_job_roundtrip),
         T(test_reserve_job_id),
+        T(test_job_ids_bound),
         T(test_job_set_state),
         T(test_counts),
         T(test_jobs_foreach),

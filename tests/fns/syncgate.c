@@ -9,12 +9,19 @@
  *   BURST_TEST_SYNC_ONE=PATH   the first such sync to find PATH renames it
  *                              to PATH.held and waits while that exists;
  *                              the others go on
+ *   BURST_TEST_SYNC_SIZES=PATH after each such sync that succeeds, PATH
+ *                              says the WAL's size it covered: what a
+ *                              power cut would leave of the file (a test
+ *                              truncates the WAL to it)
  */
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +35,26 @@ is_wal(int fd)
         return 0;
     path[n] = '\0';
     return strcmp(path + n - 4, "-wal") == 0;
+}
+
+/* Replaces PATH's content with size, atomically (the test reads it after
+ * killing the process, which may be in here). */
+static void
+record_size(const char *path, off_t size)
+{
+    char tmp[4096], line[32];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+        return;
+    int n = snprintf(line, sizeof(line), "%lld\n", (long long)size);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return;
+    int ok = write(fd, line, (size_t)n) == n;
+    close(fd);
+    if (ok)
+        rename(tmp, path);
+    else
+        unlink(tmp);
 }
 
 int
@@ -57,5 +84,23 @@ fdatasync(int fd)
         while (gate != NULL && access(gate, F_OK) == 0)
             nanosleep(&ts, NULL);
     }
-    return real(fd);
+    /* The size before the sync: what was written by then is what it
+     * makes durable. */
+    struct stat st;
+    int have = is_wal(fd) && fstat(fd, &st) == 0;
+    int rc = real(fd);
+    const char *sizes = getenv("BURST_TEST_SYNC_SIZES");
+    if (rc == 0 && have && sizes != NULL) {
+        /* Syncs run on several threads and may end out of order: the
+         * largest size any of them covered is what is durable. */
+        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        static off_t durable;
+        pthread_mutex_lock(&lock);
+        if (st.st_size > durable) {
+            durable = st.st_size;
+            record_size(sizes, durable);
+        }
+        pthread_mutex_unlock(&lock);
+    }
+    return rc;
 }
