@@ -11,6 +11,8 @@
 struct sync_slot {
     struct syncer *s;
     uv_thread_t thread;
+    uv_cond_t cv; /* a request or quit for this thread: waking only the one
+                   * thread a sync is for keeps the others off the mutex */
     bool started; /* the thread exists (loop thread only) */
     int fd;
     uint64_t tag;
@@ -23,7 +25,7 @@ struct sync_slot {
 struct syncer {
     uv_loop_t *loop;
     uv_mutex_t mu;
-    uv_cond_t cv; /* requests, finishes and quit: every waiter rechecks */
+    uv_cond_t done_cv; /* a sync finished (for syncer_wait) */
     uv_async_t async; /* the threads' "done" to the loop */
     void (*done)(void *arg, uint64_t tag, int err);
     void *arg;
@@ -39,7 +41,7 @@ sync_thread(void *arg)
     uv_mutex_lock(&s->mu);
     for (;;) {
         while (!t->requested && !s->quit)
-            uv_cond_wait(&s->cv, &s->mu);
+            uv_cond_wait(&t->cv, &s->mu);
         if (s->quit)
             break;
         int fd = t->fd;
@@ -49,7 +51,7 @@ sync_thread(void *arg)
         uv_mutex_lock(&s->mu);
         t->err = err;
         t->finished = true;
-        uv_cond_broadcast(&s->cv);
+        uv_cond_signal(&s->done_cv);
         uv_async_send(&s->async);
     }
     uv_mutex_unlock(&s->mu);
@@ -97,7 +99,9 @@ threads_stop(struct syncer *s)
 {
     uv_mutex_lock(&s->mu);
     s->quit = true;
-    uv_cond_broadcast(&s->cv);
+    for (int i = 0; i < SYNCER_SLOTS; i++)
+        if (s->slot[i].started)
+            uv_cond_signal(&s->slot[i].cv);
     uv_mutex_unlock(&s->mu);
     for (int i = 0; i < SYNCER_SLOTS; i++)
         if (s->slot[i].started)
@@ -117,8 +121,13 @@ syncer_new(uv_loop_t *loop, void (*done)(void *arg, uint64_t tag, int err), void
     int rc = uv_mutex_init(&s->mu);
     if (rc != 0)
         goto fail_free;
-    if ((rc = uv_cond_init(&s->cv)) != 0)
+    int ncv = 0;
+    if ((rc = uv_cond_init(&s->done_cv)) != 0)
         goto fail_mutex;
+    while (ncv < SYNCER_SLOTS && (rc = uv_cond_init(&s->slot[ncv].cv)) == 0)
+        ncv++;
+    if (rc != 0)
+        goto fail_cond;
     /* The threads first: they touch the handle only after a request, and a
      * handle never initialized needs no closing on the way out. */
     for (int i = 0; i < SYNCER_SLOTS; i++) {
@@ -139,7 +148,9 @@ syncer_new(uv_loop_t *loop, void (*done)(void *arg, uint64_t tag, int err), void
     *out = s;
     return 0;
 fail_cond:
-    uv_cond_destroy(&s->cv);
+    while (ncv > 0)
+        uv_cond_destroy(&s->slot[--ncv].cv);
+    uv_cond_destroy(&s->done_cv);
 fail_mutex:
     uv_mutex_destroy(&s->mu);
 fail_free:
@@ -161,7 +172,7 @@ syncer_start(struct syncer *s, int fd, uint64_t tag)
     t->fd = fd;
     t->tag = tag;
     t->requested = true;
-    uv_cond_broadcast(&s->cv);
+    uv_cond_signal(&t->cv);
     uv_mutex_unlock(&s->mu);
 }
 
@@ -196,7 +207,7 @@ syncer_wait(struct syncer *s)
                 some = some || s->slot[i].finished;
             if (some)
                 break;
-            uv_cond_wait(&s->cv, &s->mu);
+            uv_cond_wait(&s->done_cv, &s->mu);
         }
         uv_mutex_unlock(&s->mu);
         deliver(s);
@@ -215,7 +226,9 @@ syncer_free(struct syncer *s)
     if (s == NULL)
         return;
     threads_stop(s);
-    uv_cond_destroy(&s->cv);
+    for (int i = 0; i < SYNCER_SLOTS; i++)
+        uv_cond_destroy(&s->slot[i].cv);
+    uv_cond_destroy(&s->done_cv);
     uv_mutex_destroy(&s->mu);
     uv_close((uv_handle_t *)&s->async, on_closed);
 }
