@@ -406,6 +406,41 @@ op_unsubscribe(struct burstd *d, struct conn *c, const struct proto_request *req
 
 /* ---- put_fn: verify the hash off the loop, then store ---- */
 
+/*
+ * Libraries known to be in storage.  burstd never removes one (they are
+ * content-addressed and shared), so a submission naming a library seen
+ * before skips the storage lookup, a round trip through the thread pool
+ * (local) or the network (S3).  One removed by hand from storage then fails
+ * the tasks that need it, with the worker's "cannot load" error, instead of
+ * the submission.  Direct-mapped by a hash of the key: a collision costs one
+ * lookup again.
+ */
+#define FNS_SEEN 256
+
+static size_t
+fns_slot(const char *key)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % FNS_SEEN;
+}
+
+static bool
+fn_seen(const struct burstd *d, const char *key)
+{
+    return d->fns_seen != NULL && strcmp(d->fns_seen[fns_slot(key)], key) == 0;
+}
+
+static void
+fn_seen_add(struct burstd *d, const char *key)
+{
+    if (d->fns_seen == NULL && (d->fns_seen = calloc(FNS_SEEN, sizeof(*d->fns_seen))) == NULL)
+        return; /* only a cache */
+    if (strlen(key) < sizeof(*d->fns_seen))
+        strcpy(d->fns_seen[fns_slot(key)], key);
+}
+
 struct put_fn_op {
     uv_work_t work;
     struct burstd *d;
@@ -450,9 +485,10 @@ static void
 put_fn_stored(void *arg, int status)
 {
     struct put_fn_op *op = arg;
-    if (status == 0)
+    if (status == 0) {
+        fn_seen_add(op->d, op->key);
         reply_ok(op->c, PROTO_OP_PUT_FN, op->re);
-    else
+    } else
         conn_send_error(op->c, op->re, BURST_ESTORAGE, "cannot store the library: %s",
                         uv_strerror(status));
     put_fn_finish(op);
@@ -826,6 +862,10 @@ submit_fn_checked(void *arg, int status)
         submit_finish(op);
         return;
     }
+    if (op->fn_key[0] != '\0')
+        fn_seen_add(op->d, op->fn_key);
+    if (op->red_key[0] != '\0')
+        fn_seen_add(op->d, op->red_key);
     submit_write_inputs(op);
 }
 
@@ -890,14 +930,18 @@ op_submit(struct burstd *d, struct conn *c, struct proto_request *req)
         proto_str_copy(hash, sizeof(hash), sub->fn.hash);
         invoc_key_fn(op->fn_key, sizeof(op->fn_key), hash);
         op->pending++;
-        if (d->storage->ops->exists(d->storage, op->fn_key, submit_fn_checked, op) != 0)
+        if (fn_seen(d, op->fn_key))
+            submit_fn_checked(op, 0);
+        else if (d->storage->ops->exists(d->storage, op->fn_key, submit_fn_checked, op) != 0)
             submit_fn_checked(op, -EIO);
     }
     if (sub->kind == BURST_KIND_MAP_REDUCE && sub->reduce.kind == BURST_FN_SO) {
         proto_str_copy(hash, sizeof(hash), sub->reduce.hash);
         invoc_key_fn(op->red_key, sizeof(op->red_key), hash);
         op->pending++;
-        if (d->storage->ops->exists(d->storage, op->red_key, submit_fn_checked, op) != 0)
+        if (fn_seen(d, op->red_key))
+            submit_fn_checked(op, 0);
+        else if (d->storage->ops->exists(d->storage, op->red_key, submit_fn_checked, op) != 0)
             submit_fn_checked(op, -EIO);
     }
     submit_fn_checked(op, 0); /* releases the initial count */

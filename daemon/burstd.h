@@ -60,6 +60,9 @@ struct burstd {
     /* A burstd_after_write callback handed the scheduler a job: the tick
      * runs the scheduler again rather than wait for the next iteration. */
     bool sched_again;
+    /* api.c: keys of function libraries known to be in storage (malloc'ed
+     * on first use, freed at exit). */
+    char (*fns_seen)[128];
     struct syncer *syncer; /* owned; calls burstd_sync_done */
 };
 

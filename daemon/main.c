@@ -540,6 +540,7 @@ main(int argc, char **argv)
     server_free(d->server);
     d->storage->ops->close(d->storage);
     ledger_close(d->ledger);
+    free(d->fns_seen);
     if (uv_loop_close(d->loop) != 0)
         log_debug("loop closed with handles still open");
     log_info("stopped");
