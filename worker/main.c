@@ -450,9 +450,7 @@ serve(struct store *st)
         int len = io.buf != NULL
                       ? snprintf(reply, sizeof(reply), "%d %zu\n", status, io.len)
                       : snprintf(reply, sizeof(reply), "%d\n", status);
-        int wrc = run_write_all(out, reply, (size_t)len);
-        if (wrc == 0 && io.buf != NULL)
-            wrc = run_write_all(out, io.buf, io.len);
+        int wrc = run_write2(out, reply, (size_t)len, io.buf, io.buf != NULL ? io.len : 0);
         free(io.buf);
         if (wrc != 0) {
             warnx("--serve: cannot reply: %s", strerror(-wrc));

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -225,6 +226,21 @@ run_write_all(int fd, const void *data, size_t len)
         len -= (size_t)w;
     }
     return 0;
+}
+
+int
+run_write2(int fd, const void *a, size_t alen, const void *b, size_t blen)
+{
+    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
+    ssize_t w;
+    do
+        w = writev(fd, iov, blen > 0 ? 2 : 1);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return -errno;
+    if ((size_t)w < alen)
+        return run_write2(fd, (const char *)a + w, alen - (size_t)w, b, blen);
+    return run_write_all(fd, (const char *)b + (w - (ssize_t)alen), blen - (size_t)(w - (ssize_t)alen));
 }
 
 int

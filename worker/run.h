@@ -214,6 +214,9 @@ void run_reason_ensure(struct invoc_result *r);
 
 /* Writes all len bytes to fd, blocking.  Returns 0 or -errno. */
 int run_write_all(int fd, const void *data, size_t len);
+/* The same for a then b, in one write when the pipe takes both (one
+ * wake-up of the reader instead of two). */
+int run_write2(int fd, const void *a, size_t alen, const void *b, size_t blen);
 /* Reads exactly len bytes from fd (blocking), retrying on EINTR.  Returns
  * 0, -EPIPE at an early EOF, or -errno. */
 int run_read_all(int fd, void *data, size_t len);

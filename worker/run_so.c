@@ -80,6 +80,8 @@
 #ifdef __GLIBC__
 #include <malloc.h> /* malloc_trim */
 #endif
+/* Free heap above which an idle executor gives memory back. */
+#define SO_TRIM_FREE (1 << 20)
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -604,8 +606,11 @@ child_idle(struct so_child_io *io, uint32_t ntasks, struct so_job *job)
         child_job_free(job);
 #ifdef __GLIBC__
     /* glibc keeps freed memory, a 64 MiB input cache included, for reuse;
-     * other C libraries have no such call. */
-    malloc_trim(0);
+     * other C libraries have no such call.  Only when there is much to give
+     * back: a trim walks the heap, which after a small invocation costs more
+     * than the invocation (and competes with burstd for the CPU). */
+    if (mallinfo2().fordblks > SO_TRIM_FREE)
+        malloc_trim(0);
 #endif
 }
 
