@@ -195,6 +195,8 @@ struct compute_local {
                                     * that run as another uid (runas.h); -1 = none */
     bool record_warned;            /* a failure to write a record was logged */
     unsigned long long self_start; /* our start time, for the records */
+    pid_t self_pid;                /* burstd never changes either: asked once, */
+    uid_t self_uid;                /* not in every dispatch */
     char boot_id[40];              /* /proc/sys/kernel/random/boot_id */
     uv_idle_t idle;                /* delivers the callbacks submit must not make */
     struct cl_link dispatches;     /* local_dispatch.link: invocations not all ended */
@@ -749,7 +751,7 @@ record_add(struct compute_local *cl, struct wproc *w, struct local_inv *inv,
         return;
     int len =
         snprintf(line, sizeof(line), "%s %d %llu %d %llu %s %s\n", RECORD_MAGIC, inv->pid,
-                 inv->start, (int)getpid(), cl->self_start, cl->boot_id, spec_key);
+                 inv->start, (int)cl->self_pid, cl->self_start, cl->boot_id, spec_key);
     if (rc == 0 && (len < 0 || (size_t)len >= sizeof(line)))
         rc = -ENAMETOOLONG;
     snprintf(name, sizeof(name), "%d", inv->pid);
@@ -1083,7 +1085,7 @@ wproc_spawn(struct compute_local *cl, char **env, const struct runas *ra, int *e
     }
     w->cl = cl;
     w->rec_fd = -1;
-    w->uid = ra != NULL ? ra->uid : geteuid();
+    w->uid = ra != NULL ? ra->uid : cl->self_uid;
     link_init(&w->link);
     cl->nwproc++;
     uv_pipe_init(cl->base.loop, &w->in, 0);
@@ -1323,7 +1325,7 @@ cl_submit(struct compute *c, struct dispatch *d)
     env[ne++] = cl->parent_entry;
     env[ne] = NULL;
 
-    uid_t uid = ra != NULL ? ra->uid : geteuid();
+    uid_t uid = ra != NULL ? ra->uid : cl->self_uid;
     for (uint32_t i = 0; i < ld->ninv; i++) {
         struct local_inv *inv = &ld->inv[i];
         inv->ld = ld;
@@ -1510,6 +1512,8 @@ compute_local_new(uv_loop_t *loop, const char *worker_path, const char *storage_
     link_init(&cl->warm);
     cl->run_fd = -1;
     cl->root_fd = -1;
+    cl->self_pid = getpid();
+    cl->self_uid = geteuid();
     cl->worker_path = strdup(worker_path);
     cl->storage_url = strdup(storage_url);
     cl->storage_entry = env_entry("BURST_STORAGE", storage_url);
