@@ -604,15 +604,22 @@ fn_copy(struct ledger_fn *dst, const struct ledger_fn *src)
 }
 
 /* Loads job id, submitted by process pid (0: unknown), from the ledger into
- * memory (with its counters). */
+ * memory (with its counters).  A job that has ended is not loaded (*out
+ * NULL): one that started before its acceptance was durable may end first,
+ * and the acceptance then adds it again. */
 static int
 job_load(struct sched *s, uint64_t id, int32_t pid, struct sched_job **out)
 {
     struct burstd *d = s->d;
     struct ledger_job lj;
+    *out = NULL;
     int rc = ledger_job_get(d->ledger, id, &lj);
     if (rc != 0)
         return rc;
+    if (burst_job_state_is_final(lj.state)) {
+        ledger_job_free(&lj);
+        return 0;
+    }
     struct sched_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
         ledger_job_free(&lj);

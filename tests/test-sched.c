@@ -405,6 +405,25 @@ test_chunks(void **state)
     assert_int_equal(seen[0], 3); /* 10 + 10 + 5 */
 }
 
+/* A job added again once it has ended (its acceptance became durable after
+ * its end) is not taken back into the scheduler. */
+static void
+test_added_after_end(void **state)
+{
+    struct fixture *f = *state;
+    struct burstd *d = &f->d;
+    assert_int_equal(sched_new(d, 2, &d->sched), 0);
+    uint64_t j = job_create(f, 1001, "cat", 3, 1, 0);
+    assert_int_equal(sched_start(d->sched), 0);
+    uint32_t counts[BURST_TASK_NSTATES];
+    assert_int_equal(sched_counts(d->sched, j, counts), 0);
+    run_until_done(f);
+    assert_int_equal(job_state(f, j), BURST_JOB_SUCCEEDED);
+    assert_int_equal(sched_counts(d->sched, j, counts), -ENOENT);
+    assert_int_equal(sched_job_added(d->sched, j, f->pid), 0);
+    assert_int_equal(sched_counts(d->sched, j, counts), -ENOENT);
+}
+
 /* A failing command with retries is tried retries + 1 times, then fails. */
 static void
 test_retries_exhausted(void **state)
@@ -485,6 +504,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_fair_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_equal_jobs_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_added_after_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
     };
