@@ -634,8 +634,9 @@ ledger_inputs_to_storage(const struct daemon *d)
 
 /*
  * A ledger of schema version 2 (before inputs and outputs could live in
- * it; version 4 is version 2 plus the inputs and outputs tables, so
- * dropping them makes one) holding a queued job whose inputs are in
+ * it; version 5 is version 2 plus the inputs and outputs tables, and
+ * rowid tables where version 2 had WITHOUT ROWID ones, which the upgrade
+ * rebuilds either way, so dropping the two tables makes one) holding a queued job whose inputs are in
  * storage: burstd opens it, upgrades it in place, runs that job and then a
  * new small one.
  */

@@ -2115,7 +2115,7 @@ test_migrate_v3(void **state)
         SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(ledger_open(fx->path, &fx->l), 0);
-    assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 4);
+    assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 5);
     output_expect(fx->l, old, 1, 0, 0, UINT64_MAX, NULL, 0);
     assert_int_equal(ledger_begin(fx->l), 0);
     assert_int_equal(ledger_output_put(fx->l, old, 1, 0, "xy", 2), 0);
@@ -2124,11 +2124,124 @@ test_migrate_v3(void **state)
     output_expect(fx->l, old, 1, 0, 0, UINT64_MAX, "xy", 2);
 }
 
+/* Makes table name of the open database db a WITHOUT ROWID table again, as
+ * version 4 had it: same columns and indexes, rows copied. */
+static void
+make_without_rowid(sqlite3 *db, const char *name)
+{
+    char sql[4096], *idx[8];
+    int nidx = 0;
+    sqlite3_stmt *st;
+    snprintf(sql, sizeof(sql),
+             "SELECT type, sql FROM sqlite_schema WHERE tbl_name = '%s' AND sql IS NOT NULL"
+             " ORDER BY type DESC",
+             name);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    char *table = NULL;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *type = (const char *)sqlite3_column_text(st, 0);
+        char *text = strdup((const char *)sqlite3_column_text(st, 1));
+        assert_non_null(text);
+        if (strcmp(type, "table") == 0)
+            table = text;
+        else
+            idx[nidx++] = text;
+        assert_true(nidx < 8);
+    }
+    sqlite3_finalize(st);
+    assert_non_null(table);
+    assert_null(strstr(table, "WITHOUT ROWID"));
+    for (int i = 0; i < nidx; i++) {
+        /* "CREATE INDEX name ON ...": drop it by its name. */
+        char iname[64];
+        assert_int_equal(sscanf(idx[i], "CREATE INDEX %63s", iname), 1);
+        snprintf(sql, sizeof(sql), "DROP INDEX %s", iname);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    }
+    snprintf(sql, sizeof(sql), "ALTER TABLE %s RENAME TO old_%s", name, name);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    snprintf(sql, sizeof(sql), "%s WITHOUT ROWID", table);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    snprintf(sql, sizeof(sql), "INSERT INTO %s SELECT * FROM old_%s; DROP TABLE old_%s",
+             name, name, name);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < nidx; i++) {
+        assert_int_equal(sqlite3_exec(db, idx[i], NULL, NULL, NULL), SQLITE_OK);
+        free(idx[i]);
+    }
+    free(table);
+}
+
+/*
+ * A version 4 ledger, whose runs, events and outputs were WITHOUT ROWID
+ * tables, opens as version 5 with them rebuilt as rowid tables, and every
+ * row, index and output still there: a dispatched task, an ended one with
+ * its output, the events.
+ */
+static void
+test_migrate_v4(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t job = add_job(fx->l, 1000, 3);
+    uint32_t att;
+    dispatch_one(fx->l, job, 0, &att);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    uint64_t seq;
+    assert_int_equal(ledger_event_append(fx->l, job, "ev1", 3, &seq), 0);
+    assert_int_equal(ledger_output_put(fx->l, job, 7, 0, "out", 3), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    ledger_close(fx->l);
+    fx->l = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys=ON; BEGIN", NULL, NULL, NULL),
+                     SQLITE_OK);
+    make_without_rowid(db, "runs");
+    make_without_rowid(db, "events");
+    make_without_rowid(db, "outputs");
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 4; COMMIT", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(
+        db_int(fx->path, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%WITHOUT ROWID%'"
+                         " AND name IN ('runs', 'events', 'outputs')"),
+        3);
+
+    assert_int_equal(ledger_open(fx->path, &fx->l), 0);
+    assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 5);
+    assert_int_equal(
+        db_int(fx->path, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%WITHOUT ROWID%'"
+                         " AND name IN ('runs', 'events', 'outputs')"),
+        0);
+    assert_int_equal(db_int(fx->path, "SELECT count(*) FROM sqlite_schema WHERE type = 'index'"
+                                      " AND name IN ('runs_pending', 'runs_retrying',"
+                                      " 'runs_inflight')"),
+                     3);
+    assert_int_equal(db_int(fx->path, "SELECT count(*) FROM sqlite_schema"
+                                      " WHERE name LIKE '%_v4'"),
+                     0);
+    assert_int_equal(task(fx->l, job, 0).state, BURST_TASK_DISPATCHED);
+    assert_int_equal(task(fx->l, job, 1).state, BURST_TASK_QUEUED);
+    output_expect(fx->l, job, 7, 0, 0, UINT64_MAX, "out", 3);
+    struct seen_events s = {0};
+    assert_int_equal(ledger_events_since(fx->l, job, 0, 0, events_cb, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_memory_equal(s.body[0], "ev1", 3);
+    /* The pending index answers as before: tasks 1 and 2 are next. */
+    uint32_t idx[4], n = 0;
+    assert_int_equal(ledger_tasks_pending(fx->l, job, 3, 0, 4, idx, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(idx[0], 1);
+    reopen(fx);
+    assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 5);
+}
+
 /*
  * A version 2 ledger (before inputs could live in it) opens, gains the
  * inputs and outputs tables in place, keeps its jobs, and takes a new small
- * job.  The version 2 schema is version 4's without those tables, so a
- * version 2 file is made by dropping them.
+ * job.  The version 2 schema is version 5's without those tables (and with
+ * its blob tables WITHOUT ROWID, which the upgrade rebuilds either way), so
+ * a version 2 file is made by dropping them.
  */
 static void
 test_migrate_v2(void **state)
@@ -2149,7 +2262,7 @@ test_migrate_v2(void **state)
     assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 2);
 
     assert_int_equal(ledger_open(fx->path, &fx->l), 0);
-    assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 4);
+    assert_int_equal(db_int(fx->path, "PRAGMA user_version"), 5);
     assert_int_equal(
         db_int(fx->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'inputs'"), 1);
     assert_int_equal(
@@ -2170,7 +2283,7 @@ test_migrate_v2(void **state)
     assert_int_equal(ledger_input_put(fx->l, j.id, in, sizeof(in)), 0);
     assert_int_equal(ledger_commit(fx->l), 0);
     assert_true(j.id > old);
-    reopen(fx); /* version 4 now: opens as it is */
+    reopen(fx); /* version 5 now: opens as it is */
     input_expect(fx->l, j.id, in, sizeof(in));
     assert_int_equal(task(fx->l, old, 0).state, BURST_TASK_DISPATCHED);
 }
@@ -2223,6 +2336,7 @@ main(void)
         T(test_outputs),
         T(test_txn_changed),
         T(test_migrate_v3),
+        T(test_migrate_v4),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
