@@ -411,8 +411,8 @@ op_unsubscribe(struct burstd *d, struct conn *c, const struct proto_request *req
  * content-addressed and shared), so a submission naming a library seen
  * before skips the storage lookup, a round trip through the thread pool
  * (local) or the network (S3).  One removed by hand from storage then fails
- * the tasks that need it, with the worker's "cannot load" error, instead of
- * the submission.  Direct-mapped by a hash of the key: a collision costs one
+ * the tasks that need it ("function library ... not found in storage", the
+ * worker says) instead of the submission.  Direct-mapped by a hash of the key: a collision costs one
  * lookup again.
  */
 #define FNS_SEEN 256
@@ -617,13 +617,13 @@ fn_from_proto(struct ledger_fn *dst, const struct proto_fn *src)
     return 0;
 }
 
+static void uncork_when_durable(struct burstd *d, struct conn *c);
+
 /*
  * The commit that held the job is over: acknowledge it (rc 0), or tell the
  * client nothing was accepted.  A job committed while its client left is
  * scheduled all the same: it exists now.
  */
-static void uncork_when_durable(struct burstd *d, struct conn *c);
-
 static void
 submit_committed(void *arg, int rc)
 {

@@ -455,7 +455,6 @@ main(int argc, char **argv)
         rc = ledger_take_exclusive(d->ledger);
     if (rc == 0)
         rc = syncer_new(d->loop, burstd_sync_done, d, &d->syncer);
-
     if (rc != 0)
         fatalx("cannot set up the ledger's sync: %s", burst_strerror(rc));
     rc = storage_local_new(d->loop, storage_dir, &d->storage);

@@ -31,11 +31,13 @@
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "invoc.h"
+#include "run.h"
 #include <msgpack.h>
 
 /* Safety net only: no test expects the worker to take anywhere near this. */
@@ -447,6 +449,74 @@ wait_pidfile(const char *path)
 }
 
 /* ---- invoc.c unit tests ------------------------------------------------------------ */
+
+static void
+on_alarm(int sig)
+{
+    (void)sig; /* only there to interrupt writev */
+}
+
+/*
+ * run_write2 (a worker's reply: its line, then an inline output) gets all
+ * of both across a pipe whose writes signals keep interrupting, as a stop
+ * request may: a partial write goes on where it stopped, in order.
+ */
+static void
+test_write2_interrupted(void **state)
+{
+    (void)state;
+    size_t blen = 4 << 20;
+    unsigned char *b = malloc(blen);
+    assert_non_null(b);
+    for (size_t i = 0; i < blen; i++)
+        b[i] = (unsigned char)(i * 7 + i / 4096);
+    const char a[] = "0 4194304\n";
+    int p[2], sum[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(pipe(sum), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* Reads slowly, in small pieces, and reports how much matched. */
+        close(p[1]);
+        char buf[3000];
+        uint64_t got = 0, bad = 0;
+        ssize_t n;
+        while ((n = read(p[0], buf, sizeof(buf))) > 0) {
+            for (ssize_t k = 0; k < n; k++, got++) {
+                unsigned char want = got < sizeof(a) - 1
+                                         ? (unsigned char)a[got]
+                                         : b[got - (sizeof(a) - 1)];
+                bad += (unsigned char)buf[k] != want;
+            }
+            if (got % 97 == 0)
+                usleep(100);
+        }
+        uint64_t out[2] = {got, bad};
+        _exit(write(sum[1], out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : 1);
+    }
+    close(p[0]);
+    struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART */
+    struct sigaction old;
+    assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+    struct itimerval it = {{0, 200}, {0, 200}};
+    assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+    int rc = run_write2(p[1], a, sizeof(a) - 1, b, blen);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    assert_int_equal(rc, 0);
+    close(p[1]);
+    uint64_t res[2];
+    assert_int_equal(read(sum[0], res, sizeof(res)), (ssize_t)sizeof(res));
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(res[0], sizeof(a) - 1 + blen);
+    assert_int_equal(res[1], 0);
+    close(sum[0]);
+    close(sum[1]);
+    free(b);
+}
 
 static void
 test_keys(void **state)
@@ -2571,6 +2641,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_write2_interrupted),
         cmocka_unit_test(test_spec_roundtrip),
         cmocka_unit_test(test_output_roundtrip),
         cmocka_unit_test(test_manifest_roundtrip),

@@ -238,9 +238,13 @@ run_write2(int fd, const void *a, size_t alen, const void *b, size_t blen)
     while (w < 0 && errno == EINTR);
     if (w < 0)
         return -errno;
-    if ((size_t)w < alen)
-        return run_write2(fd, (const char *)a + w, alen - (size_t)w, b, blen);
-    return run_write_all(fd, (const char *)b + (w - (ssize_t)alen), blen - (size_t)(w - (ssize_t)alen));
+    size_t done = (size_t)w;
+    if (done < alen)
+        return run_write2(fd, (const char *)a + done, alen - done, b, blen);
+    done -= alen;
+    if (done == blen)
+        return 0;
+    return run_write_all(fd, (const char *)b + done, blen - done);
 }
 
 int
