@@ -190,6 +190,18 @@ reap(pid_t pid)
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* Job id ran to success, as a new connection sees it. */
+static void
+expect_succeeded(uint64_t id)
+{
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_job_info info;
+    assert_int_equal(burst_wait(c, id, &info), 0);
+    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
+    burst_close(c);
+}
+
 /* The acknowledgment of a submission waits for the sync of its commit. */
 static void
 test_ack_waits_for_sync(void **state)
@@ -206,13 +218,7 @@ test_ack_waits_for_sync(void **state)
     assert_true(out[1] > 0);
     close(fd);
     reap(pid);
-
-    burst_client *c;
-    assert_int_equal(burst_connect(D.sock, &c), 0);
-    burst_job_info info;
-    assert_int_equal(burst_wait(c, (uint64_t)out[1], &info), 0);
-    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
-    burst_close(c);
+    expect_succeeded((uint64_t)out[1]);
     testd_stop(&D);
     passed = true;
 }
@@ -288,6 +294,18 @@ wait_number(const char *path)
     return 0;
 }
 
+/* With every WAL sync held, submits in a child a job whose task writes its
+ * job id to D.dir/ran; the child's pipe (see in_child).  The job's id, once
+ * the task has run, is wait_number(ran). */
+static int
+submit_marked_held(char *ran, size_t size, pid_t *pid)
+{
+    snprintf(ran, size, "%s/ran", D.dir);
+    snprintf(run_cmd, sizeof(run_cmd), "cat >/dev/null && echo $BURST_JOB_ID >%s", ran);
+    touch(gate);
+    return in_child(child_submit_cmd, 0, pid);
+}
+
 /*
  * A job runs while the commit that accepted it syncs: the sync and the
  * work overlap.  Its task has run (and written its job id) while the
@@ -299,11 +317,8 @@ test_runs_while_syncing(void **state)
     (void)state;
     run_job(); /* the first job moves the id bound; the next is within it */
     char ran[256];
-    snprintf(ran, sizeof(ran), "%s/ran", D.dir);
-    snprintf(run_cmd, sizeof(run_cmd), "cat >/dev/null && echo $BURST_JOB_ID >%s", ran);
-    touch(gate);
     pid_t pid;
-    int fd = in_child(child_submit_cmd, 0, &pid);
+    int fd = submit_marked_held(ran, sizeof(ran), &pid);
     uint64_t id = wait_number(ran);
     assert_false(readable(fd, HELD_MS)); /* ran, not yet acknowledged */
     unlink(gate);
@@ -313,12 +328,7 @@ test_runs_while_syncing(void **state)
     assert_int_equal(out[1], (int64_t)id);
     close(fd);
     reap(pid);
-    burst_client *c;
-    assert_int_equal(burst_connect(D.sock, &c), 0);
-    burst_job_info info;
-    assert_int_equal(burst_wait(c, id, &info), 0);
-    assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
-    burst_close(c);
+    expect_succeeded(id);
     testd_stop(&D);
     passed = true;
 }
@@ -337,11 +347,8 @@ test_power_cut_forgets_unacknowledged(void **state)
     (void)state;
     uint64_t first = run_job();
     char ran[256];
-    snprintf(ran, sizeof(ran), "%s/ran", D.dir);
-    snprintf(run_cmd, sizeof(run_cmd), "cat >/dev/null && echo $BURST_JOB_ID >%s", ran);
-    touch(gate);
     pid_t pid;
-    int fd = in_child(child_submit_cmd, 0, &pid);
+    int fd = submit_marked_held(ran, sizeof(ran), &pid);
     uint64_t lost = wait_number(ran);
     assert_true(lost > first);
     testd_kill9(&D);
