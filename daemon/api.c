@@ -662,17 +662,18 @@ submit_committed(void *arg, int rc)
     struct proto_reply rep = {.op = PROTO_OP_SUBMIT, .re = op->req.id, .ok = true};
     rep.u.submit.job = op->job;
     rep.u.submit.total = op->n;
-    /* The job may have run on ahead of its commit (submit_written): the
-     * events the subscription replays may come from commits not durable
-     * yet, and wait for them. */
-    conn_cork(c);
     reply_send(c, &rep);
-    if (sub->subscribe)
+    if (sub->subscribe) {
+        /* The job may have run on ahead of its commit (submit_written):
+         * the events the subscription replays may come from commits not
+         * durable yet, and wait for them (the acknowledgment does not). */
+        conn_cork(c);
         events_subscribe(d->events, c, op->job, 0);
-    if (events_job_durable(d->events, op->job))
-        conn_uncork(c);
-    else
-        uncork_when_durable(d, c);
+        if (events_job_durable(d->events, op->job))
+            conn_uncork(c);
+        else
+            uncork_when_durable(d, c);
+    }
     submit_finish(op);
 }
 
