@@ -357,6 +357,32 @@ group_teardown(void **state)
 /* ---- 1, 2: burst_map -----------------------------------------------------------------
  */
 
+/* Calls wait for their replies even on a socket the application made
+ * non-blocking (it may, to poll burst_fd() from its own loop). */
+static void
+test_nonblocking_fd(void **state)
+{
+    (void)state;
+    burst_client *c = client_open();
+    int fd = burst_fd(c);
+    assert_true(fd >= 0);
+    assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    for (int i = 0; i < 3; i++)
+        assert_true(burst_quota(c, -1, NULL) > 0);
+    struct inputs in;
+    inputs_text(&in, 20);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "tr a-z A-Z"};
+    burst_opts opts = BURST_OPTS_INIT;
+    burst_bytes *out = NULL;
+    int rc = burst_map(c, &fn, in.b, in.n, &opts, &out);
+    if (rc != 0)
+        fail_msg("burst_map: %s: %s", burst_strerror(rc), burst_last_error(c));
+    check_upper(&in, out);
+    burst_free_results(out, in.n);
+    inputs_free(&in);
+    burst_close(c);
+}
+
 static void
 test_map_exec(void **state)
 {
@@ -1088,6 +1114,7 @@ main(void)
         cmocka_unit_test(test_results_streaming),
         cmocka_unit_test(test_imap_unordered),
         cmocka_unit_test(test_async_events),
+        cmocka_unit_test(test_nonblocking_fd),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_retries_and_timeout),
         cmocka_unit_test(test_cancel),
