@@ -412,8 +412,8 @@ op_unsubscribe(struct burstd *d, struct conn *c, const struct proto_request *req
  * before skips the storage lookup, a round trip through the thread pool
  * (local) or the network (S3).  One removed by hand from storage then fails
  * the tasks that need it ("function library ... not found in storage", the
- * worker says) instead of the submission.  Direct-mapped by a hash of the key: a collision costs one
- * lookup again.
+ * worker says) instead of the submission.  Direct-mapped by a hash of the
+ * key: a collision costs one lookup again.
  */
 #define FNS_SEEN 256
 

@@ -2059,11 +2059,7 @@ ledger_output_put(struct ledger *l, uint64_t job, uint64_t dispatch, uint32_t n,
     sqlite3_stmt *st = stmt_take(l, ST_OUTPUT_PUT);
     if (st == NULL)
         return BURST_EINTERNAL;
-    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, (int64_t)dispatch);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 3, (int64_t)n);
+    int rc = stmt_bind_ints(st, 3, (const int64_t[]){(int64_t)job, (int64_t)dispatch, n});
     if (rc == SQLITE_OK) /* STATIC: stepped and reset before we return */
         rc = sqlite3_bind_blob64(st, 4, len > 0 ? body : "", len, SQLITE_STATIC);
     int err = rc == SQLITE_OK ? stmt_exec(l, st, "store an output")
@@ -2084,15 +2080,11 @@ ledger_output_read(struct ledger *l, uint64_t job, uint64_t dispatch, uint32_t n
     if (st == NULL)
         return BURST_EINTERNAL;
     int found = 0;
-    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, (int64_t)dispatch);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 3, (int64_t)n);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 4, (int64_t)off);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 5, len > INT32_MAX ? -1 : (int64_t)len);
+    /* A length past what substr() takes reads to the end (-1). */
+    int rc = stmt_bind_ints(st, 5,
+                            (const int64_t[]){(int64_t)job, (int64_t)dispatch, n,
+                                              (int64_t)off,
+                                              len > INT32_MAX ? -1 : (int64_t)len});
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
