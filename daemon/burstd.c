@@ -16,6 +16,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "scheduler.h"
+#include "server.h"
 #include "syncer.h"
 
 int64_t
@@ -154,6 +155,10 @@ burstd_sync_done(void *arg, uint64_t seq, int err)
      * durable, whether the syncs started earlier have ended or not. */
     pending_done(d, seq);
     sync_start(d);
+    /* The replies and events it released go out now, not after whatever
+     * else this poll phase handles. */
+    if (d->server != NULL)
+        server_flush(d->server);
 }
 
 /* Starts a sync covering every commit so far, unless one in flight already

@@ -310,6 +310,8 @@ on_tick(uv_prepare_t *h)
         sched_pump(d->sched);
         burstd_commit(d);
     }
+    /* The loop may block next: what the iteration queued goes out now. */
+    server_flush(d->server);
 }
 
 int

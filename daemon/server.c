@@ -36,7 +36,9 @@ struct server {
     struct conn *conns;        /* owned list */
     uint32_t nconns;
     uint64_t next_serial;
-    unsigned open_handles;     /* listener + conns still to be closed */
+    unsigned open_handles;     /* listener + conns + flush still to be closed */
+    uv_check_t flush;          /* writes what the iteration queued */
+    struct conn *dirty;        /* conns with frames to write; via dirty_next */
     void (*close_cb)(struct server *s);
 };
 
@@ -44,16 +46,30 @@ struct server {
  * dropped: several result pages and a large replay fit. */
 #define CONN_MAX_UNSENT (256u * 1024u * 1024u)
 
+/* At most this many frames go to one writev. */
+#define CONN_WRITE_BATCH 64
+
 struct write_req {
     uv_write_t req;
-    struct conn *conn; /* held (busy) until the write completes */
+    struct conn *conn; /* held (busy) while libuv has it */
     char *data;        /* owned */
     size_t len;
-    struct write_req *next; /* in the conn's corked queue */
+    size_t off;        /* bytes already written */
+    struct write_req *next; /* in the conn's queue */
 };
 
 static void conn_maybe_free(struct conn *c);
 static void conn_process(struct conn *c);
+static void conn_flush(struct conn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void conn_close_after_flush(struct conn *c);
+
+static void
+on_flush(uv_check_t *h)
+{
+    server_flush(h->data);
+}
 
 int
 server_new(struct burstd *d, struct server **out)
@@ -63,8 +79,27 @@ server_new(struct burstd *d, struct server **out)
         return -ENOMEM;
     s->d = d;
     s->next_serial = 1;
+    uv_check_init(d->loop, &s->flush);
+    s->flush.data = s;
+    uv_check_start(&s->flush, on_flush);
+    /* It has work only when a conn has: it must not keep the loop alive. */
+    uv_unref((uv_handle_t *)&s->flush);
+    s->open_handles++;
     *out = s;
     return 0;
+}
+
+void
+server_flush(struct server *s)
+{
+    while (s->dirty != NULL) {
+        struct conn *c = s->dirty;
+        s->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->dirty = false;
+        conn_flush(c);
+        conn_release(c);
+    }
 }
 
 uint32_t
@@ -103,6 +138,38 @@ on_idle_timeout(uv_timer_t *t)
 }
 
 static void
+conn_read_stop(struct conn *c)
+{
+    if (c->reading) {
+        c->reading = false;
+        uv_read_stop((uv_stream_t *)&c->pipe);
+    }
+}
+
+static void
+conn_read_start(struct conn *c)
+{
+    if (!c->reading && !c->closing) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    }
+}
+
+/* A paused conn reads on only while the buffer's free end has room: the
+ * frame being handled must not move.  Stopping and starting to read costs
+ * the loop two epoll_ctl calls, and a paused conn is the common case (a
+ * submission waits for its sync). */
+static void
+conn_paused_read_check(struct conn *c)
+{
+    char *base;
+    size_t avail;
+    frame_reader_tail(&c->reader, &base, &avail);
+    if (avail == 0)
+        conn_read_stop(c);
+}
+
+static void
 on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct conn *c = h->data;
@@ -110,6 +177,12 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t avail;
     if (suggested < 65536)
         suggested = 65536;
+    if (c->paused) {
+        frame_reader_tail(&c->reader, &base, &avail); /* not 0: see above */
+        buf->base = base;
+        buf->len = avail;
+        return;
+    }
     if (frame_reader_space(&c->reader, suggested, &base, &avail) != 0) {
         /* libuv reports UV_ENOBUFS to on_read, which closes the conn. */
         buf->base = NULL;
@@ -126,16 +199,34 @@ on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     struct conn *c = stream->data;
     (void)buf;
     if (nread < 0) {
-        if (nread != UV_EOF)
-            log_debug("client %llu: read: %s", (unsigned long long)c->serial,
-                      uv_strerror((int)nread));
+        /* A client may end its side once its last request is out: what it
+         * sent is answered, and the replies are written, before the conn
+         * closes. */
+        if (nread == UV_EOF) {
+            if (c->paused) {
+                c->eof = true;
+                conn_read_stop(c);
+            } else {
+                conn_close_after_flush(c);
+            }
+            return;
+        }
+        log_debug("client %llu: read: %s", (unsigned long long)c->serial,
+                  uv_strerror((int)nread));
         conn_close(c);
         return;
     }
     if (nread == 0)
         return;
     frame_reader_commit(&c->reader, (size_t)nread);
+    if (c->paused) {
+        conn_paused_read_check(c);
+        return;
+    }
     conn_process(c);
+    /* The replies to what arrived together go out together, and before the
+     * next client's requests are handled. */
+    server_flush(c->server);
 }
 
 static void
@@ -155,8 +246,11 @@ conn_close_after_flush(struct conn *c)
 {
     if (c->closing)
         return;
-    uv_read_stop((uv_stream_t *)&c->pipe);
+    conn_read_stop(c);
     c->paused = true;
+    conn_flush(c);
+    if (c->closing)
+        return; /* the write failed */
     uv_shutdown_t *req = malloc(sizeof(*req));
     if (req == NULL) {
         conn_close(c);
@@ -227,6 +321,12 @@ conn_maybe_free(struct conn *c)
         return;
     struct server *s = c->server;
     frame_reader_free(&c->reader);
+    while (c->out != NULL) {
+        struct write_req *w = c->out;
+        c->out = w->next;
+        free(w->data);
+        free(w);
+    }
     while (c->cancel_jobs != NULL) {
         struct conn_job *j = c->cancel_jobs;
         c->cancel_jobs = j->next;
@@ -244,6 +344,9 @@ conn_close(struct conn *c)
     if (c->closing)
         return;
     struct server *s = c->server;
+    /* What is queued and not held back goes out if the socket takes it
+     * now; anything else is dropped with the conn. */
+    conn_flush(c);
     c->closing = true;
     api_conn_closed(s->d, c);
     if (c->prev != NULL)
@@ -265,7 +368,7 @@ conn_hold(struct conn *c)
     if (!c->paused) {
         c->paused = true;
         if (!c->closing)
-            uv_read_stop((uv_stream_t *)&c->pipe);
+            conn_paused_read_check(c);
     }
 }
 
@@ -283,8 +386,12 @@ conn_resume(struct conn *c)
         return;
     c->paused = false;
     conn_process(c);
-    if (!c->paused && !c->closing)
-        uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    if (c->paused || c->closing)
+        return;
+    if (c->eof)
+        conn_close_after_flush(c);
+    else
+        conn_read_start(c);
 }
 
 static void
@@ -297,25 +404,88 @@ on_write(uv_write_t *req, int status)
     if (status < 0 && status != UV_ECANCELED && !c->closing) {
         log_debug("client %llu: write: %s", (unsigned long long)c->serial,
                   uv_strerror(status));
+        c->broken = true;
         conn_close(c);
     }
     conn_release(c);
 }
 
-/* Starts writing w (the conn is held until it completes). */
+/* Hands w's unwritten bytes to libuv, which writes them when the socket
+ * has room (the conn is held until then). */
 static int
-write_start(struct conn *c, struct write_req *w)
+write_queue(struct conn *c, struct write_req *w)
 {
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    uv_buf_t b = uv_buf_init(w->data + w->off, (unsigned)(w->len - w->off));
     c->busy++;
     int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
     if (rc != 0) {
         free(w->data);
         free(w);
         c->busy--;
-        conn_close(c);
     }
     return rc;
+}
+
+/* Writes the conn's queue: as much as the socket takes now in one writev
+ * per batch of frames, the rest through libuv's write queue.  Writing
+ * directly also spares libuv's completion pass, which re-arms the socket's
+ * epoll entry once per write. */
+static void
+conn_flush(struct conn *c)
+{
+    if (c->closing || c->broken || c->corks > 0)
+        return;
+    int rc;
+    while (c->out != NULL) {
+        uv_buf_t bufs[CONN_WRITE_BATCH];
+        unsigned n = 0;
+        for (struct write_req *w = c->out; w != NULL && n < CONN_WRITE_BATCH; w = w->next)
+            bufs[n++] = uv_buf_init(w->data + w->off, (unsigned)(w->len - w->off));
+        /* UV_EAGAIN also when libuv still has earlier bytes queued. */
+        rc = uv_try_write((uv_stream_t *)&c->pipe, bufs, n);
+        if (rc < 0 && rc != UV_EAGAIN)
+            goto broken;
+        size_t done = rc > 0 ? (size_t)rc : 0;
+        c->out_bytes -= done;
+        while (c->out != NULL && done >= c->out->len - c->out->off) {
+            struct write_req *w = c->out;
+            done -= w->len - w->off;
+            c->out = w->next;
+            free(w->data);
+            free(w);
+        }
+        if (c->out == NULL)
+            break;
+        c->out->off += done;
+        if (rc == UV_EAGAIN || c->out->off > 0 || n < CONN_WRITE_BATCH) {
+            /* The socket is full: the rest waits in libuv's queue. */
+            while (c->out != NULL) {
+                struct write_req *w = c->out;
+                c->out = w->next;
+                c->out_bytes -= w->len - w->off;
+                if ((rc = write_queue(c, w)) != 0)
+                    goto broken;
+            }
+        }
+    }
+    c->out_last = NULL;
+    return;
+broken:
+    log_debug("client %llu: write: %s", (unsigned long long)c->serial, uv_strerror(rc));
+    c->broken = true;
+    conn_close(c);
+}
+
+static void
+conn_mark_dirty(struct conn *c)
+{
+    if (c->dirty || c->corks > 0 || c->out == NULL)
+        return;
+    struct server *s = c->server;
+    c->dirty = true;
+    c->busy++; /* dropped by server_flush */
+    c->dirty_next = s->dirty;
+    s->dirty = c;
 }
 
 int
@@ -329,7 +499,7 @@ conn_send(struct conn *c, struct proto_buf *buf)
     }
     /* A client that never reads must not make the daemon hold its replies
      * and events without bound. */
-    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) + c->corked_bytes;
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) + c->out_bytes;
     if (queued > CONN_MAX_UNSENT) {
         log_info("client %llu (uid %u): dropped, it left %zu bytes of replies unread",
                  (unsigned long long)c->serial, (unsigned)c->uid, queued);
@@ -346,20 +516,19 @@ conn_send(struct conn *c, struct proto_buf *buf)
     /* Ownership of the bytes moves to the write request. */
     w->data = buf->data;
     w->len = buf->len;
+    w->off = 0;
     w->conn = c;
     w->next = NULL;
     buf->data = NULL;
     buf->len = buf->cap = 0;
-    if (c->corks > 0) {
-        if (c->corked_last != NULL)
-            c->corked_last->next = w;
-        else
-            c->corked = w;
-        c->corked_last = w;
-        c->corked_bytes += w->len;
-        return 0;
-    }
-    return write_start(c, w);
+    if (c->out != NULL)
+        c->out_last->next = w;
+    else
+        c->out = w;
+    c->out_last = w;
+    c->out_bytes += w->len;
+    conn_mark_dirty(c);
+    return 0;
 }
 
 void
@@ -372,21 +541,8 @@ conn_cork(struct conn *c)
 void
 conn_uncork(struct conn *c)
 {
-    if (--c->corks == 0) {
-        struct write_req *w = c->corked;
-        c->corked = c->corked_last = NULL;
-        c->corked_bytes = 0;
-        while (w != NULL) {
-            struct write_req *next = w->next;
-            if (c->closing) {
-                free(w->data);
-                free(w);
-            } else {
-                write_start(c, w);
-            }
-            w = next;
-        }
-    }
+    if (--c->corks == 0)
+        conn_mark_dirty(c);
     conn_release(c);
 }
 
@@ -541,7 +697,7 @@ on_connection(uv_stream_t *listener, int status)
     }
     log_debug("client %llu: connected (uid %u, pid %d%s)", (unsigned long long)c->serial,
               (unsigned)c->uid, (int)c->pid, c->admin ? ", admin" : "");
-    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    conn_read_start(c);
 }
 
 /* Refuses to take over a socket a live daemon still answers on; removes a
@@ -779,7 +935,7 @@ server_listen_fd(struct server *s, int fd)
 }
 
 static void
-on_listener_closed(uv_handle_t *h)
+on_server_handle_closed(uv_handle_t *h)
 {
     struct server *s = h->data;
     s->open_handles--;
@@ -799,11 +955,10 @@ server_close(struct server *s, void (*cb)(struct server *s))
     }
     while (s->conns != NULL)
         conn_close(s->conns);
-    if (s->listening) {
-        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
-    } else if (s->open_handles == 0 && cb != NULL) {
-        cb(s);
-    }
+    server_flush(s);
+    uv_close((uv_handle_t *)&s->flush, on_server_handle_closed);
+    if (s->listening)
+        uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
 }
 
 void

@@ -35,6 +35,10 @@ struct conn {
     bool hello;               /* said hello with a supported version */
     bool closing;
     bool paused;              /* an asynchronous request is in progress */
+    bool reading;             /* uv_read_start'ed */
+    bool eof;                 /* the client ended while paused: close on resume */
+    bool dirty;               /* on the server's list of conns to flush */
+    bool broken;              /* a write failed: nothing more is written */
     unsigned busy;            /* async operations that still point at this conn */
     struct frame_reader reader;
     uv_timer_t idle;          /* drops a client stuck mid-frame */
@@ -42,8 +46,11 @@ struct conn {
     uint32_t nsubs;           /* jobs subscribed to; kept by events.c */
     uint64_t last_active;     /* uv_now() of the last request; for eviction */
     unsigned corks;           /* conn_cork()s not yet undone */
-    struct write_req *corked, *corked_last; /* owned: held back by corks */
-    size_t corked_bytes;
+    /* owned: frames not yet handed to the socket, in order; held back
+     * while corked, else written at the end of the loop iteration */
+    struct write_req *out, *out_last;
+    size_t out_bytes;
+    struct conn *dirty_next;  /* the server's list of conns to flush */
     struct conn *prev, *next; /* the server's list */
 };
 
@@ -76,8 +83,15 @@ void server_free(struct server *s);
 uint32_t server_connections(const struct server *s);
 
 /* Queues the frames in buf for writing; takes buf's memory (buf is left
- * empty).  Returns 0 or a negative code (the conn is then being closed). */
+ * empty).  Returns 0 or a negative code (the conn is then being closed).
+ * What a loop iteration queues for one conn goes out in one writev when
+ * the iteration's callbacks are done (server_flush), so that a reply and
+ * the events that follow it wake the client once. */
 int conn_send(struct conn *c, struct proto_buf *buf);
+/* Writes what every conn has queued.  Runs by itself after each poll
+ * phase; call it after work done outside the poll phase (main.c's tick),
+ * before the loop blocks. */
+void server_flush(struct server *s);
 /* Holds back what conn_send queues (in order, counted against the unsent
  * limit) until as many conn_uncork()s; keeps the conn's memory meanwhile.
  * For replies built from state that is not durable yet (burstd.h). */
@@ -86,8 +100,11 @@ void conn_uncork(struct conn *c);
 /* Encodes and sends an error reply. */
 void conn_send_error(struct conn *c, uint64_t re, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* An async request holds the conn: reading stops until conn_resume, and the
- * memory stays until the matching conn_release. */
+/* An async request holds the conn: no frame is handed to api.c until
+ * conn_resume, and the memory stays until the matching conn_release.  Bytes
+ * that arrive meanwhile are read into the free end of the frame buffer;
+ * the frame being handled stays where it is, and reading stops once that
+ * end is full. */
 void conn_hold(struct conn *c);
 void conn_release(struct conn *c);
 void conn_resume(struct conn *c);

@@ -175,6 +175,13 @@ frame_next(struct frame_reader *r, const char **payload, size_t *len)
     return 1;
 }
 
+void
+frame_reader_tail(struct frame_reader *r, char **base, size_t *avail)
+{
+    *base = r->buf + r->len;
+    *avail = r->cap - r->len;
+}
+
 int
 frame_reader_partial(const struct frame_reader *r)
 {

@@ -29,6 +29,10 @@ void frame_reader_free(struct frame_reader *r);
 /* Space for the next read: *base receives a pointer to at least want (>= 1)
  * writable bytes at the end of the buffer.  Returns 0 or -ENOMEM. */
 int frame_reader_space(struct frame_reader *r, size_t want, char **base, size_t *avail);
+/* The free end of the buffer, where bytes can be appended without moving
+ * anything: a frame frame_next handed out stays valid while only this is
+ * written to (and committed). */
+void frame_reader_tail(struct frame_reader *r, char **base, size_t *avail);
 /* The caller wrote n bytes at the pointer frame_reader_space gave. */
 void frame_reader_commit(struct frame_reader *r, size_t n);
 /* Appends n bytes (copying); for callers that do not read in place. */

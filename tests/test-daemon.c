@@ -639,6 +639,92 @@ submit_list(burst_client *c, const char *cmd, const burst_bytes *in, size_t n)
  * job's is written there before its first dispatch (its reducer works
  * from storage).
  */
+/* Appends the frame of req to b. */
+static void
+encode_into(struct proto_buf *b, struct proto_request *req)
+{
+    assert_int_equal(proto_encode_request(b, req), 0);
+}
+
+/* The next reply: must answer request re with ok; returns its payload
+ * decoded as op. */
+static void
+expect_reply(int fd, enum proto_op op, uint64_t re, struct proto_reply *rep)
+{
+    char *payload;
+    ssize_t len = testd_read_frame(fd, 20000, &payload);
+    assert_true(len > 0);
+    struct proto_limits lim;
+    proto_limits_default(&lim);
+    assert_int_equal(proto_decode_reply(payload, (size_t)len, op, &lim, rep), 0);
+    assert_int_equal(rep->re, re);
+    assert_true(rep->ok);
+    /* The strings a reply borrows are not used by the callers. */
+    free(payload);
+}
+
+/*
+ * Requests a client sends while an earlier one is still in progress (a
+ * submission waits for its sync), more of them than the daemon's read
+ * buffer holds, then the end of its side of the socket: every one is
+ * answered, in order, and both jobs are kept and run.
+ */
+static void
+test_pipelined_while_held(void **state)
+{
+    (void)state;
+    enum { QUOTAS = 6000 }; /* ~100 KB of frames: past the read buffer */
+    int fd = raw_connect(D.sock);
+    send_hello(fd);
+    struct proto_buf b;
+    proto_buf_init(&b);
+    struct proto_request req = {.op = PROTO_OP_SUBMIT, .id = 2};
+    req.u.submit.kind = BURST_KIND_MAP;
+    req.u.submit.fn.kind = BURST_FN_EXEC;
+    req.u.submit.fn.cmd = proto_str_c("tr a-z A-Z");
+    req.u.submit.input_mode = PROTO_INPUT_LINES;
+    req.u.submit.blob = proto_str_c("one\ntwo\n");
+    req.u.submit.ninputs = 2;
+    req.u.submit.opts.chunksize = 1;
+    encode_into(&b, &req);
+    for (uint64_t i = 0; i < QUOTAS; i++) {
+        struct proto_request q = {.op = PROTO_OP_QUOTA, .id = 3 + i};
+        encode_into(&b, &q);
+    }
+    req.id = 3 + QUOTAS;
+    encode_into(&b, &req);
+    testd_write_all(fd, b.data, b.len);
+    proto_buf_free(&b);
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+
+    struct proto_reply rep;
+    expect_reply(fd, PROTO_OP_SUBMIT, 2, &rep);
+    uint64_t job1 = rep.u.submit.job;
+    proto_reply_free(&rep);
+    for (uint64_t i = 0; i < QUOTAS; i++) {
+        expect_reply(fd, PROTO_OP_QUOTA, 3 + i, &rep);
+        assert_true(rep.u.quota.quota >= 1);
+        proto_reply_free(&rep);
+    }
+    expect_reply(fd, PROTO_OP_SUBMIT, 3 + QUOTAS, &rep);
+    uint64_t job2 = rep.u.submit.job;
+    proto_reply_free(&rep);
+    assert_true(job2 > job1);
+    assert_true(is_closed(fd));
+    close(fd);
+
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_bytes want[2] = {{"ONE\n", 4}, {"TWO\n", 4}};
+    for (uint64_t job = job1; job <= job2; job += job2 - job1) {
+        burst_job_info info;
+        assert_int_equal(burst_wait(c, job, &info), 0);
+        assert_int_equal(info.state, BURST_JOB_SUCCEEDED);
+        expect_results(c, job, want, 2);
+    }
+    burst_close(c);
+}
+
 static void
 test_inline_inputs(void **state)
 {
@@ -842,6 +928,7 @@ main(void)
         cmocka_unit_test(test_inline_inputs),
         cmocka_unit_test(test_inline_input_write_fails),
         cmocka_unit_test(test_small_job_in_ledger),
+        cmocka_unit_test(test_pipelined_while_held),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
