@@ -20,7 +20,12 @@
 bool
 runas_needed(uint32_t uid)
 {
-    return (uid_t)uid != geteuid();
+    /* burstd never changes its own uid, and this is asked at every
+     * submission and dispatch. */
+    static uid_t euid = (uid_t)-1;
+    if (euid == (uid_t)-1)
+        euid = geteuid();
+    return (uid_t)uid != euid;
 }
 
 /*
