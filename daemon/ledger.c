@@ -30,6 +30,7 @@
 
 #include <sqlite3.h>
 
+#include "ledger_vfs.h"
 #include "log.h"
 
 /* Bump when the schema changes, and teach ledger_schema() to migrate.
@@ -765,7 +766,7 @@ ledger_open(const char *path, struct ledger **out)
     /* NOMUTEX: one thread only, so SQLite's own locking is wasted work. */
     int rc = sqlite3_open_v2(
         path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-        NULL);
+        ledger_vfs_name());
     if (rc != SQLITE_OK) {
         if (l->db == NULL) {
             err = -ENOMEM;
