@@ -725,6 +725,7 @@ struct wproc {
     uint32_t out_max; /* what the request allowed to come back inline */
     char *obuf;       /* owned: the output being received, out_len bytes */
     int rec_fd;       /* owned: its record in cl->run_fd, -1 until needed */
+    size_t rec_len;   /* the record file's length */
     unsigned long long start; /* its start time (/proc stat field 22), 0 = not read */
     size_t out_len;
     size_t out_got;
@@ -760,14 +761,21 @@ record_add(struct compute_local *cl, struct wproc *w, struct local_inv *inv,
                            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (w->rec_fd < 0)
             rc = -errno;
+        w->rec_len = 0;
     }
+    /* The record was emptied when the last invocation ended: only a longer
+     * leftover needs cutting. */
     errno = 0;
     if (rc == 0 && (pwrite(w->rec_fd, line, (size_t)len, 0) != len ||
-                    ftruncate(w->rec_fd, len) != 0))
+                    (w->rec_len > (size_t)len && ftruncate(w->rec_fd, len) != 0)))
         rc = errno != 0 ? -errno : -ENOSPC; /* a short write: the disk is full */
+    if (rc == 0)
+        w->rec_len = (size_t)len;
     if (rc != 0) {
         if (w->rec_fd >= 0 && ftruncate(w->rec_fd, 0) != 0)
             log_warn("compute: cannot clear the record of worker %d", inv->pid);
+        else if (w->rec_fd >= 0)
+            w->rec_len = 0;
         if (!cl->record_warned)
             log_warnx("compute: cannot record worker %d: %s; if burstd dies now, what it "
                       "leaves behind is not reaped at the next start",
@@ -790,6 +798,8 @@ record_remove(struct wproc *w, struct local_inv *inv)
         return;
     if (ftruncate(w->rec_fd, 0) != 0)
         log_warn("compute: cannot clear the record of worker %d", inv->pid);
+    else
+        w->rec_len = 0;
     inv->recorded = false;
 }
 
