@@ -1574,6 +1574,8 @@ static int
 run_split(struct ledger *l, uint64_t job, int64_t k)
 {
     static const enum ledger_stmt steps[] = {ST_RUN_SPLIT_COPY, ST_RUN_SPLIT_CUT};
+    if (k <= 0)
+        return 0; /* no run starts below task 0 */
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         sqlite3_stmt *st = stmt_take(l, steps[i]);
         if (st == NULL)
