@@ -270,15 +270,30 @@ events_flush_to_ledger(struct events *ev)
         return rc;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
+    /* A job's items go in batches that share one sequence update. */
+    enum { BATCH = 16 };
     for (struct ev_job *j = ev->queued; j != NULL; j = j->next) {
-        for (uint32_t i = 0; i < j->nitems; i++) {
+        for (uint32_t i = 0; i < j->nitems; i += BATCH) {
+            uint32_t n = j->nitems - i < BATCH ? j->nitems - i : BATCH;
+            size_t end[BATCH];
+            struct ledger_event_body bodies[BATCH];
             msgpack_sbuffer_clear(&sb);
-            rc = ev_body_encode(&j->items[i], &sb);
+            for (uint32_t k = 0; k < n && rc == 0; k++) {
+                rc = ev_body_encode(&j->items[i + k], &sb);
+                end[k] = sb.size;
+            }
+            /* The buffer may move while it grows: point into it after. */
+            for (uint32_t k = 0; k < n && rc == 0; k++) {
+                size_t from = k == 0 ? 0 : end[k - 1];
+                bodies[k] = (struct ledger_event_body){sb.data + from, end[k] - from};
+            }
+            uint64_t first = 0;
             if (rc == 0)
-                rc = ledger_event_append(d->ledger, j->job, sb.data, sb.size,
-                                         &j->items[i].seq);
+                rc = ledger_events_append(d->ledger, j->job, bodies, n, &first);
             if (rc != 0)
                 goto fail;
+            for (uint32_t k = 0; k < n; k++)
+                j->items[i + k].seq = first + k;
         }
     }
     msgpack_sbuffer_destroy(&sb);

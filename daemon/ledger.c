@@ -361,7 +361,7 @@ static const char *const ledger_sql[ST_COUNT] = {
         "SELECT job, " RUN_COLS " FROM runs WHERE state IN " SQL_TASK_INFLIGHT
         " ORDER BY job, dispatch, lo",
     [ST_EVENT_SEQ] =
-        "UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+        "UPDATE jobs SET last_seq = last_seq + ?2 WHERE id = ?1 RETURNING last_seq",
     [ST_EVENT_INSERT] = "INSERT INTO events(job, seq, body) VALUES(?1, ?2, ?3)",
     /* ?3 = -1: no limit. */
     [ST_EVENTS_SINCE] = "SELECT seq, body FROM events WHERE job = ?1 AND seq > ?2"
@@ -1871,20 +1871,23 @@ ledger_tasks_inflight(struct ledger *l, ledger_inflight_cb cb, void *arg)
 /* ---- events ------------------------------------------------------------- */
 
 int
-ledger_event_append(struct ledger *l, uint64_t job, const void *body, size_t len,
-                    uint64_t *seq)
+ledger_events_append(struct ledger *l, uint64_t job, const struct ledger_event_body *bodies,
+                     uint32_t n, uint64_t *first_seq)
 {
     assert(ledger_in_txn(l));
+    if (n == 0)
+        return 0;
+    /* One sequence update for all of them. */
     sqlite3_stmt *st = stmt_take(l, ST_EVENT_SEQ);
     if (st == NULL)
         return BURST_EINTERNAL;
     int err = 0;
-    int64_t next = 0;
-    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
+    int64_t last = 0;
+    int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, (int64_t)n});
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        next = sqlite3_column_int64(st, 0);
+        last = sqlite3_column_int64(st, 0);
     else if (rc == SQLITE_DONE)
         err = BURST_ENOJOB;
     else
@@ -1893,23 +1896,35 @@ ledger_event_append(struct ledger *l, uint64_t job, const void *body, size_t len
     if (err != 0)
         return err;
 
-    st = stmt_take(l, ST_EVENT_INSERT);
-    if (st == NULL)
-        return BURST_EINTERNAL;
-    rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, next});
-    /* A zero-length blob, not NULL: body is NOT NULL. */
-    if (rc == SQLITE_OK)
-        rc = len == 0 || body == NULL
-                 ? sqlite3_bind_zeroblob(st, 3, 0)
-                 : sqlite3_bind_blob64(st, 3, body, len, SQLITE_STATIC); /* until step */
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE)
-        err = ledger_fail(l, rc, "append event");
-    stmt_put(l, ST_EVENT_INSERT);
-    if (err == 0 && seq != NULL)
-        *seq = (uint64_t)next;
+    int64_t first = last - (int64_t)n + 1;
+    for (uint32_t i = 0; i < n && err == 0; i++) {
+        st = stmt_take(l, ST_EVENT_INSERT);
+        if (st == NULL)
+            return BURST_EINTERNAL;
+        rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, first + i});
+        /* A zero-length blob, not NULL: body is NOT NULL. */
+        if (rc == SQLITE_OK)
+            rc = bodies[i].len == 0 || bodies[i].data == NULL
+                     ? sqlite3_bind_zeroblob(st, 3, 0)
+                     : sqlite3_bind_blob64(st, 3, bodies[i].data, bodies[i].len,
+                                           SQLITE_STATIC); /* until step */
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+            err = ledger_fail(l, rc, "append event");
+        stmt_put(l, ST_EVENT_INSERT);
+    }
+    if (err == 0 && first_seq != NULL)
+        *first_seq = (uint64_t)first;
     return err;
+}
+
+int
+ledger_event_append(struct ledger *l, uint64_t job, const void *body, size_t len,
+                    uint64_t *seq)
+{
+    struct ledger_event_body b = {body, len};
+    return ledger_events_append(l, job, &b, 1, seq);
 }
 
 int

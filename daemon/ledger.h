@@ -247,6 +247,15 @@ int ledger_tasks_inflight(struct ledger *l, ledger_inflight_cb cb, void *arg);
 
 /* ---- events ---- */
 
+struct ledger_event_body {
+    const void *data;
+    size_t len;
+};
+/* Appends n events to job's log, with seqs last_seq + 1 .. last_seq + n in
+ * order (the first written back to *first_seq): one sequence update for
+ * all. */
+int ledger_events_append(struct ledger *l, uint64_t job, const struct ledger_event_body *bodies,
+                         uint32_t n, uint64_t *first_seq);
 /* Appends an event to job's log with seq = last_seq + 1 (written back to
  * *seq).  body is opaque bytes (the events module's encoding). */
 int ledger_event_append(struct ledger *l, uint64_t job, const void *body, size_t len,

@@ -1117,6 +1117,31 @@ test_events(void **state)
     assert_int_equal(ledger_job_get(fx->l, id, &j), 0);
     assert_int_equal(j.last_seq, 6);
     ledger_job_free(&j);
+
+    /* Several at once: consecutive seqs after the last, bodies in order. */
+    struct ledger_event_body three[3] = {{"a", 1}, {NULL, 0}, {"ccc", 3}};
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_events_append(fx->l, id, three, 3, &seq), 0);
+    assert_int_equal(seq, 7);
+    assert_int_equal(ledger_events_append(fx->l, id, three, 0, &seq), 0); /* nothing */
+    assert_int_equal(ledger_event_append(fx->l, id, "d", 1, &seq), 0);
+    assert_int_equal(seq, 10);
+    assert_int_equal(ledger_events_append(fx->l, 987654, three, 3, &seq), BURST_ENOJOB);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_events_since(fx->l, id, 6, 0, events_cb, &s), 0);
+    assert_int_equal(s.n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(s.seq[i], 7 + i);
+    assert_int_equal(s.len[0], 1);
+    assert_memory_equal(s.body[0], "a", 1);
+    assert_int_equal(s.len[1], 0);
+    assert_int_equal(s.len[2], 3);
+    assert_memory_equal(s.body[2], "ccc", 3);
+    assert_memory_equal(s.body[3], "d", 1);
+    assert_int_equal(ledger_job_get(fx->l, id, &j), 0);
+    assert_int_equal(j.last_seq, 10);
+    ledger_job_free(&j);
 }
 
 /* ---- settings ------------------------------------------------------------ */
