@@ -400,6 +400,13 @@ struct ledger {
      * commits sync themselves (synchronous=FULL). */
     int wal_fd;
     char *wal_path; /* owned */
+    /* Where the runs of jobs inserted lately end (their task count), by
+     * job id modulo the size: no split is looked for at or past it.  Job
+     * ids are never reused, so an entry is never wrong, only missing. */
+    struct {
+        uint64_t job;
+        int64_t end;
+    } runs_end[64];
 };
 
 /*
@@ -1255,8 +1262,12 @@ ledger_job_insert(struct ledger *l, struct ledger_job *job, uint32_t nrows)
             err = ledger_fail(l, rc, "insert tasks");
         stmt_put(l, ST_RUN_INSERT);
     }
-    if (err == 0)
+    if (err == 0) {
         job->id = (uint64_t)id;
+        size_t slot = job->id % (sizeof(l->runs_end) / sizeof(l->runs_end[0]));
+        l->runs_end[slot].job = job->id;
+        l->runs_end[slot].end = nrows;
+    }
     if (err == 0 && job->id > l->last_job)
         l->last_job = job->id;
     if (err == 0 && job->id > l->ids_bound)
@@ -1576,6 +1587,9 @@ run_split(struct ledger *l, uint64_t job, int64_t k)
     static const enum ledger_stmt steps[] = {ST_RUN_SPLIT_COPY, ST_RUN_SPLIT_CUT};
     if (k <= 0)
         return 0; /* no run starts below task 0 */
+    size_t slot = job % (sizeof(l->runs_end) / sizeof(l->runs_end[0]));
+    if (l->runs_end[slot].job == job && k >= l->runs_end[slot].end)
+        return 0; /* nor ends after the last task */
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         sqlite3_stmt *st = stmt_take(l, steps[i]);
         if (st == NULL)
