@@ -240,6 +240,7 @@ enum ledger_stmt {
     ST_JOB_CANCEL_PENDING,
     ST_TASKS_INFLIGHT,
     ST_EVENT_SEQ,
+    ST_JOB_RUNS_END,
     ST_EVENT_INSERT,
     ST_EVENTS_SINCE,
     ST_INPUT_PUT,
@@ -363,6 +364,8 @@ static const char *const ledger_sql[ST_COUNT] = {
     [ST_EVENT_SEQ] =
         "UPDATE jobs SET last_seq = last_seq + ?2 WHERE id = ?1 RETURNING last_seq",
     [ST_EVENT_INSERT] = "INSERT INTO events(job, seq, body) VALUES(?1, ?2, ?3)",
+    /* A map_reduce job (kind 1) has one run more: its reduce task. */
+    [ST_JOB_RUNS_END] = "SELECT total + (kind = 1) FROM jobs WHERE id = ?1",
     /* ?3 = -1: no limit. */
     [ST_EVENTS_SINCE] = "SELECT seq, body FROM events WHERE job = ?1 AND seq > ?2"
                         " ORDER BY seq LIMIT ?3",
@@ -400,7 +403,7 @@ struct ledger {
      * commits sync themselves (synchronous=FULL). */
     int wal_fd;
     char *wal_path; /* owned */
-    /* Where the runs of jobs inserted lately end (their task count), by
+    /* Where the runs of jobs worked on lately end (their task count), by
      * job id modulo the size: no split is looked for at or past it.  Job
      * ids are never reused, so an entry is never wrong, only missing. */
     struct {
@@ -1587,9 +1590,6 @@ run_split(struct ledger *l, uint64_t job, int64_t k)
     static const enum ledger_stmt steps[] = {ST_RUN_SPLIT_COPY, ST_RUN_SPLIT_CUT};
     if (k <= 0)
         return 0; /* no run starts below task 0 */
-    size_t slot = job % (sizeof(l->runs_end) / sizeof(l->runs_end[0]));
-    if (l->runs_end[slot].job == job && k >= l->runs_end[slot].end)
-        return 0; /* nor ends after the last task */
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         sqlite3_stmt *st = stmt_take(l, steps[i]);
         if (st == NULL)
@@ -1607,12 +1607,37 @@ run_split(struct ledger *l, uint64_t job, int64_t k)
     return 0;
 }
 
-/* Makes [lo, hi) a union of whole runs (as far as non-final runs go). */
+/* Where job's runs end, from the cache or else the job's row; INT64_MAX
+ * when that cannot be read (the caller then looks for splits anyway). */
+static int64_t
+runs_end(struct ledger *l, uint64_t job)
+{
+    size_t slot = job % (sizeof(l->runs_end) / sizeof(l->runs_end[0]));
+    if (l->runs_end[slot].job == job)
+        return l->runs_end[slot].end;
+    sqlite3_stmt *st = stmt_take(l, ST_JOB_RUNS_END);
+    if (st == NULL)
+        return INT64_MAX;
+    int64_t end = INT64_MAX;
+    if (sqlite3_bind_int64(st, 1, (int64_t)job) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        end = sqlite3_column_int64(st, 0);
+    stmt_put(l, ST_JOB_RUNS_END);
+    if (end != INT64_MAX) {
+        l->runs_end[slot].job = job;
+        l->runs_end[slot].end = end;
+    }
+    return end;
+}
+
+/* Makes [lo, hi) a union of whole runs (as far as non-final runs go).  No
+ * run crosses the job's end: a chunk that reaches it needs no split there,
+ * and the lookup costs less than the split's statements. */
 static int
 runs_isolate(struct ledger *l, uint64_t job, int64_t lo, int64_t hi)
 {
-    int err = run_split(l, job, lo);
-    if (err == 0)
+    int64_t end = runs_end(l, job);
+    int err = lo < end ? run_split(l, job, lo) : 0;
+    if (err == 0 && hi < end)
         err = run_split(l, job, hi);
     return err;
 }

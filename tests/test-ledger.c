@@ -704,6 +704,38 @@ test_retrying(void **state)
     assert_false(found);
 }
 
+/* A map_reduce job has a run for its reduce task after the map tasks:
+ * dispatching every map task leaves it queued, whether the ledger had the
+ * job's size at hand (it inserted the job) or had to look it up. */
+static void
+test_reduce_task_apart(void **state)
+{
+    struct fx *fx = *state;
+    for (int fresh = 0; fresh < 2; fresh++) {
+        struct ledger_job j;
+        job_fill(&j, 1, 3);
+        j.kind = BURST_KIND_MAP_REDUCE;
+        j.reduce.kind = BURST_FN_EXEC;
+        j.reduce.arg = "cat";
+        assert_int_equal(ledger_begin(fx->l), 0);
+        assert_int_equal(ledger_job_insert(fx->l, &j, 4), 0);
+        assert_int_equal(ledger_commit(fx->l), 0);
+        if (fresh)
+            reopen(fx);
+        uint32_t idx[] = {0, 1, 2}, att[3];
+        uint64_t d;
+        assert_int_equal(ledger_begin(fx->l), 0);
+        assert_int_equal(ledger_next_dispatch(fx->l, &d), 0);
+        assert_int_equal(ledger_tasks_dispatch(fx->l, j.id, idx, 3, d, 100, att), 0);
+        assert_int_equal(ledger_commit(fx->l), 0);
+        for (uint32_t i = 0; i < 3; i++)
+            assert_int_equal(task(fx->l, j.id, i).state, BURST_TASK_DISPATCHED);
+        struct ledger_task r = task(fx->l, j.id, 3);
+        assert_int_equal(r.state, BURST_TASK_QUEUED);
+        assert_int_equal(r.attempts, 0);
+    }
+}
+
 static void
 test_dispatch_attempts(void **state)
 {
@@ -2406,6 +2438,7 @@ main(void)
         T(test_pending_order_and_limit),
         T(test_retrying),
         T(test_dispatch_attempts),
+        T(test_reduce_task_apart),
         T(test_end_exactly_once),
         T(test_end_keeps_last_output_and_reason),
         T(test_cancel_pending),
