@@ -27,6 +27,8 @@ burstd_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void sync_kick(struct burstd *d);
+
 /* A commit waiting for its sync: what to tell once it is durable. */
 struct burstd_pending {
     uint64_t seq;                  /* commits are numbered from 1 */
@@ -101,6 +103,8 @@ burstd_after_durable(struct burstd *d, struct burstd_waiter *w,
     w->arg = arg;
     w->next = d->pending_last->waiters;
     d->pending_last->waiters = w;
+    d->urgent_seq = d->pending_last->seq;
+    sync_kick(d);
 }
 
 void
@@ -154,7 +158,7 @@ burstd_sync_done(void *arg, uint64_t seq, int err)
     /* A sync started after commit seq was written: it and all before it are
      * durable, whether the syncs started earlier have ended or not. */
     pending_done(d, seq);
-    sync_start(d);
+    sync_kick(d);
     /* The replies and events it released go out now, not after whatever
      * else this poll phase handles. */
     if (d->server != NULL)
@@ -175,6 +179,57 @@ sync_start(struct burstd *d)
         sync_fatal(EIO);
     d->sync_seq = d->pending_last->seq;
     syncer_start(d->syncer, fd, d->sync_seq);
+}
+
+/* A commit nobody waits for yet is synced with a later one that somebody
+ * does, or after this long at the latest: the disk completes syncs one
+ * after another, so one less ahead of an awaited commit's sync is that
+ * much sooner an answer. */
+#define SYNC_LAZY_MS 10
+
+static void
+on_sync_timer(uv_timer_t *t)
+{
+    struct burstd *d = t->data;
+    d->urgent_seq = d->commit_seq;
+    sync_kick(d);
+    if (d->server != NULL)
+        server_flush(d->server);
+}
+
+/* Starts the sync that commits waited for need, or else arms the timer
+ * for those nobody waits for. */
+static void
+sync_kick(struct burstd *d)
+{
+    if (d->urgent_seq > d->sync_seq) {
+        sync_start(d);
+        return;
+    }
+    if (d->pending_last == NULL || d->pending_last->seq <= d->sync_seq)
+        return;
+    if (!d->sync_timer_ready) {
+        if (d->stopping) {
+            sync_start(d);
+            return;
+        }
+        uv_timer_init(d->loop, &d->sync_timer);
+        d->sync_timer.data = d;
+        d->sync_timer_ready = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&d->sync_timer))
+        uv_timer_start(&d->sync_timer, on_sync_timer, SYNC_LAZY_MS, 0);
+}
+
+void
+burstd_stop_lazy_sync(struct burstd *d)
+{
+    d->urgent_seq = d->commit_seq;
+    sync_kick(d);
+    if (d->sync_timer_ready) {
+        uv_close((uv_handle_t *)&d->sync_timer, NULL);
+        d->sync_timer_ready = false;
+    }
 }
 
 void
@@ -238,6 +293,8 @@ burstd_commit(struct burstd *d)
             tail->next = d->pending_last->waiters;
             d->pending_last->waiters = w;
             d->waiters = NULL;
+            d->urgent_seq = d->pending_last->seq;
+            sync_kick(d);
         }
         return 0;
     }
@@ -251,6 +308,9 @@ burstd_commit(struct burstd *d)
     else
         d->pending = p;
     d->pending_last = p;
-    sync_start(d);
+    if (d->stopping || p->waiters != NULL || p->ids_bound > d->ids_durable ||
+        events_batch_urgent(d->events, p->events))
+        d->urgent_seq = p->seq;
+    sync_kick(d);
     return 0;
 }

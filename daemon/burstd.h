@@ -54,6 +54,12 @@ struct burstd {
      * last commit a sync in flight (or done) covers. */
     struct burstd_pending *pending, *pending_last;
     uint64_t commit_seq, sync_seq;
+    /* The newest commit someone waits for (or may soon): a sync must cover
+     * it now.  Commits after it wait for the next such sync, or for
+     * sync_timer. */
+    uint64_t urgent_seq;
+    uv_timer_t sync_timer;
+    bool sync_timer_ready; /* initialised (and not yet closed) */
     /* The ledger's job id bound as of the last durable commit: jobs with
      * ids up to it may run before their own commit is durable. */
     uint64_t ids_durable;
@@ -103,6 +109,10 @@ void burstd_after_durable(struct burstd *d, struct burstd_waiter *w,
  * its events, makes the scheduler re-read the ledger, and tells every
  * waiter rc. */
 void burstd_abort(struct burstd *d, int rc);
+
+/* At shutdown: every commit from now on is synced at once, and the
+ * deferred-sync timer is closed (after starting the sync it waited for). */
+void burstd_stop_lazy_sync(struct burstd *d);
 
 /*
  * Calls cb(arg, rc) after the next burstd_commit(), whoever makes it

@@ -266,6 +266,7 @@ shutdown_begin(struct burstd *d)
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_prepare_stop(&d->tick);
     uv_close((uv_handle_t *)&d->tick, NULL);
+    burstd_stop_lazy_sync(d);
 }
 
 static void

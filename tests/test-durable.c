@@ -388,6 +388,67 @@ test_power_cut_forgets_unacknowledged(void **state)
     passed = true;
 }
 
+/* The WAL's size the last successful sync covered, and its size now. */
+static void
+wal_sizes(long long *synced, long long *now)
+{
+    *synced = -1;
+    FILE *f = fopen(sizes, "r");
+    if (f != NULL) {
+        if (fscanf(f, "%lld", synced) != 1)
+            *synced = -1;
+        fclose(f);
+    }
+    char wal[192];
+    struct stat st;
+    snprintf(wal, sizeof(wal), "%s/ledger.db-wal", D.state);
+    assert_int_equal(stat(wal, &st), 0);
+    *now = (long long)st.st_size;
+}
+
+/*
+ * A commit nobody waits for (a task's dispatch and start, with no
+ * subscriber and no end) shares a later commit's sync -- but is synced by
+ * itself soon when no such commit comes.  Nobody asks the daemon anything
+ * meanwhile: a question would make it sync at once.
+ */
+static void
+test_unawaited_commit_synced(void **state)
+{
+    (void)state;
+    char started[256], cmd[512];
+    snprintf(started, sizeof(started), "%s/started", D.dir);
+    snprintf(cmd, sizeof(cmd), "touch %s && exec sleep 60", started);
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = cmd};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t job = 0;
+    assert_int_equal(burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &job), 0);
+    int64_t t0 = testd_now_ms();
+    while (access(started, F_OK) != 0) {
+        assert_true(testd_now_ms() - t0 < ANSWER_MS);
+        testd_sleep_ms(10);
+    }
+    /* Until the WAL stops changing and a sync has covered all of it. */
+    long long synced, now, last = -1;
+    for (;;) {
+        wal_sizes(&synced, &now);
+        if (synced == now && now == last)
+            break;
+        last = now;
+        assert_true(testd_now_ms() - t0 < ANSWER_MS);
+        testd_sleep_ms(50);
+    }
+    burst_job_info info;
+    assert_int_equal(burst_cancel(c, job), 0);
+    assert_int_equal(burst_wait(c, job, &info), BURST_ECANCELLED);
+    assert_int_equal(info.state, BURST_JOB_CANCELLED);
+    burst_close(c);
+    testd_stop(&D);
+    passed = true;
+}
+
 /*
  * A client already connected asks for the job list while another's
  * submission is committed but not synced: its reply, which would show that
@@ -551,6 +612,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_status_waits_for_its_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_while_syncing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unawaited_commit_synced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_power_cut_forgets_unacknowledged, setup,
                                         teardown),
     };
