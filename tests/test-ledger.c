@@ -1339,6 +1339,23 @@ write_file(const char *path, off_t off, const void *data, size_t len)
     close(fd);
 }
 
+/* What sql, a count with the job as ?1, says in the database at path,
+ * opened on a connection of its own with flags. */
+static int64_t
+count_of_job(const char *path, int flags, const char *sql, uint64_t job)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(path, &db, flags, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)job);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
 /* The events of job in a copy of the ledger's files as they are now, opened
  * the way burstd would after a power cut that the page cache survived. */
 static int64_t
@@ -1363,18 +1380,8 @@ events_in_copy(struct fx *fx, uint64_t job)
         close(out);
     }
     snprintf(dst, sizeof(dst), "%s/copy.db", fx->dir);
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_open(dst, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT count(*) FROM events WHERE job = ?1", -1, &st, NULL),
-        SQLITE_OK);
-    sqlite3_bind_int64(st, 1, (int64_t)job);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
+    return count_of_job(dst, SQLITE_OPEN_READWRITE,
+                        "SELECT count(*) FROM events WHERE job = ?1", job);
 }
 
 /*
@@ -1654,19 +1661,8 @@ test_large_insert(void **state)
 static int
 run_rows(struct fx *fx, uint64_t job)
 {
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL),
-                     SQLITE_OK);
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT count(*) FROM runs WHERE job = ?1", -1, &st, NULL),
-        SQLITE_OK);
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)job);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int n = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
+    return (int)count_of_job(fx->path, SQLITE_OPEN_READONLY,
+                             "SELECT count(*) FROM runs WHERE job = ?1", job);
 }
 
 /* Dispatches the stretch [lo, hi) as one dispatch; returns its number. */
