@@ -193,8 +193,6 @@ on_sync_timer(uv_timer_t *t)
     struct burstd *d = t->data;
     d->urgent_seq = d->commit_seq;
     sync_kick(d);
-    if (d->server != NULL)
-        server_flush(d->server);
 }
 
 /* Starts the sync that commits waited for need, or else arms the timer

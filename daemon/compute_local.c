@@ -769,8 +769,6 @@ record_add(struct compute_local *cl, struct wproc *w, struct local_inv *inv,
     if (rc == 0 && (pwrite(w->rec_fd, line, (size_t)len, 0) != len ||
                     (w->rec_len > (size_t)len && ftruncate(w->rec_fd, len) != 0)))
         rc = errno != 0 ? -errno : -ENOSPC; /* a short write: the disk is full */
-    if (rc == 0)
-        w->rec_len = (size_t)len;
     if (rc != 0) {
         if (w->rec_fd >= 0 && ftruncate(w->rec_fd, 0) != 0)
             log_warn("compute: cannot clear the record of worker %d", inv->pid);
@@ -783,6 +781,7 @@ record_add(struct compute_local *cl, struct wproc *w, struct local_inv *inv,
         cl->record_warned = true;
         return;
     }
+    w->rec_len = (size_t)len;
     cl->record_warned = false;
     inv->recorded = true;
 }
