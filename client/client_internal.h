@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "burst.h"
 #include "frame.h"
@@ -60,6 +62,10 @@ struct burst_client {
 
     char (*uploaded)[65]; /* owned: libraries put on this connection */
     size_t nuploaded;
+    struct solib_known *known; /* owned: [SOLIB_KNOWN_MAX], NULL until used */
+    size_t nknown, known_next;
+    long solib_settle_ms; /* SOLIB_SETTLE_MS; tests lower it */
+    unsigned long solib_reads; /* libraries read, for tests */
 };
 
 /* A decoded reply and the copy of its frame that its strings point into. */
@@ -125,13 +131,44 @@ size_t conn_pending(const burst_client *c);
 /* ---- solib.c -------------------------------------------------------------- */
 
 /*
+ * A library this connection has read, checked for a symbol and hashed, and
+ * the identity of the file it read: a later submission of the same path
+ * and symbol whose file still has that identity reuses the hash instead of
+ * reading and hashing the whole library again.  Any write to a file
+ * changes its ctime, but only to the kernel's coarse clock: a file changed
+ * within one tick of the read would keep the identity that was read.  So a
+ * file is remembered only once its ctime is SOLIB_SETTLE_MS in the past.
+ */
+struct solib_known {
+    char *path;   /* owned */
+    char *symbol; /* owned */
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+    char hash[65];
+};
+#define SOLIB_KNOWN_MAX 16
+#define SOLIB_SETTLE_MS 2000
+
+/* The hash of path when this connection knows its current file to hold
+ * symbol, else NULL. */
+const char *solib_known_hash(burst_client *c, const char *path, const char *symbol);
+/* Remembers that the file st describes, at path, holds symbol and hashes to
+ * hash, when its last change is settled (else does nothing). */
+void solib_known_add(burst_client *c, const char *path, const char *symbol,
+                     const struct stat *st, const char *hash);
+void solib_known_free(burst_client *c);
+
+/*
  * Reads the whole file at path into *data (malloc'ed, caller frees).
  * Files above max bytes are refused with BURST_ETOOBIG.  On failure returns
  * BURST_EINPUT (unreadable), BURST_ETOOBIG or -ENOMEM and writes a message
- * such as "cannot read lib.so: No such file or directory" into err.
+ * such as "cannot read lib.so: No such file or directory" into err.  st,
+ * when not NULL, receives the file's status as it was opened.
  */
-int solib_read(const char *path, size_t max, char **data, size_t *len, char *err,
-               size_t errsize);
+int solib_read(const char *path, size_t max, char **data, size_t *len, struct stat *st,
+               char *err, size_t errsize);
 
 /* Writes the lowercase hex SHA-256 of data into hex.  Returns 0 or -ENOMEM. */
 int solib_sha256_hex(const void *data, size_t len, char hex[65]);

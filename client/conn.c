@@ -64,6 +64,7 @@ conn_open(const char *path, burst_client **out, char *err, size_t errsize)
         snprintf(err, errsize, "out of memory");
         return -ENOMEM;
     }
+    c->solib_settle_ms = SOLIB_SETTLE_MS;
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         snprintf(err, errsize, "cannot create a socket: %s", strerror(errno));
@@ -110,6 +111,7 @@ conn_free(burst_client *c)
     free(c->q);
     free(c->subs);
     free(c->uploaded);
+    solib_known_free(c);
     free(c);
 }
 

@@ -219,9 +219,21 @@ client_prepare_fn(burst_client *c, const burst_fn *fn, struct proto_fn *pf, char
         return conn_seterr(c, -EINVAL, "'%s' is not a valid C symbol name",
                            fn->symbol != NULL ? fn->symbol : "");
 
-    rc = solib_read(fn->path, c->limits.max_fn_size, &data, &len, msg, sizeof(msg));
+    /* A library this connection already sent, unchanged since: no need to
+     * read and hash it again for every submission. */
+    const char *known = solib_known_hash(c, fn->path, fn->symbol);
+    if (known != NULL && client_uploaded(c, known)) {
+        memcpy(hash, known, 65);
+        pf->kind = BURST_FN_SO;
+        pf->hash = (struct proto_str){hash, 64};
+        pf->symbol = proto_str_c(fn->symbol);
+        return 0;
+    }
+    struct stat st;
+    rc = solib_read(fn->path, c->limits.max_fn_size, &data, &len, &st, msg, sizeof(msg));
     if (rc < 0)
         return conn_seterr(c, rc, "%s", msg);
+    c->solib_reads++;
     rc = solib_find_symbol(data, len, fn->symbol);
     if (rc == -ENOEXEC) {
         rc = conn_seterr(c, rc, "%s is not an ELF shared library", fn->path);
@@ -247,6 +259,7 @@ client_prepare_fn(burst_client *c, const burst_fn *fn, struct proto_fn *pf, char
         conn_reply_release(&rep);
         client_remember_upload(c, hash);
     }
+    solib_known_add(c, fn->path, fn->symbol, &st, hash);
     pf->kind = BURST_FN_SO;
     pf->hash = (struct proto_str){hash, 64};
     pf->symbol = proto_str_c(fn->symbol);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -21,8 +22,8 @@
 #include "client_internal.h"
 
 int
-solib_read(const char *path, size_t max, char **data, size_t *len, char *err,
-           size_t errsize)
+solib_read(const char *path, size_t max, char **data, size_t *len, struct stat *st_out,
+           char *err, size_t errsize)
 {
     char *buf = NULL;
     size_t n = 0;
@@ -87,6 +88,8 @@ solib_read(const char *path, size_t max, char **data, size_t *len, char *err,
     close(fd);
     *data = buf; /* ownership passes to the caller */
     *len = n;
+    if (st_out != NULL)
+        *st_out = st;
     return 0;
 
 fail_free:
@@ -94,6 +97,96 @@ fail_free:
 fail_close:
     close(fd);
     return rc;
+}
+
+/* ---- libraries already read on this connection --------------------------- */
+
+static bool
+same_file(const struct solib_known *k, const struct stat *st)
+{
+    return k->dev == st->st_dev && k->ino == st->st_ino && k->size == st->st_size &&
+           k->mtime.tv_sec == st->st_mtim.tv_sec && k->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+           k->ctime.tv_sec == st->st_ctim.tv_sec && k->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+const char *
+solib_known_hash(burst_client *c, const char *path, const char *symbol)
+{
+    struct stat st;
+    if (c->nknown == 0 || stat(path, &st) != 0)
+        return NULL;
+    for (size_t i = 0; i < c->nknown; i++) {
+        const struct solib_known *k = &c->known[i];
+        if (strcmp(k->path, path) == 0 && strcmp(k->symbol, symbol) == 0 &&
+            same_file(k, &st))
+            return k->hash;
+    }
+    return NULL;
+}
+
+/* True when st's last change is at least settle_ms old by the clock that
+ * stamped it (file times come from the realtime clock). */
+static bool
+settled(const struct stat *st, long settle_ms)
+{
+    struct timespec now;
+    if (clock_gettime(CLOCK_REALTIME, &now) != 0)
+        return false;
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    int64_t ctime_ms = (int64_t)st->st_ctim.tv_sec * 1000 + st->st_ctim.tv_nsec / 1000000;
+    int64_t mtime_ms = (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
+    /* A time ahead of the clock (a clock set back, a file from another
+     * machine) says nothing about when the file last changed. */
+    return ctime_ms <= now_ms - settle_ms && mtime_ms <= now_ms;
+}
+
+void
+solib_known_add(burst_client *c, const char *path, const char *symbol,
+                const struct stat *st, const char *hash)
+{
+    if (!settled(st, c->solib_settle_ms))
+        return;
+    if (c->known == NULL) {
+        c->known = calloc(SOLIB_KNOWN_MAX, sizeof(*c->known));
+        if (c->known == NULL)
+            return; /* forgetting costs only a read */
+    }
+    char *p = strdup(path), *sym = strdup(symbol);
+    if (p == NULL || sym == NULL) {
+        free(p);
+        free(sym);
+        return;
+    }
+    /* Past SOLIB_KNOWN_MAX libraries, the oldest entry makes room. */
+    struct solib_known *k;
+    if (c->nknown < SOLIB_KNOWN_MAX) {
+        k = &c->known[c->nknown++];
+    } else {
+        k = &c->known[c->known_next];
+        c->known_next = (c->known_next + 1) % SOLIB_KNOWN_MAX;
+        free(k->path);
+        free(k->symbol);
+    }
+    *k = (struct solib_known){.path = p,
+                              .symbol = sym,
+                              .dev = st->st_dev,
+                              .ino = st->st_ino,
+                              .size = st->st_size,
+                              .mtime = st->st_mtim,
+                              .ctime = st->st_ctim};
+    memcpy(k->hash, hash, sizeof(k->hash));
+}
+
+void
+solib_known_free(burst_client *c)
+{
+    for (size_t i = 0; i < c->nknown; i++) {
+        free(c->known[i].path);
+        free(c->known[i].symbol);
+    }
+    free(c->known);
+    c->known = NULL;
+    c->nknown = c->known_next = 0;
 }
 
 int

@@ -39,7 +39,7 @@ slurp(const char *path, size_t *len)
     char err[256];
     char *data;
 
-    int rc = solib_read(path, 1u << 30, &data, len, err, sizeof(err));
+    int rc = solib_read(path, 1u << 30, &data, len, NULL, err, sizeof(err));
     assert_int_equal(rc, 0);
     return data;
 }
@@ -174,14 +174,14 @@ test_solib_read_errors(void **state)
     size_t len;
 
     (void)state;
-    int rc = solib_read("/nonexistent/lib.so", 1000, &data, &len, err, sizeof(err));
+    int rc = solib_read("/nonexistent/lib.so", 1000, &data, &len, NULL, err, sizeof(err));
     assert_int_equal(rc, BURST_EINPUT);
     assert_string_equal(err,
                         "cannot read /nonexistent/lib.so: No such file or directory");
     assert_null(data);
-    rc = solib_read("/", 1000, &data, &len, err, sizeof(err));
+    rc = solib_read("/", 1000, &data, &len, NULL, err, sizeof(err));
     assert_int_equal(rc, BURST_EINPUT);
-    rc = solib_read(wc_fns_path, 10, &data, &len, err, sizeof(err));
+    rc = solib_read(wc_fns_path, 10, &data, &len, NULL, err, sizeof(err));
     assert_int_equal(rc, BURST_ETOOBIG);
 }
 
@@ -1136,6 +1136,99 @@ test_submit_so(void **state)
     assert_int_equal(f.submit_mode, PROTO_INPUT_ARRAY);
 }
 
+/* Writes len bytes of data to path, replacing the file in place (same
+ * inode) or, with renamed, through a new file renamed over it. */
+static void
+write_lib(const char *path, const char *data, size_t len, bool renamed)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    const char *to = renamed ? tmp : path;
+    FILE *f = fopen(to, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    if (renamed)
+        assert_int_equal(rename(tmp, path), 0);
+}
+
+/* A library already sent on this connection is not read and hashed again
+ * for each submission while its file is unchanged, and is as soon as the
+ * file changes in any way. */
+static void
+test_submit_so_known(void **state)
+{
+    struct fake f;
+    burst_bytes in = {"one two\n", 8};
+    char lib[128], hash_a[65], hash_b[65];
+    size_t len;
+    uint64_t job;
+
+    (void)state;
+    char *a = slurp(wc_fns_path, &len);
+    /* Bytes after the sections keep it a valid library of another hash. */
+    char *b = malloc(len + 1);
+    assert_non_null(b);
+    memcpy(b, a, len);
+    b[len] = '\n';
+    assert_int_equal(solib_sha256_hex(a, len, hash_a), 0);
+    assert_int_equal(solib_sha256_hex(b, len + 1, hash_b), 0);
+
+    fake_start(&f, h_submit);
+    snprintf(lib, sizeof(lib), "%s/lib.so", f.dir);
+    write_lib(lib, a, len, false);
+    burst_fn fn = {.kind = BURST_FN_SO, .path = lib, .symbol = "count_words"};
+    burst_client *c = fake_connect(&f);
+
+    /* Just written: its ctime could still be that of a change to come. */
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), 0);
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), 0);
+    assert_int_equal(c->solib_reads, 2);
+    assert_string_equal(f.fn_hash, hash_a);
+
+    /* Settled (the test's clock): read once, then known. */
+    c->solib_settle_ms = 0;
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), 0);
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), 0);
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), 0);
+    assert_int_equal(c->solib_reads, 3);
+    assert_string_equal(f.fn_hash, hash_a);
+
+    /* Another symbol of the same file is checked once on its own. */
+    fn.symbol = "nope";
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), BURST_ENOSYM);
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), BURST_ENOSYM);
+    assert_int_equal(c->solib_reads, 5);
+    fn.symbol = "count_words";
+
+    /* Rewritten in place: read, hashed and uploaded again. */
+    write_lib(lib, b, len + 1, false);
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), 0);
+    assert_int_equal(c->solib_reads, 6);
+    assert_string_equal(f.fn_hash, hash_b);
+    assert_string_equal(f.put_hash, hash_b);
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), 0);
+    assert_int_equal(c->solib_reads, 6);
+
+    /* Replaced by a rename (a new inode, as `cp` to a temporary and `mv`
+     * or a linker writing a new file do). */
+    write_lib(lib, a, len, true);
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), 0);
+    assert_int_equal(c->solib_reads, 7);
+    assert_string_equal(f.fn_hash, hash_a);
+
+    /* Gone: the submission fails as before, and nothing stale is used. */
+    assert_int_equal(unlink(lib), 0);
+    assert_int_equal(burst_submit_map(c, &fn, &in, 1, NULL, &job), BURST_EINPUT);
+
+    burst_close(c);
+    fake_stop(&f);
+    assert_int_equal(f.seen[PROTO_OP_PUT_FN], 2);
+    assert_int_equal(f.seen[PROTO_OP_SUBMIT], 8);
+    free(a);
+    free(b);
+}
+
 /* imap_unordered: task 0 has already succeeded when the client looks; task
  * 2 fails and task 1 succeeds afterwards, announced by events. */
 static void
@@ -1278,6 +1371,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_dispatch_events),
         cmocka_unit_test(test_submit_limits),
         cmocka_unit_test(test_submit_so),
+        cmocka_unit_test(test_submit_so_known),
         cmocka_unit_test(test_imap_unordered),
         cmocka_unit_test(test_connection_lost),
     };
