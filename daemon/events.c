@@ -45,6 +45,7 @@ struct ev_sub {
     struct conn *conn; /* borrowed; removed in events_conn_closed */
     uint64_t job;
     uint64_t last_seq; /* newest event this subscriber has been sent */
+    bool ended;        /* it has been sent the job's final event */
     struct ev_sub *next;
 };
 
@@ -67,6 +68,11 @@ struct events {
     struct ev_sub *subs[EV_SUB_BUCKETS];
     struct ev_pend *pend[EV_SUB_BUCKETS]; /* owned, hashed like subs */
     bool pend_lost; /* a count could not be kept (out of memory) */
+    /* Sending to a subscriber can drop its conn (too much unsent), which
+     * ends its subscriptions while a loop over them is under way: meanwhile
+     * they are only cut from their conn, and freed once the sending ends. */
+    bool sending;
+    bool orphans; /* subscriptions cut from their conn wait to be freed */
 };
 
 /* Counts one more (delta 1) or one fewer (-1) list holding job's events. */
@@ -318,10 +324,54 @@ events_discard(struct events *ev)
     ev->flushed = NULL;
 }
 
+/* A job's final event is its last: the subscriptions that were sent it
+ * end, so a client following many jobs one after another need not
+ * unsubscribe from each (max_subscriptions counts only live ones). */
+static void
+ev_subs_drop_ended(struct events *ev, uint64_t job)
+{
+    struct ev_sub **pp = ev_bucket(ev, job);
+    while (*pp != NULL) {
+        struct ev_sub *s = *pp;
+        if (s->job == job && s->ended) {
+            *pp = s->next;
+            if (s->conn != NULL)
+                s->conn->nsubs--;
+            free(s);
+        } else {
+            pp = &s->next;
+        }
+    }
+}
+
+/* Ends the sending, freeing what it orphaned. */
+static void
+ev_sending_done(struct events *ev)
+{
+    ev->sending = false;
+    if (!ev->orphans)
+        return;
+    ev->orphans = false;
+    for (size_t b = 0; b < EV_SUB_BUCKETS; b++) {
+        struct ev_sub **pp = &ev->subs[b];
+        while (*pp != NULL) {
+            struct ev_sub *s = *pp;
+            if (s->conn == NULL) {
+                *pp = s->next;
+                free(s);
+            } else {
+                pp = &s->next;
+            }
+        }
+    }
+}
+
 /* Sends items[0..n) of one job to one subscriber, skipping what it has. */
 static void
 ev_send(struct ev_sub *s, struct proto_event_item *items, uint32_t n)
 {
+    if (s->conn == NULL)
+        return; /* its conn was dropped by an earlier send */
     uint32_t first = 0;
     while (first < n && items[first].seq <= s->last_seq)
         first++;
@@ -332,6 +382,9 @@ ev_send(struct ev_sub *s, struct proto_event_item *items, uint32_t n)
     proto_buf_init(&b);
     if (proto_encode_events(&b, &pe) == 0) {
         s->last_seq = items[n - 1].seq;
+        for (uint32_t i = first; i < n; i++)
+            if (items[i].type == BURST_EV_JOB && burst_job_state_is_final(items[i].job_state))
+                s->ended = true;
         conn_send(s->conn, &b);
     } else {
         log_warnx("cannot encode events of job %llu for a subscriber",
@@ -344,6 +397,7 @@ ev_send(struct ev_sub *s, struct proto_event_item *items, uint32_t n)
 static void
 ev_publish_list(struct events *ev, struct ev_job *list)
 {
+    ev->sending = true;
     for (struct ev_job *j = list; j != NULL; j = j->next) {
         bool any = false;
         for (struct ev_sub *s = *ev_bucket(ev, j->job); s != NULL && !any; s = s->next)
@@ -367,7 +421,9 @@ ev_publish_list(struct events *ev, struct ev_job *list)
             if (s->job == j->job)
                 ev_send(s, items, j->nitems);
         free(items);
+        ev_subs_drop_ended(ev, j->job);
     }
+    ev_sending_done(ev);
     ev_jobs_free(ev, list);
 }
 
@@ -547,9 +603,13 @@ events_subscribe(struct events *ev, struct conn *c, uint64_t job, uint64_t from_
     if (r == NULL)
         return -ENOMEM;
     r->sub = s;
+    s->ended = false;
+    ev->sending = true;
     int rc = ledger_events_since(ev->d->ledger, job, from_seq, 0, replay_one, r);
     replay_flush(r);
     free(r);
+    ev_subs_drop_ended(ev, job);
+    ev_sending_done(ev);
     return rc;
 }
 
@@ -576,7 +636,13 @@ events_conn_closed(struct events *ev, struct conn *c)
         struct ev_sub **pp = &ev->subs[b];
         while (*pp != NULL) {
             struct ev_sub *s = *pp;
-            if (s->conn == c) {
+            if (s->conn == c && ev->sending) {
+                s->conn = NULL;
+                s->ended = true;
+                ev->orphans = true;
+                c->nsubs--;
+                pp = &s->next;
+            } else if (s->conn == c) {
                 *pp = s->next;
                 free(s);
                 c->nsubs--;

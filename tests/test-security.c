@@ -84,6 +84,23 @@ raw_connect(void)
     return fd;
 }
 
+/* Final job events read so far, by reply_next on its way to a reply too. */
+static int finals;
+
+static void
+count_finals(const char *payload, size_t len)
+{
+    struct proto_limits lim;
+    proto_limits_default(&lim);
+    struct proto_events ev;
+    void *priv;
+    assert_int_equal(proto_decode_events(payload, len, &lim, &ev, &priv), 0);
+    for (uint32_t i = 0; i < ev.nitems; i++)
+        if (ev.items[i].type == BURST_EV_JOB && burst_job_state_is_final(ev.items[i].job_state))
+            finals++;
+    proto_events_free(priv);
+}
+
 /* The next reply's error code (0 when ok), skipping event frames; 1 at EOF.
  * msg gets the error's message; *value a submit reply's job id. */
 static int
@@ -100,6 +117,7 @@ reply_next(int fd, enum proto_op op, char *msg, size_t msgsize, uint64_t *value)
         uint64_t re;
         assert_int_equal(proto_peek(payload, len, &kind, &re), 0);
         if (kind == PROTO_KIND_EVENT) {
+            count_finals(payload, len);
             free(payload);
             continue;
         }
@@ -148,20 +166,52 @@ raw_subscribe(int fd, uint64_t job, char *msg, size_t msgsize)
     return reply_next(fd, PROTO_OP_SUBSCRIBE, msg, msgsize, NULL);
 }
 
+/* A job of one exec task running cmd: "cat" ends at once, "sleep 600"
+ * keeps the job (and its subscriptions) alive until it is cancelled. */
 static int
-raw_submit(int fd, bool subscribe, uint64_t *job, char *msg, size_t msgsize)
+raw_submit(int fd, bool subscribe, const char *cmd, uint64_t *job, char *msg,
+           size_t msgsize)
 {
     struct proto_str in = proto_str_c("x\n");
     struct proto_request req = {.op = PROTO_OP_SUBMIT, .id = 3};
     req.u.submit.kind = BURST_KIND_MAP;
     req.u.submit.fn.kind = BURST_FN_EXEC;
-    req.u.submit.fn.cmd = proto_str_c("cat");
+    req.u.submit.fn.cmd = proto_str_c(cmd);
     req.u.submit.ninputs = 1;
     req.u.submit.inputs = &in;
     req.u.submit.opts.chunksize = 1;
     req.u.submit.subscribe = subscribe;
     send_request(fd, &req);
     return reply_next(fd, PROTO_OP_SUBMIT, msg, msgsize, job);
+}
+
+static int
+raw_cancel(int fd, uint64_t job)
+{
+    struct proto_request req = {.op = PROTO_OP_CANCEL, .id = 5};
+    req.u.job.job = job;
+    send_request(fd, &req);
+    return reply_next(fd, PROTO_OP_CANCEL, NULL, 0, NULL);
+}
+
+/* Reads fd's frames until finals (see reply_next) reaches n, then
+ * starts it again from 0. */
+static void
+final_events(int fd, int n)
+{
+    while (finals < n) {
+        char *payload;
+        ssize_t len = testd_read_frame(fd, SAFETY_MS, &payload);
+        assert_true(len > 0);
+        enum proto_kind kind;
+        uint64_t re;
+        assert_int_equal(proto_peek(payload, (size_t)len, &kind, &re), 0);
+        assert_int_equal(kind, PROTO_KIND_EVENT);
+        count_finals(payload, (size_t)len);
+        free(payload);
+    }
+    assert_int_equal(finals, n);
+    finals = 0;
 }
 
 /* A quota read: the cheapest proof that a connection is still served. */
@@ -244,7 +294,7 @@ test_subscription_limit(void **state)
     uint64_t jobs[MAX_SUBS + 1];
     char msg[512];
     for (int i = 0; i <= MAX_SUBS; i++)
-        assert_int_equal(raw_submit(fd, false, &jobs[i], msg, sizeof(msg)), 0);
+        assert_int_equal(raw_submit(fd, false, "sleep 600", &jobs[i], msg, sizeof(msg)), 0);
     for (int i = 0; i < MAX_SUBS; i++)
         assert_int_equal(raw_subscribe(fd, jobs[i], msg, sizeof(msg)), 0);
 
@@ -258,7 +308,7 @@ test_subscription_limit(void **state)
     /* ...and so is a submission that would add a subscription, before any
      * job is created. */
     uint64_t extra = 0;
-    assert_int_equal(raw_submit(fd, true, &extra, msg, sizeof(msg)), BURST_ETOOBIG);
+    assert_int_equal(raw_submit(fd, true, "cat", &extra, msg, sizeof(msg)), BURST_ETOOBIG);
     assert_non_null(strstr(msg, "max_subscriptions"));
     /* Renewing one it has (a replay) costs nothing. */
     assert_int_equal(raw_subscribe(fd, jobs[0], msg, sizeof(msg)), 0);
@@ -269,12 +319,32 @@ test_subscription_limit(void **state)
     assert_int_equal(reply_next(fd, PROTO_OP_UNSUBSCRIBE, NULL, 0, NULL), 0);
     assert_int_equal(raw_subscribe(fd, jobs[MAX_SUBS], msg, sizeof(msg)), 0);
     assert_int_equal(raw_quota(fd), 0);
+    /* A job's final event ends its subscriptions: once the jobs are
+     * cancelled, the connection follows nothing and may subscribe again
+     * without having unsubscribed. */
+    finals = 0;
+    for (int i = 0; i <= MAX_SUBS; i++)
+        assert_int_equal(raw_cancel(fd, jobs[i]), 0);
+    final_events(fd, MAX_SUBS);
+    for (int i = 0; i < MAX_SUBS; i++)
+        assert_int_equal(raw_submit(fd, true, "cat", &jobs[i], msg, sizeof(msg)), 0);
+    final_events(fd, MAX_SUBS);
+    for (int i = 0; i < MAX_SUBS; i++)
+        assert_int_equal(raw_submit(fd, true, "cat", &jobs[i], msg, sizeof(msg)), 0);
+    /* Subscribing to an ended job replays its events, final one included,
+     * and ends there too. */
+    final_events(fd, MAX_SUBS);
+    for (int i = 0; i <= MAX_SUBS; i++) {
+        assert_int_equal(raw_subscribe(fd, jobs[i % MAX_SUBS], msg, sizeof(msg)), 0);
+        final_events(fd, 1);
+    }
+    assert_int_equal(raw_quota(fd), 0);
     close(fd);
 
     /* Another connection has its own count. */
     fd = raw_connect();
     assert_int_equal(raw_hello(fd, NULL, 0), 0);
-    assert_int_equal(raw_submit(fd, true, &extra, msg, sizeof(msg)), 0);
+    assert_int_equal(raw_submit(fd, true, "cat", &extra, msg, sizeof(msg)), 0);
     assert_true(extra > jobs[MAX_SUBS]);
     close(fd);
     honest_map_eventually();
@@ -347,8 +417,10 @@ test_flood_working(void **state)
     for (int i = 0; i < MAX_CONNS; i++) {
         fds[i] = raw_connect();
         assert_int_equal(raw_hello(fds[i], NULL, 0), 0);
+        /* A job that does not end: its subscribers stay busy. */
         if (i == 0)
-            assert_int_equal(raw_submit(fds[0], false, &job, msg, sizeof(msg)), 0);
+            assert_int_equal(raw_submit(fds[0], false, "sleep 600", &job, msg, sizeof(msg)),
+                             0);
         assert_int_equal(raw_subscribe(fds[i], job, msg, sizeof(msg)), 0);
     }
     int extra = raw_connect();
@@ -367,6 +439,7 @@ test_flood_working(void **state)
         assert_int_equal(raw_quota(fds[i]), 0);
     close(fds[MAX_CONNS - 1]);
     honest_map_eventually();
+    assert_int_equal(raw_cancel(fds[0], job), 0);
     for (int i = 0; i < MAX_CONNS - 1; i++)
         close(fds[i]);
 }
