@@ -30,6 +30,7 @@ struct conn_sub {
     burst_event_cb cb; /* the user's, or NULL */
     void *arg;         /* borrowed: the user's */
     unsigned internal; /* how many library wait loops hold it */
+    bool ended;        /* the job's final event came: the daemon ended it */
 };
 
 /* A wait loop in progress (burst_wait, burst_imap_unordered).  It lives on
@@ -96,6 +97,13 @@ int conn_seterr(burst_client *c, int code, const char *fmt, ...)
  * nothing needs releasing then.
  */
 int conn_call(burst_client *c, struct proto_request *req, struct conn_reply *out);
+/* conn_call, and then(c, reply, arg) on a successful reply before any
+ * frame that came after it is looked at (events that follow a reply may
+ * be for what the reply created).  A negative return from then is the
+ * call's (with its message set), and *out is released. */
+int conn_call_then(burst_client *c, struct proto_request *req, struct conn_reply *out,
+                   int (*then)(burst_client *c, const struct conn_reply *rep, void *arg),
+                   void *arg);
 void conn_reply_release(struct conn_reply *r);
 
 /*
@@ -112,6 +120,11 @@ int conn_read(burst_client *c, int timeout_ms);
 int conn_deliver(burst_client *c);
 
 struct conn_sub *conn_sub_find(burst_client *c, uint64_t job);
+/* Records the subscription a submission made ("subscribe": true) to job,
+ * from its first event, for the user's cb (may be NULL) and, with hold,
+ * an internal hold as conn_sub_hold() takes.  Sends nothing.  Returns 0 or
+ * -ENOMEM. */
+int conn_sub_adopt(burst_client *c, uint64_t job, burst_event_cb cb, void *arg, bool hold);
 /* Takes an internal hold on job's subscription, subscribing from from_seq if
  * nobody holds it yet.  Returns 0 or a code. */
 int conn_sub_hold(burst_client *c, uint64_t job, uint64_t from_seq);

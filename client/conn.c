@@ -185,7 +185,8 @@ conn_sub_start(burst_client *c, uint64_t job, uint64_t from_seq, struct conn_sub
     return 0;
 }
 
-/* Forgets job's subscription when nobody holds it any more. */
+/* Forgets job's subscription when nobody holds it any more, telling the
+ * daemon unless the job's final event already ended it there. */
 static int
 conn_sub_maybe_stop(burst_client *c, uint64_t job)
 {
@@ -193,10 +194,27 @@ conn_sub_maybe_stop(burst_client *c, uint64_t job)
 
     if (s == NULL || s->cb != NULL || s->internal > 0)
         return 0;
+    bool ended = s->ended;
     conn_sub_remove(c, job);
-    if (c->dead)
+    if (c->dead || ended)
         return 0;
     return conn_sub_send(c, PROTO_OP_UNSUBSCRIBE, job, 0);
+}
+
+int
+conn_sub_adopt(burst_client *c, uint64_t job, burst_event_cb cb, void *arg, bool hold)
+{
+    struct conn_sub *s = conn_sub_find(c, job);
+
+    if (s == NULL && (s = conn_sub_add(c, job, 0)) == NULL)
+        return -ENOMEM;
+    if (cb != NULL) {
+        s->cb = cb;
+        s->arg = arg;
+    }
+    if (hold)
+        s->internal++;
+    return 0;
 }
 
 int
@@ -240,6 +258,7 @@ conn_sub_user(burst_client *c, uint64_t job, uint64_t from_seq, burst_event_cb c
          * it): ask again for the older events; duplicates are dropped by
          * sequence number as they arrive. */
         s->last_seq = from_seq;
+        s->ended = false; /* the replay ends it again */
         rc = conn_sub_send(c, PROTO_OP_SUBSCRIBE, job, from_seq);
         if (rc < 0)
             return rc;
@@ -331,6 +350,8 @@ conn_queue_events(burst_client *c, const char *payload, size_t len)
         burst_event ev = {.job = evs.job, .seq = it->seq, .type = it->type};
         if (it->type == BURST_EV_JOB) {
             ev.job_state = it->job_state;
+            if (burst_job_state_is_final(it->job_state))
+                s->ended = true;
             rc = conn_queue_push(c, &ev);
             continue;
         }
@@ -561,6 +582,14 @@ conn_reply_release(struct conn_reply *r)
 int
 conn_call(burst_client *c, struct proto_request *req, struct conn_reply *out)
 {
+    return conn_call_then(c, req, out, NULL, NULL);
+}
+
+int
+conn_call_then(burst_client *c, struct proto_request *req, struct conn_reply *out,
+               int (*then)(burst_client *c, const struct conn_reply *rep, void *arg),
+               void *arg)
+{
     struct proto_buf b;
     int handled = 0;
     int rc;
@@ -604,6 +633,10 @@ conn_call(burst_client *c, struct proto_request *req, struct conn_reply *out)
     }
     if (rc < 0)
         goto out_buf;
+    if (then != NULL && out->rep.ok && (rc = then(c, out, arg)) < 0) {
+        conn_reply_release(out);
+        goto out_buf;
+    }
 
     /* Queue any events that came in the same read as the reply, so that
      * burst_pending() tells the caller about them before it polls. */

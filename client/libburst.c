@@ -341,7 +341,32 @@ struct submission {
     const void *blob; /* lines mode when non-NULL or lines is set */
     size_t len;
     bool lines;
+    /* The library waits for the job itself: subscribe with the submission
+     * and hold the subscription (released by the caller). */
+    bool hold;
 };
+
+/* The subscription a submission asks for, recorded from its reply. */
+struct adopt {
+    burst_event_cb cb;
+    void *arg;
+    bool hold;
+};
+
+/* Records the subscription as soon as the acknowledgment names the job:
+ * the job's first events may be in the same read, right behind it. */
+static int
+submit_adopt(burst_client *c, const struct conn_reply *rep, void *arg)
+{
+    const struct adopt *ad = arg;
+    uint64_t job = rep->rep.u.submit.job;
+    if (conn_sub_adopt(c, job, ad->cb, ad->arg, ad->hold) < 0)
+        return conn_seterr(c, -ENOMEM,
+                           "job %llu was submitted, but its events cannot be followed: "
+                           "out of memory",
+                           (unsigned long long)job);
+    return 0;
+}
 
 static int
 client_submit(burst_client *c, const struct submission *s, const burst_opts *opts,
@@ -391,7 +416,11 @@ client_submit(burst_client *c, const struct submission *s, const burst_opts *opt
         if (rc < 0)
             goto out;
     }
-    rc = conn_call(c, &req, &rep);
+    struct adopt ad = {.cb = opts != NULL ? opts->on_event : NULL,
+                       .arg = opts != NULL ? opts->event_arg : NULL,
+                       .hold = s->hold};
+    ps->subscribe = ad.cb != NULL || ad.hold;
+    rc = conn_call_then(c, &req, &rep, ps->subscribe ? submit_adopt : NULL, &ad);
     if (rc < 0)
         goto out;
     *job = rep.rep.u.submit.job;
@@ -696,22 +725,29 @@ wait_on_event(void *arg, const burst_event *ev)
         *done = true;
 }
 
-int
-burst_wait(burst_client *c, uint64_t job, burst_job_info *info)
+/*
+ * burst_wait(), and with held, for a job whose subscription the caller
+ * holds since its submission (client_submit with hold): every event of
+ * the job comes, so no status is needed first.  The hold is released.
+ */
+static int
+client_wait(burst_client *c, uint64_t job, burst_job_info *info, bool held)
 {
     burst_job_info st;
     bool done = false;
+    int rc = 0;
 
-    if (c == NULL)
-        return -EINVAL;
-    int rc = burst_status(c, job, &st);
-    if (rc < 0)
-        return rc;
-    if (!burst_job_state_is_final(st.state)) {
-        /* Everything after the status we just read arrives as events. */
-        rc = conn_sub_hold(c, job, st.last_seq);
+    if (!held) {
+        rc = burst_status(c, job, &st);
         if (rc < 0)
             return rc;
+        /* Everything after the status we just read arrives as events. */
+        if (!burst_job_state_is_final(st.state))
+            rc = conn_sub_hold(c, job, st.last_seq);
+        if (rc < 0)
+            return rc;
+    }
+    if (held || !burst_job_state_is_final(st.state)) {
         struct conn_waiter w = {.job = job, .fn = wait_on_event, .arg = &done};
         conn_waiter_add(c, &w);
         while (rc >= 0) {
@@ -740,6 +776,14 @@ burst_wait(burst_client *c, uint64_t job, burst_job_info *info)
     if (info != NULL)
         *info = st;
     return client_job_outcome(c, &st);
+}
+
+int
+burst_wait(burst_client *c, uint64_t job, burst_job_info *info)
+{
+    if (c == NULL)
+        return -EINVAL;
+    return client_wait(c, job, info, false);
 }
 
 /* ---- results -------------------------------------------------------------- */
@@ -848,10 +892,12 @@ burst_map(burst_client *c, const burst_fn *fn, const burst_bytes *inputs, size_t
     if (c == NULL || results == NULL)
         return -EINVAL;
     *results = NULL;
-    int rc = burst_submit_map(c, fn, inputs, n, opts, &job);
+    struct submission sub = {
+        .kind = BURST_KIND_MAP, .fn = fn, .inputs = inputs, .n = n, .hold = true};
+    int rc = client_submit(c, &sub, opts, &job);
     if (rc < 0)
         return rc;
-    int outcome = burst_wait(c, job, NULL);
+    int outcome = client_wait(c, job, NULL, true);
     if (outcome < 0 && outcome != BURST_EJOBFAILED)
         return outcome;
 
@@ -909,11 +955,12 @@ burst_call(burst_client *c, const burst_fn *fn, const void *input, size_t len,
     *out = NULL;
     *out_len = 0;
     burst_bytes in = {input, len};
-    struct submission sub = {.kind = BURST_KIND_CALL, .fn = fn, .inputs = &in, .n = 1};
+    struct submission sub = {
+        .kind = BURST_KIND_CALL, .fn = fn, .inputs = &in, .n = 1, .hold = true};
     int rc = client_submit(c, &sub, opts, &job);
     if (rc < 0)
         return rc;
-    rc = burst_wait(c, job, NULL);
+    rc = client_wait(c, job, NULL, true);
     if (rc < 0)
         return rc;
     struct single s = {0};

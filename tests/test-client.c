@@ -562,6 +562,7 @@ struct fake {
     char fn_hash[65];
     char fn_symbol[64];
     char blob[64];
+    bool submit_subscribe;
 };
 
 static void
@@ -862,7 +863,8 @@ test_wait_with_interleaved_events(void **state)
     fake_stop(&f);
     assert_int_equal(f.sub_from, 4);
     assert_int_equal(f.seen[PROTO_OP_SUBSCRIBE], 1);
-    assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 1);
+    /* The job's final event ended the subscription on the daemon's side. */
+    assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 0);
     assert_int_equal(f.status_calls, 2); /* no fallback poll was needed */
 }
 
@@ -1015,8 +1017,14 @@ test_dispatch_events(void **state)
     assert_int_equal(log.ev[2].job_state, BURST_JOB_SUCCEEDED);
     assert_int_equal(log.ev[2].job, 9);
     assert_int_equal(burst_unsubscribe(c, 9), 0);
+    /* After the final event there is nothing to tell the daemon; before
+     * it, the daemon is told. */
+    assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 0);
+    assert_int_equal(burst_subscribe(c, 11, 0, on_event, &log), 0);
+    assert_int_equal(burst_unsubscribe(c, 11), 0);
     burst_close(c);
     fake_stop(&f);
+    assert_int_equal(f.seen[PROTO_OP_SUBSCRIBE], 2);
     assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 1);
 }
 
@@ -1229,6 +1237,109 @@ test_submit_so_known(void **state)
     free(b);
 }
 
+/* A daemon whose submit reply and the job's events (when subscribed) go
+ * out in one write, so the client reads them together. */
+static void
+h_subscribed(struct fake *f, const struct proto_request *req)
+{
+    struct proto_task_change run = {0, BURST_TASK_RUNNING, 1};
+    struct proto_task_change ok = {0, BURST_TASK_SUCCEEDED, 1};
+    struct proto_event_item items[3] = {
+        {.seq = 1, .type = BURST_EV_TASK, .ntasks = 1, .tasks = &run},
+        {.seq = 2, .type = BURST_EV_TASK, .ntasks = 1, .tasks = &ok},
+        {.seq = 3, .type = BURST_EV_JOB, .job_state = BURST_JOB_SUCCEEDED},
+    };
+    struct proto_result_item res = {0, true, {"r", 1}};
+
+    switch (req->op) {
+    case PROTO_OP_SUBMIT: {
+        f->submit_subscribe = req->u.submit.subscribe;
+        struct proto_reply rep = {.op = PROTO_OP_SUBMIT, .re = req->id, .ok = true};
+        rep.u.submit.job = 42;
+        rep.u.submit.total = 1;
+        struct proto_events ev = {.job = 42, .nitems = 3, .items = items};
+        struct proto_buf b;
+        proto_buf_init(&b);
+        if (proto_encode_reply(&b, &rep) == 0 &&
+            (!f->submit_subscribe || proto_encode_events(&b, &ev) == 0))
+            fk_write(f, &b);
+        proto_buf_free(&b);
+        break;
+    }
+    case PROTO_OP_STATUS:
+        fk_status(f, req, BURST_KIND_MAP, BURST_JOB_SUCCEEDED, 1, 3);
+        break;
+    case PROTO_OP_RESULTS: {
+        struct proto_reply rep = {.op = PROTO_OP_RESULTS, .re = req->id, .ok = true};
+        rep.u.results.n = 1;
+        rep.u.results.items = &res;
+        fk_reply(f, &rep);
+        break;
+    }
+    default:
+        fk_error(f, req->id, BURST_EUNKNOWNOP, "unexpected");
+    }
+}
+
+/* burst_opts.on_event: the submission subscribes in its own round trip, and
+ * events read together with its reply reach the callback; burst_map and
+ * burst_call follow their job the same way, and need no unsubscribe after
+ * its final event. */
+static void
+test_submit_subscribed(void **state)
+{
+    struct fake f;
+    struct evlog log = {0};
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    uint64_t job = 0;
+
+    (void)state;
+    fake_start(&f, h_subscribed);
+    burst_client *c = fake_connect(&f);
+    burst_opts opts = BURST_OPTS_INIT;
+    opts.on_event = on_event;
+    opts.event_arg = &log;
+    assert_int_equal(burst_submit_map_lines(c, &fn, "a\n", 2, &opts, &job), 0);
+    assert_int_equal(job, 42);
+    assert_true(f.submit_subscribe);
+    /* Already read with the reply: nothing to poll for. */
+    assert_true(burst_pending(c) > 0);
+    assert_int_equal(burst_dispatch(c), 3);
+    assert_int_equal(log.n, 3);
+    assert_int_equal(log.ev[0].task_state, BURST_TASK_RUNNING);
+    assert_int_equal(log.ev[1].task_state, BURST_TASK_SUCCEEDED);
+    assert_int_equal(log.ev[2].job_state, BURST_JOB_SUCCEEDED);
+    assert_int_equal(log.ev[2].job, 42);
+    assert_int_equal(burst_unsubscribe(c, 42), 0);
+
+    /* Without a callback, no subscription is asked for. */
+    assert_int_equal(burst_submit_map_lines(c, &fn, "a\n", 2, NULL, &job), 0);
+    assert_false(f.submit_subscribe);
+
+    burst_bytes in = {"a\n", 2};
+    burst_bytes *res = NULL;
+    assert_int_equal(burst_map(c, &fn, &in, 1, NULL, &res), 0);
+    assert_true(f.submit_subscribe);
+    assert_non_null(res);
+    assert_int_equal(res[0].len, 1);
+    assert_memory_equal(res[0].data, "r", 1);
+    burst_free_results(res, 1);
+    void *out = NULL;
+    size_t out_len = 0;
+    assert_int_equal(burst_call(c, &fn, "a\n", 2, NULL, &out, &out_len), 0);
+    assert_int_equal(out_len, 1);
+    free(out);
+    assert_int_equal(log.n, 3); /* the user's callback saw only its job */
+    burst_close(c);
+    fake_stop(&f);
+    assert_int_equal(f.seen[PROTO_OP_SUBMIT], 4);
+    assert_int_equal(f.seen[PROTO_OP_SUBSCRIBE], 0);
+    assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 0);
+    /* Each of burst_map and burst_call: the final status, and the
+     * results' own. */
+    assert_int_equal(f.seen[PROTO_OP_STATUS], 4);
+}
+
 /* imap_unordered: task 0 has already succeeded when the client looks; task
  * 2 fails and task 1 succeeds afterwards, announced by events. */
 static void
@@ -1372,6 +1483,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_submit_limits),
         cmocka_unit_test(test_submit_so),
         cmocka_unit_test(test_submit_so_known),
+        cmocka_unit_test(test_submit_subscribed),
         cmocka_unit_test(test_imap_unordered),
         cmocka_unit_test(test_connection_lost),
     };

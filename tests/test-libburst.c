@@ -663,19 +663,27 @@ test_imap_unordered(void **state)
 /* ---- 7: the asynchronous interface
  * ------------------------------------------------------- */
 
+/* Every event of a job once, in order, with the subscription made by
+ * burst_subscribe() after the submission or (with_submit) by the
+ * submission itself. */
 static void
-test_async_events(void **state)
+async_events(bool with_submit)
 {
-    (void)state;
     burst_client *c = client_open();
     struct inputs in;
     inputs_fmt(&in, 12, "async %zu\n");
     burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = "cat"};
     burst_opts opts = BURST_OPTS_INIT;
+    struct evlog log = {0};
+    if (with_submit) {
+        opts.on_event = evlog_cb;
+        opts.event_arg = &log;
+    }
     uint64_t job;
     assert_int_equal(burst_submit_map(c, &fn, in.b, in.n, &opts, &job), 0);
-    struct evlog log = {.job = job};
-    assert_int_equal(burst_subscribe(c, job, 0, evlog_cb, &log), 0);
+    log.job = job;
+    if (!with_submit)
+        assert_int_equal(burst_subscribe(c, job, 0, evlog_cb, &log), 0);
     drive_until_end(c, &log);
 
     check_seq(&log, 0);
@@ -714,6 +722,20 @@ test_async_events(void **state)
     evlog_free(&log);
     inputs_free(&in);
     burst_close(c);
+}
+
+static void
+test_async_events(void **state)
+{
+    (void)state;
+    async_events(false);
+}
+
+static void
+test_async_events_with_submit(void **state)
+{
+    (void)state;
+    async_events(true);
 }
 
 /* ---- 8: replay from the ledger
@@ -1111,6 +1133,7 @@ main(void)
         cmocka_unit_test(test_results_streaming),
         cmocka_unit_test(test_imap_unordered),
         cmocka_unit_test(test_async_events),
+        cmocka_unit_test(test_async_events_with_submit),
         cmocka_unit_test(test_nonblocking_fd),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_retries_and_timeout),

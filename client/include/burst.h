@@ -132,6 +132,11 @@ typedef struct burst_bytes {
     size_t len;
 } burst_bytes;
 
+/* A job's progress, as burst_subscribe() and burst_opts.on_event deliver it
+ * (defined below, with the asynchronous use). */
+typedef struct burst_event burst_event;
+typedef void (*burst_event_cb)(void *arg, const burst_event *ev);
+
 typedef struct burst_opts {
     uint32_t chunksize;   /* tasks per invocation; 0 = 1 */
     uint32_t retries;     /* extra attempts after a failure */
@@ -140,9 +145,14 @@ typedef struct burst_opts {
     const char *backend;  /* NULL = the daemon's default */
     const char *name;     /* optional label shown by `burst jobs` */
     int cancel_on_disconnect;
+    /* Non-NULL: the submission also subscribes to the job's events from
+     * its first, in the same round trip (as burst_subscribe() with from_seq
+     * 0 right after, without the second request).  Called with event_arg. */
+    burst_event_cb on_event;
+    void *event_arg;
 } burst_opts;
 
-#define BURST_OPTS_INIT {1, 0, 0, 0, NULL, NULL, 0}
+#define BURST_OPTS_INIT {1, 0, 0, 0, NULL, NULL, 0, NULL, NULL}
 
 /* Submissions return as soon as the daemon has durably accepted the job;
  * *job receives its id.  so libraries are uploaded (content-addressed) first
@@ -229,7 +239,7 @@ int burst_call(burst_client *c, const burst_fn *fn, const void *input, size_t le
 
 /* ---- asynchronous use ---------------------------------------------------- */
 
-typedef struct burst_event {
+struct burst_event {
     uint64_t job;
     uint64_t seq;          /* per-job sequence number, from 1 */
     int type;              /* BURST_EV_JOB or BURST_EV_TASK */
@@ -237,15 +247,16 @@ typedef struct burst_event {
     uint32_t task;         /* BURST_EV_TASK: the task index */
     int task_state;        /* BURST_EV_TASK: the new state */
     uint32_t attempts;     /* BURST_EV_TASK */
-} burst_event;
+};
 
 enum { BURST_EV_JOB = 0, BURST_EV_TASK = 1 };
 
-typedef void (*burst_event_cb)(void *arg, const burst_event *ev);
-
 /* Subscribes to a job's events after sequence number from_seq (0 = from the
  * start): every event is delivered exactly once, in order, through
- * burst_dispatch() (or while a synchronous call waits). */
+ * burst_dispatch() (or while a synchronous call waits).  The job's final
+ * event (BURST_EV_JOB, a final state) is its last, and ends the
+ * subscription on the daemon's side; burst_unsubscribe() after it only
+ * forgets the callback. */
 int burst_subscribe(burst_client *c, uint64_t job, uint64_t from_seq, burst_event_cb cb,
                     void *arg);
 int burst_unsubscribe(burst_client *c, uint64_t job);
