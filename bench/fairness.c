@@ -13,8 +13,10 @@
  * chunksize TASKS, so every job is exactly one invocation.  By default a
  * client submits all its jobs without waiting (WINDOW 0), as a Pool-style
  * caller with a batch of work would; WINDOW N keeps at most N of its jobs
- * unfinished.  It subscribes to each job right after the acknowledgment and
- * follows the events until every job has ended, then reads each job's tasks
+ * unfinished.  Each submission subscribes to its job (burst_opts.on_event;
+ * SUBSCRIBE separate: a subscribe request right after the acknowledgment,
+ * as before libburst could) and the client follows the events until every
+ * job has ended, then reads each job's tasks
  * (their states and the daemon's end times) and results, and checks that
  * every task succeeded and echoed its own input.
  *
@@ -45,7 +47,7 @@
  * first completion per client, submission phase, throughput, quarters of
  * the window).
  *
- * usage: bench-fairness SOCKET LIB.so CLIENTS JOBS TASKS [WINDOW]
+ * usage: bench-fairness SOCKET LIB.so CLIENTS JOBS TASKS [WINDOW [SUBSCRIBE]]
  */
 #include "stats.h"
 
@@ -95,6 +97,7 @@ struct cfg {
     uint32_t jobs;
     uint32_t tasks;
     uint32_t window; /* 0: all of a client's jobs at once */
+    bool separate;   /* subscribe with a request of its own, not the submission */
 };
 
 /* What each client writes for the parent; one per client in the shared
@@ -267,6 +270,10 @@ client_submit(struct client *cl, const burst_fn *fn, uint32_t j)
     snprintf(name, sizeof(name), "b6 c%" PRIu32, cl->ci);
     opts.name = name;
     struct slot *s = &cl->slots[j];
+    if (!cfg->separate) {
+        opts.on_event = on_event;
+        opts.event_arg = s;
+    }
     double t0 = bench_mono_ms();
     int rc = burst_submit_map_lines(cl->c, fn, cl->blob, len, &opts, &s->id);
     double t1 = bench_mono_ms();
@@ -280,6 +287,8 @@ client_submit(struct client *cl, const burst_fn *fn, uint32_t j)
     cl->sh->ack[job_index(cl, j)] = now;
     if (j == 0)
         cl->out->first_ack = now;
+    if (!cfg->separate)
+        return 0;
     t0 = bench_mono_ms();
     rc = burst_subscribe(cl->c, s->id, 0, on_event, s);
     client_lat(cl, REQ_SUBSCRIBE, bench_mono_ms() - t0);
@@ -737,9 +746,10 @@ analyse(const struct cfg *cfg, struct shared *sh, double release, double base50,
 
     fprintf(stderr,
             "B6 details: %" PRIu32 " clients x %" PRIu32 " jobs x %" PRIu32
-            " tasks (chunksize %" PRIu32 ", window %s), quota %d\n",
+            " tasks (chunksize %" PRIu32 ", window %s, subscribed %s), quota %d\n",
             cfg->clients, cfg->jobs, cfg->tasks, cfg->tasks,
-            cfg->window ? "bounded" : "all at once", quota);
+            cfg->window ? "bounded" : "all at once",
+            cfg->separate ? "by a request of its own" : "by the submission", quota);
     if (cfg->window)
         fprintf(stderr, "  window: at most %" PRIu32 " unfinished jobs per client\n",
                 cfg->window);
@@ -825,14 +835,20 @@ int
 main(int argc, char **argv)
 {
     struct cfg cfg = {0};
-    if (argc < 6 || argc > 7 || parse_u32(argv[3], 1, MAX_CLIENTS, &cfg.clients) != 0 ||
+    if (argc == 8 && strcmp(argv[7], "separate") == 0)
+        cfg.separate = true;
+    else if (argc == 8 && strcmp(argv[7], "submit") != 0)
+        argc = 0; /* usage */
+    if (argc < 6 || argc > 8 || parse_u32(argv[3], 1, MAX_CLIENTS, &cfg.clients) != 0 ||
         parse_u32(argv[4], 1, MAX_JOBS, &cfg.jobs) != 0 ||
         parse_u32(argv[5], 1, MAX_TASKS, &cfg.tasks) != 0 ||
-        (argc == 7 && parse_u32(argv[6], 0, MAX_WINDOW, &cfg.window) != 0)) {
+        (argc >= 7 && parse_u32(argv[6], 0, MAX_WINDOW, &cfg.window) != 0)) {
         fprintf(stderr,
-                "usage: bench-fairness SOCKET LIB.so CLIENTS JOBS TASKS [WINDOW]\n"
+                "usage: bench-fairness SOCKET LIB.so CLIENTS JOBS TASKS [WINDOW [SUBSCRIBE]]\n"
                 "  CLIENTS 1..%u, JOBS 1..%u, TASKS 1..%u; WINDOW 0 (all jobs at once, "
-                "the default) or 1..%u unfinished jobs per client\n",
+                "the default) or 1..%u unfinished jobs per client; SUBSCRIBE submit (the "
+                "submission follows its job, the default) or separate (a subscribe "
+                "request after it)\n",
                 MAX_CLIENTS, MAX_JOBS, MAX_TASKS, MAX_WINDOW);
         return 2;
     }
