@@ -1088,12 +1088,14 @@ static int
 dec_results(const msgpack_object *m, const struct proto_limits *lim,
             struct proto_results *r)
 {
-    struct fld f[] = {FLD("op"), FLD("id"), FLD("job"), FLD("from"), FLD("max_bytes")};
+    struct fld f[] = {FLD("op"),   FLD("id"),        FLD("job"),
+                      FLD("from"), FLD("max_bytes"), FLD("final")};
     int rc;
     if ((rc = fields_get(m, "", f, NELEM(f))) != 0 ||
         (rc = get_u64(&f[2], "", true, &r->job)) != 0 ||
         (rc = get_u32(&f[3], "", false, 0, UINT32_MAX, &r->from)) != 0 ||
-        (rc = get_u32(&f[4], "", false, 0, UINT32_MAX, &r->max_bytes)) != 0)
+        (rc = get_u32(&f[4], "", false, 0, UINT32_MAX, &r->max_bytes)) != 0 ||
+        (rc = get_bool(&f[5], "", false, &r->final)) != 0)
         return rc;
     if (r->max_bytes > lim->page_bytes)
         r->max_bytes = lim->page_bytes;
@@ -2016,7 +2018,7 @@ request_nkeys(const struct proto_request *req)
     case PROTO_OP_TASKS:
         return 3 + (req->u.tasks.state >= 0);
     case PROTO_OP_RESULTS:
-        return 3;
+        return 4;
     case PROTO_OP_LOGS:
     case PROTO_OP_SUBSCRIBE:
         return 2;
@@ -2071,6 +2073,7 @@ proto_encode_request(struct proto_buf *out, const struct proto_request *req)
         kv_uint(&e, "job", req->u.results.job);
         kv_uint(&e, "from", req->u.results.from);
         kv_uint(&e, "max_bytes", req->u.results.max_bytes);
+        kv_bool(&e, "final", req->u.results.final);
         break;
     case PROTO_OP_LOGS:
         kv_uint(&e, "job", req->u.logs.job);

@@ -129,6 +129,7 @@ struct proto_results {
     uint64_t job;
     uint32_t from;      /* first task index wanted */
     uint32_t max_bytes; /* 0 = server default; the reply holds >= 1 item */
+    bool final;         /* only the results a user sees: a map_reduce job's reducer */
 };
 
 struct proto_logs {

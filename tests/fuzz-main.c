@@ -94,6 +94,11 @@ make_seeds(void)
         case PROTO_OP_JOBS:
             q.u.jobs.all = true;
             break;
+        case PROTO_OP_RESULTS:
+            q.u.results.job = 12;
+            q.u.results.from = 1;
+            q.u.results.final = true;
+            break;
         default:
             q.u.job.job = 12;
             break;

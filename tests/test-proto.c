@@ -690,6 +690,14 @@ test_rt_small_requests(void **state)
     assert_int_equal(out.u.results.job, 6);
     assert_int_equal(out.u.results.from, 77);
     assert_int_equal(out.u.results.max_bytes, 1024);
+    assert_false(out.u.results.final);
+    proto_request_free(&out);
+    in.u.results.final = true;
+    roundtrip_request(&in, &out, &buf, &fr);
+    assert_int_equal(out.u.results.job, 6);
+    assert_int_equal(out.u.results.from, 77);
+    assert_int_equal(out.u.results.max_bytes, 1024);
+    assert_true(out.u.results.final);
     proto_request_free(&out);
 
     memset(&in, 0, sizeof(in));
@@ -1555,6 +1563,10 @@ static const struct bad_case bad_cases[] = {
      BURST_EBADFIELD, 3, "'from'", false},
     {"results max_bytes a string", "{op:'results',id:3,job:1,max_bytes:'1k'}",
      BURST_EBADFIELD, 3, "'max_bytes'", false},
+    {"results final an integer", "{op:'results',id:3,job:1,final:1}", BURST_EBADFIELD, 3,
+     "field 'final' must be a boolean", false},
+    {"results final a string", "{op:'results',id:3,job:1,final:'true'}", BURST_EBADFIELD,
+     3, "field 'final' must be a boolean", false},
     {"logs without task", "{op:'logs',id:3,job:1}", BURST_EBADFIELD, 3, "'task'", false},
     {"quota set 0", "{op:'quota',id:3,set:0}", BURST_EBADFIELD, 3, "'set'", false},
     {"quota set negative", "{op:'quota',id:3,set:-5}", BURST_EBADFIELD, 3, "'set'",
@@ -1625,6 +1637,40 @@ run_bad_case(const struct bad_case *c)
                      c->in_msg);
     }
     free(bytes_);
+}
+
+/* final is optional: absent or nil is false, as for a client that predates
+ * it. */
+static void
+test_results_final_default(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        bool final;
+    } cases[] = {
+        {"{op:'results',id:3,job:1}", false},
+        {"{op:'results',id:3,job:1,final:nil}", false},
+        {"{op:'results',id:3,job:1,final:false}", false},
+        {"{op:'results',id:3,job:1,from:2,final:true}", true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *b = NULL;
+        size_t len = dsl_pack(cases[i].text, &b);
+        struct proto_limits lim = table_limits;
+        struct proto_request req;
+        struct proto_error err;
+        uint64_t id;
+        int rc = proto_decode_request(b, len, &lim, &req, &err, &id);
+        if (rc != 0)
+            fail_msg("'%s': got %d", cases[i].text, rc);
+        assert_int_equal(req.op, PROTO_OP_RESULTS);
+        assert_int_equal(req.u.results.job, 1);
+        if (req.u.results.final != cases[i].final)
+            fail_msg("'%s': final is %d", cases[i].text, req.u.results.final);
+        proto_request_free(&req);
+        free(b);
+    }
 }
 
 static void
@@ -1841,6 +1887,7 @@ main(void)
         cmocka_unit_test(test_encode_invalid),
         cmocka_unit_test(test_rt_replies),
         cmocka_unit_test(test_rt_events),
+        cmocka_unit_test(test_results_final_default),
         cmocka_unit_test(test_bad_payloads),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_bad_replies),
