@@ -1093,10 +1093,16 @@ op_results(struct burstd *d, struct conn *c, const struct proto_request *req)
     if (job_for(d, c, req->id, req->u.results.job, &job) != 0)
         return 0;
     uint64_t job_id = job.id;
+    /* A map_reduce job's map outputs only fed its reducer; a client asking
+     * for the final results would otherwise need a status round trip to
+     * know to skip them. */
+    uint32_t from = req->u.results.from;
+    if (req->u.results.final && job.kind == BURST_KIND_MAP_REDUCE && from < job.total)
+        from = job.total;
     /* Room for the tasks the page can hold, not for a whole page of
      * 10,000: most jobs are small (as op_tasks). */
     uint64_t ntasks = job_rows(&job);
-    uint64_t left = ntasks > req->u.results.from ? ntasks - req->u.results.from : 1;
+    uint64_t left = ntasks > from ? ntasks - from : 1;
     ledger_job_free(&job);
     uint32_t max = d->cfg->limits.page_tasks;
     if (left < max)
@@ -1128,8 +1134,8 @@ op_results(struct burstd *d, struct conn *c, const struct proto_request *req)
         return 0;
     }
     struct results_ctx x = {.op = op, .job = job_id, .max = max, .budget = budget};
-    int rc = ledger_tasks_foreach(d->ledger, job_id, -1, req->u.results.from, max + 1,
-                                  results_collect, &x);
+    int rc =
+        ledger_tasks_foreach(d->ledger, job_id, -1, from, max + 1, results_collect, &x);
     if (rc < 0) {
         conn_send_error(c, req->id, rc, "cannot read the ledger: %s", burst_strerror(rc));
         read_op_free(op);

@@ -347,6 +347,20 @@ pk_cancel_unknown(msgpack_packer *pk)
 }
 
 static void
+pk_results_final_int(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 4);
+    pack_str(pk, "op");
+    pack_str(pk, "results");
+    pack_str(pk, "id");
+    msgpack_pack_uint64(pk, 9);
+    pack_str(pk, "job");
+    msgpack_pack_uint64(pk, 1);
+    pack_str(pk, "final");
+    msgpack_pack_uint64(pk, 1);
+}
+
+static void
 pk_deep(msgpack_packer *pk)
 {
     msgpack_pack_map(pk, 3);
@@ -370,6 +384,8 @@ static const struct bad_case bad_cases[] = {
     {"put_fn with a wrong hash", pk_put_fn_wrong_hash, PROTO_OP_PUT_FN, BURST_EBADFIELD,
      "SHA-256"},
     {"cancel of an unknown job", pk_cancel_unknown, PROTO_OP_CANCEL, BURST_ENOJOB, "424242"},
+    {"results final not a bool", pk_results_final_int, PROTO_OP_RESULTS, BURST_EBADFIELD,
+     "field 'final' must be a boolean"},
     {"nesting too deep", pk_deep, PROTO_OP_STATUS, BURST_ETOOBIG, "deep"},
 };
 
@@ -725,6 +741,122 @@ test_pipelined_while_held(void **state)
     burst_close(c);
 }
 
+/* One results page as a raw client sees it, copied out of the frame. */
+struct raw_page {
+    uint32_t n;
+    uint32_t index[8];
+    bool has[8];
+    size_t len[8];
+    char data[8][16];
+    bool more;
+};
+
+static void
+raw_results(int fd, uint64_t id, uint64_t job, uint32_t from, bool final,
+            struct raw_page *pg)
+{
+    struct proto_buf b;
+    proto_buf_init(&b);
+    struct proto_request req = {.op = PROTO_OP_RESULTS, .id = id};
+    req.u.results = (struct proto_results){.job = job, .from = from, .final = final};
+    encode_into(&b, &req);
+    testd_write_all(fd, b.data, b.len);
+    proto_buf_free(&b);
+
+    char *payload;
+    ssize_t len = testd_read_frame(fd, 20000, &payload);
+    assert_true(len > 0);
+    struct proto_limits lim;
+    proto_limits_default(&lim);
+    struct proto_reply rep;
+    assert_int_equal(
+        proto_decode_reply(payload, (size_t)len, PROTO_OP_RESULTS, &lim, &rep), 0);
+    assert_int_equal(rep.re, id);
+    assert_true(rep.ok);
+    memset(pg, 0, sizeof(*pg));
+    assert_true(rep.u.results.n <= 8);
+    pg->n = rep.u.results.n;
+    pg->more = rep.u.results.more;
+    for (uint32_t i = 0; i < pg->n; i++) {
+        const struct proto_result_item *it = &rep.u.results.items[i];
+        pg->index[i] = it->index;
+        pg->has[i] = it->has_data;
+        assert_true(it->data.len < sizeof(pg->data[i]));
+        pg->len[i] = it->data.len;
+        if (it->has_data && it->data.len > 0)
+            memcpy(pg->data[i], it->data.ptr, it->data.len);
+    }
+    proto_reply_free(&rep); /* the items borrow from the payload: copied first */
+    free(payload);
+}
+
+/*
+ * results with final: a map_reduce job gives just its reducer's item, from
+ * any from at or below total; without final its map items come too.  A map
+ * job gives every task either way.
+ */
+static void
+test_results_final(void **state)
+{
+    (void)state;
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_fn upper = {.kind = BURST_FN_EXEC, .cmd = "tr a-z A-Z"};
+    burst_fn cat = {.kind = BURST_FN_EXEC, .cmd = "cat"};
+    burst_bytes in[3] = {{"a\n", 2}, {"b\n", 2}, {"c\n", 2}};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t j_mr = 0, j_map = 0;
+    assert_int_equal(burst_submit_map_reduce(c, &upper, &cat, in, 3, &opts, &j_mr), 0);
+    assert_int_equal(burst_submit_map(c, &upper, in, 3, &opts, &j_map), 0);
+    burst_job_info info;
+    assert_int_equal(burst_wait(c, j_mr, &info), 0);
+    assert_int_equal(info.total, 3);
+    assert_int_equal(burst_wait(c, j_map, &info), 0);
+    burst_close(c);
+
+    int fd = raw_connect(D.sock);
+    send_hello(fd);
+    struct raw_page pg;
+
+    /* Without final: the three maps, then the reducer at index total. */
+    raw_results(fd, 2, j_mr, 0, false, &pg);
+    assert_int_equal(pg.n, 4);
+    assert_false(pg.more);
+    for (uint32_t i = 0; i < 4; i++)
+        assert_int_equal(pg.index[i], i);
+    assert_memory_equal(pg.data[0], "A\n", 2);
+    assert_int_equal(pg.len[3], 6);
+    assert_memory_equal(pg.data[3], "A\nB\nC\n", 6);
+
+    /* With final, from 0, from inside the maps and from total alike. */
+    const uint32_t froms[] = {0, 2, 3};
+    for (size_t k = 0; k < sizeof(froms) / sizeof(froms[0]); k++) {
+        raw_results(fd, 3 + k, j_mr, froms[k], true, &pg);
+        assert_int_equal(pg.n, 1);
+        assert_false(pg.more);
+        assert_int_equal(pg.index[0], 3);
+        assert_true(pg.has[0]);
+        assert_int_equal(pg.len[0], 6);
+        assert_memory_equal(pg.data[0], "A\nB\nC\n", 6);
+    }
+    /* Past the reducer there is nothing, as without final. */
+    raw_results(fd, 6, j_mr, 4, true, &pg);
+    assert_int_equal(pg.n, 0);
+    assert_false(pg.more);
+
+    /* A map job: final changes nothing. */
+    for (int with_final = 0; with_final <= 1; with_final++) {
+        raw_results(fd, 7 + (uint64_t)with_final, j_map, 0, with_final, &pg);
+        assert_int_equal(pg.n, 3);
+        for (uint32_t i = 0; i < 3; i++) {
+            assert_int_equal(pg.index[i], i);
+            assert_int_equal(pg.len[i], 2);
+        }
+        assert_memory_equal(pg.data[2], "C\n", 2);
+    }
+    close(fd);
+}
+
 static void
 test_inline_inputs(void **state)
 {
@@ -929,6 +1061,7 @@ main(void)
         cmocka_unit_test(test_inline_input_write_fails),
         cmocka_unit_test(test_small_job_in_ledger),
         cmocka_unit_test(test_pipelined_while_held),
+        cmocka_unit_test(test_results_final),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
