@@ -788,44 +788,38 @@ burst_wait(burst_client *c, uint64_t job, burst_job_info *info)
 
 /* ---- results -------------------------------------------------------------- */
 
-/* One page of results from task index from; max_bytes 0 = server default. */
+/* One page of results from task index from; max_bytes 0 = server default.
+ * final asks the daemon to skip what only fed a reducer (PROTOCOL.md,
+ * "results"). */
 static int
 client_results_page(burst_client *c, uint64_t job, uint32_t from, uint32_t max_bytes,
-                    struct conn_reply *rep)
+                    bool final, struct conn_reply *rep)
 {
     struct proto_request req = {.op = PROTO_OP_RESULTS};
 
-    req.u.results =
-        (struct proto_results){.job = job, .from = from, .max_bytes = max_bytes};
+    req.u.results = (struct proto_results){
+        .job = job, .from = from, .max_bytes = max_bytes, .final = final};
     return conn_call(c, &req, rep);
 }
 
 int
 burst_results(burst_client *c, uint64_t job, burst_result_cb cb, void *arg)
 {
-    burst_job_info st;
     uint32_t from = 0;
 
     if (c == NULL || cb == NULL)
         return -EINVAL;
-    /* The daemon pages through every task; of a map_reduce job only the
-     * reducer's output (index total) is the result. */
-    int rc = burst_status(c, job, &st);
-    if (rc < 0)
-        return rc;
-    bool reduce = st.kind == BURST_KIND_MAP_REDUCE;
-    if (reduce)
-        from = st.total;
+    /* With final the daemon leaves out a map_reduce job's map outputs
+     * itself, so every item is a result and no status call is needed to
+     * learn the job's kind. */
     for (;;) {
         struct conn_reply rep;
-        rc = client_results_page(c, job, from, 0, &rep);
+        int rc = client_results_page(c, job, from, 0, true, &rep);
         if (rc < 0)
             return rc;
         const struct proto_results_reply *rr = &rep.rep.u.results;
         for (uint32_t i = 0; i < rr->n; i++) {
             const struct proto_result_item *it = &rr->items[i];
-            if (reduce && it->index != st.total)
-                continue;
             /* The reply is our own copy: cb may make calls of its own. */
             rc = cb(arg, it->index, it->has_data ? it->data.ptr : NULL,
                     it->has_data ? it->data.len : 0);
@@ -838,7 +832,7 @@ burst_results(burst_client *c, uint64_t job, burst_result_cb cb, void *arg)
         uint32_t last = rr->n > 0 ? rr->items[rr->n - 1].index : 0;
         bool progress = rr->n > 0 && last >= from && last < UINT32_MAX;
         conn_reply_release(&rep);
-        if (!more || (reduce && last >= st.total))
+        if (!more)
             return 0;
         if (!progress)
             return conn_seterr(c, BURST_EPROTO,
@@ -1063,9 +1057,10 @@ imap_report(burst_client *c, struct imap *m, burst_result_cb cb, void *arg)
                 return rc;
             continue;
         }
-        /* max_bytes 1: the reply holds just the first item, ours. */
+        /* max_bytes 1: the reply holds just the first item, ours.  Not
+         * final: a map_reduce job's map tasks are reported too. */
         struct conn_reply rep;
-        int rc = client_results_page(c, m->job, index, 1, &rep);
+        int rc = client_results_page(c, m->job, index, 1, false, &rep);
         if (rc < 0)
             return rc;
         const struct proto_results_reply *rr = &rep.rep.u.results;

@@ -551,6 +551,7 @@ struct fake {
     uint64_t sub_from;
     uint32_t results_from[16];
     uint32_t results_max[16];
+    bool results_final[16];
     int nresults;
     int status_calls;
     char put_hash[65];
@@ -868,17 +869,15 @@ test_wait_with_interleaved_events(void **state)
     assert_int_equal(f.status_calls, 2); /* no fallback poll was needed */
 }
 
-/* results in two pages; the third task failed and has no data. */
+/* results in two pages; the third task failed and has no data.  Only
+ * results requests are answered: burst_results asks with final and needs
+ * no status to learn the job's kind. */
 static void
 h_results(struct fake *f, const struct proto_request *req)
 {
     struct proto_result_item p1[2] = {{0, true, {"zero", 4}}, {1, true, {"", 0}}};
     struct proto_result_item p2[2] = {{2, false, {NULL, 0}}, {3, true, {"th\0ree", 6}}};
 
-    if (req->op == PROTO_OP_STATUS) {
-        fk_status(f, req, BURST_KIND_MAP, BURST_JOB_FAILED, 4, 9);
-        return;
-    }
     if (req->op != PROTO_OP_RESULTS) {
         fk_error(f, req->id, BURST_EUNKNOWNOP, "unexpected");
         return;
@@ -886,6 +885,7 @@ h_results(struct fake *f, const struct proto_request *req)
     if (f->nresults < 16) {
         f->results_from[f->nresults] = req->u.results.from;
         f->results_max[f->nresults] = req->u.results.max_bytes;
+        f->results_final[f->nresults] = req->u.results.final;
         f->nresults++;
     }
     struct proto_reply rep = {.op = PROTO_OP_RESULTS, .re = req->id, .ok = true};
@@ -943,6 +943,10 @@ test_results_pages(void **state)
     assert_int_equal(f.nresults, 2);
     assert_int_equal(f.results_from[0], 0);
     assert_int_equal(f.results_from[1], 2);
+    assert_true(f.results_final[0]);
+    assert_true(f.results_final[1]);
+    assert_int_equal(f.seen[PROTO_OP_STATUS], 0);
+    assert_int_equal(f.seen[PROTO_OP_RESULTS], 2);
 }
 
 /* A user subscription driven by poll() + burst_dispatch(). */
@@ -1389,6 +1393,7 @@ h_imap(struct fake *f, const struct proto_request *req)
         if (f->nresults < 16) {
             f->results_from[f->nresults] = from;
             f->results_max[f->nresults] = req->u.results.max_bytes;
+            f->results_final[f->nresults] = req->u.results.final;
             f->nresults++;
         }
         rep.u.results.n = 1;
@@ -1424,6 +1429,9 @@ test_imap_unordered(void **state)
     assert_memory_equal(g.data[2], "r1", 2);
     assert_int_equal(f.nresults, 2);
     assert_int_equal(f.results_max[0], 1);
+    /* Every task is reported, a map_reduce job's map tasks too. */
+    assert_false(f.results_final[0]);
+    assert_false(f.results_final[1]);
     /* The events ended the wait: the silence fallback never had to ask
      * for the status (only the first and the final status calls). */
     assert_int_equal(f.status_calls, 2);
