@@ -50,6 +50,7 @@ struct burst_client {
     struct proto_limits limits;        /* the daemon's, from the hello reply */
     struct proto_limits decode_limits; /* what we accept in the daemon's replies */
     uint32_t uid;                      /* the uid the daemon saw */
+    uint32_t revision;                 /* the daemon's PROTO_REVISION */
     bool admin;
     bool dead; /* the stream is unusable */
     int dead_code;

@@ -194,7 +194,8 @@ conn_sub_maybe_stop(burst_client *c, uint64_t job)
 
     if (s == NULL || s->cb != NULL || s->internal > 0)
         return 0;
-    bool ended = s->ended;
+    /* A daemon of revision 0 keeps the subscription until told. */
+    bool ended = s->ended && c->revision >= 1;
     conn_sub_remove(c, job);
     if (c->dead || ended)
         return 0;

@@ -71,6 +71,7 @@ client_hello(burst_client *c)
         c->limits.max_input = def.max_input;
     c->uid = h->uid;
     c->admin = h->admin;
+    c->revision = h->revision;
 out:
     conn_reply_release(&rep);
     return rc;
@@ -811,15 +812,31 @@ burst_results(burst_client *c, uint64_t job, burst_result_cb cb, void *arg)
         return -EINVAL;
     /* With final the daemon leaves out a map_reduce job's map outputs
      * itself, so every item is a result and no status call is needed to
-     * learn the job's kind. */
+     * learn the job's kind.  A daemon of revision 0 ignores final: the
+     * kind comes from its status, and the reducer's output (index total)
+     * is picked here. */
+    bool final = c->revision >= 1;
+    bool reduce = false;
+    uint32_t reducer = 0;
+    if (!final) {
+        burst_job_info st;
+        int rc = burst_status(c, job, &st);
+        if (rc < 0)
+            return rc;
+        reduce = st.kind == BURST_KIND_MAP_REDUCE;
+        if (reduce)
+            from = reducer = st.total;
+    }
     for (;;) {
         struct conn_reply rep;
-        int rc = client_results_page(c, job, from, 0, true, &rep);
+        int rc = client_results_page(c, job, from, 0, final, &rep);
         if (rc < 0)
             return rc;
         const struct proto_results_reply *rr = &rep.rep.u.results;
         for (uint32_t i = 0; i < rr->n; i++) {
             const struct proto_result_item *it = &rr->items[i];
+            if (reduce && it->index != reducer)
+                continue;
             /* The reply is our own copy: cb may make calls of its own. */
             rc = cb(arg, it->index, it->has_data ? it->data.ptr : NULL,
                     it->has_data ? it->data.len : 0);
@@ -832,7 +849,7 @@ burst_results(burst_client *c, uint64_t job, burst_result_cb cb, void *arg)
         uint32_t last = rr->n > 0 ? rr->items[rr->n - 1].index : 0;
         bool progress = rr->n > 0 && last >= from && last < UINT32_MAX;
         conn_reply_release(&rep);
-        if (!more)
+        if (!more || (reduce && last >= reducer))
             return 0;
         if (!progress)
             return conn_seterr(c, BURST_EPROTO,

@@ -126,6 +126,7 @@ op_hello(struct burstd *d, struct conn *c, const struct proto_request *req)
     c->hello = true;
     struct proto_reply rep = {.op = PROTO_OP_HELLO, .re = req->id, .ok = true};
     rep.u.hello.version = PROTO_VERSION;
+    rep.u.hello.revision = PROTO_REVISION;
     rep.u.hello.server = proto_str_c("burstd " BURST_VERSION);
     rep.u.hello.uid = c->uid;
     rep.u.hello.admin = c->admin;

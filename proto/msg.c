@@ -1392,12 +1392,13 @@ dec_reply_ok(const msgpack_object *m, struct rep_priv *p, struct proto_reply *re
     case PROTO_OP_HELLO: {
         struct proto_hello_reply *h = &rep->u.hello;
         struct fld f[] = {FLD("version"), FLD("server"), FLD("uid"), FLD("admin"),
-                          FLD("limits")};
+                          FLD("limits"),  FLD("revision")};
         if ((rc = fields_get(m, "", f, NELEM(f))) != 0 ||
             (rc = get_u32(&f[0], "", true, 0, UINT32_MAX, &h->version)) != 0 ||
             (rc = get_str(&f[1], "", false, NO_LIMIT, &h->server)) != 0 ||
             (rc = get_u32(&f[2], "", false, 0, UINT32_MAX, &h->uid)) != 0 ||
-            (rc = get_bool(&f[3], "", false, &h->admin)) != 0)
+            (rc = get_bool(&f[3], "", false, &h->admin)) != 0 ||
+            (rc = get_u32(&f[5], "", false, 0, UINT32_MAX, &h->revision)) != 0)
             return rc;
         const msgpack_object *l = get_map(&f[4], "", &rc);
         return rc != 0 ? rc : dec_limits(l, &h->limits);
@@ -2152,7 +2153,7 @@ reply_nkeys(const struct proto_reply *rep)
 {
     switch (rep->op) {
     case PROTO_OP_HELLO:
-        return 4 + (rep->u.hello.server.ptr != NULL);
+        return 5 + (rep->u.hello.server.ptr != NULL);
     case PROTO_OP_SUBMIT:
     case PROTO_OP_TASKS:
     case PROTO_OP_RESULTS:
@@ -2219,6 +2220,7 @@ proto_encode_reply(struct proto_buf *out, const struct proto_reply *rep)
     switch (rep->op) {
     case PROTO_OP_HELLO:
         kv_uint(&e, "version", rep->u.hello.version);
+        kv_uint(&e, "revision", rep->u.hello.revision);
         if (rep->u.hello.server.ptr != NULL)
             kv_str(&e, "server", rep->u.hello.server);
         kv_uint(&e, "uid", rep->u.hello.uid);

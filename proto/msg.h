@@ -28,6 +28,13 @@
 #include "proto_limits.h"
 
 #define PROTO_VERSION 1
+/*
+ * Additions within a version that an older peer ignores rather than
+ * refuses, announced in the hello reply (absent: 0) so that a client uses
+ * them only with a daemon that has them:
+ *   1: results with "final"; a subscription ends with its job's final event
+ */
+#define PROTO_REVISION 1
 
 struct proto_str {
     const char *ptr; /* borrowed from the frame; NULL when absent */
@@ -174,6 +181,7 @@ struct proto_error {
 
 struct proto_hello_reply {
     uint32_t version;
+    uint32_t revision;       /* PROTO_REVISION of the daemon; 0 when absent */
     struct proto_str server; /* "burstd 0.1.0" */
     uint32_t uid;            /* the caller's uid as the daemon saw it */
     bool admin;

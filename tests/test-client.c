@@ -544,6 +544,7 @@ struct fake {
     pthread_t th;
     fake_handler handle;
     uint32_t version;           /* what hello answers */
+    uint32_t revision;          /* and the revision it announces */
     struct proto_limits limits; /* what hello announces */
 
     /* What the server saw. */
@@ -652,6 +653,7 @@ fk_hello(struct fake *f, const struct proto_request *req)
     rep.u.hello.server = proto_str_c("fake 0");
     rep.u.hello.uid = 1000;
     rep.u.hello.limits = f->limits;
+    rep.u.hello.revision = f->revision;
     fk_reply(f, &rep);
 }
 
@@ -711,6 +713,7 @@ fake_start(struct fake *f, fake_handler handle)
     memset(f, 0, sizeof(*f));
     f->handle = handle;
     f->version = PROTO_VERSION;
+    f->revision = PROTO_REVISION;
     proto_limits_default(&f->limits);
     snprintf(f->dir, sizeof(f->dir), "/tmp/test-client-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
@@ -878,6 +881,11 @@ h_results(struct fake *f, const struct proto_request *req)
     struct proto_result_item p1[2] = {{0, true, {"zero", 4}}, {1, true, {"", 0}}};
     struct proto_result_item p2[2] = {{2, false, {NULL, 0}}, {3, true, {"th\0ree", 6}}};
 
+    /* Only a daemon of revision 0 is asked (it ignores final). */
+    if (req->op == PROTO_OP_STATUS && f->revision == 0) {
+        fk_status(f, req, BURST_KIND_MAP_REDUCE, BURST_JOB_SUCCEEDED, 2, 5);
+        return;
+    }
     if (req->op != PROTO_OP_RESULTS) {
         fk_error(f, req->id, BURST_EUNKNOWNOP, "unexpected");
         return;
@@ -1029,6 +1037,50 @@ test_dispatch_events(void **state)
     burst_close(c);
     fake_stop(&f);
     assert_int_equal(f.seen[PROTO_OP_SUBSCRIBE], 2);
+    assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 1);
+}
+
+/* A daemon of revision 0 (before results' final and subscriptions that
+ * end by themselves): burst_results learns the kind from the status and
+ * keeps the reducer's output alone; an ended subscription is still
+ * unsubscribed. */
+static void
+test_old_daemon(void **state)
+{
+    struct fake f;
+    struct got g = {0};
+
+    (void)state;
+    fake_start(&f, h_results);
+    f.revision = 0;
+    burst_client *c = fake_connect(&f);
+    assert_int_equal(burst_results(c, 7, on_got, &g), 0);
+    burst_close(c);
+    fake_stop(&f);
+    assert_int_equal(f.seen[PROTO_OP_STATUS], 1);
+    assert_int_equal(f.nresults, 1);
+    assert_int_equal(f.results_from[0], 2);
+    assert_false(f.results_final[0]);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.index[0], 2);
+    assert_true(g.null[0]);
+
+    struct evlog log = {0};
+    fake_start(&f, h_events);
+    f.revision = 0;
+    c = fake_connect(&f);
+    assert_int_equal(burst_subscribe(c, 9, 0, on_event, &log), 0);
+    for (int rounds = 0; rounds < 1000 && !(log.n > 0 && log.ev[log.n - 1].type == BURST_EV_JOB);
+         rounds++) {
+        struct pollfd p = {.fd = burst_fd(c), .events = POLLIN};
+        if (burst_pending(c) == 0)
+            assert_true(poll(&p, 1, 10000) >= 0);
+        assert_true(burst_dispatch(c) >= 0);
+    }
+    assert_int_equal(log.ev[log.n - 1].job_state, BURST_JOB_SUCCEEDED);
+    assert_int_equal(burst_unsubscribe(c, 9), 0);
+    burst_close(c);
+    fake_stop(&f);
     assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 1);
 }
 
@@ -1339,9 +1391,9 @@ test_submit_subscribed(void **state)
     assert_int_equal(f.seen[PROTO_OP_SUBMIT], 4);
     assert_int_equal(f.seen[PROTO_OP_SUBSCRIBE], 0);
     assert_int_equal(f.seen[PROTO_OP_UNSUBSCRIBE], 0);
-    /* Each of burst_map and burst_call: the final status, and the
-     * results' own. */
-    assert_int_equal(f.seen[PROTO_OP_STATUS], 4);
+    /* Each of burst_map and burst_call: the final status alone (results
+     * are asked for with final). */
+    assert_int_equal(f.seen[PROTO_OP_STATUS], 2);
 }
 
 /* imap_unordered: task 0 has already succeeded when the client looks; task
@@ -1487,6 +1539,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_connect_failures),
         cmocka_unit_test(test_wait_with_interleaved_events),
         cmocka_unit_test(test_results_pages),
+        cmocka_unit_test(test_old_daemon),
         cmocka_unit_test(test_dispatch_events),
         cmocka_unit_test(test_submit_limits),
         cmocka_unit_test(test_submit_so),

@@ -848,14 +848,40 @@ test_rt_replies(void **state)
     in.u.hello.limits.max_tasks = 123;
     in.u.hello.limits.page_bytes = 456;
     in.u.hello.limits.max_subscriptions = 789;
+    in.u.hello.revision = PROTO_REVISION;
     roundtrip_reply(&in, &out, &buf);
     assert_int_equal(out.u.hello.version, PROTO_VERSION);
+    assert_int_equal(out.u.hello.revision, PROTO_REVISION);
     assert_pstr_eq(out.u.hello.server, in.u.hello.server);
     assert_int_equal(out.u.hello.uid, 1000);
     assert_true(out.u.hello.admin);
     assert_memory_equal(&out.u.hello.limits, &in.u.hello.limits,
                         sizeof(struct proto_limits));
     proto_reply_free(&out);
+
+    /* A daemon from before revisions says none: revision 0. */
+    {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 4);
+        msgpack_pack_str_with_body(&pk, "re", 2);
+        msgpack_pack_uint64(&pk, 1);
+        msgpack_pack_str_with_body(&pk, "ok", 2);
+        msgpack_pack_true(&pk);
+        msgpack_pack_str_with_body(&pk, "version", 7);
+        msgpack_pack_uint32(&pk, PROTO_VERSION);
+        msgpack_pack_str_with_body(&pk, "limits", 6);
+        msgpack_pack_map(&pk, 0);
+        struct proto_limits lim;
+        proto_limits_default(&lim);
+        assert_int_equal(proto_decode_reply(sb.data, sb.size, PROTO_OP_HELLO, &lim, &out), 0);
+        assert_int_equal(out.u.hello.version, PROTO_VERSION);
+        assert_int_equal(out.u.hello.revision, 0);
+        proto_reply_free(&out);
+        msgpack_sbuffer_destroy(&sb);
+    }
 
     memset(&in, 0, sizeof(in));
     in.op = PROTO_OP_SUBMIT;
