@@ -84,6 +84,7 @@
 #define SO_TRIM_FREE (1 << 20)
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1450,19 +1451,29 @@ so_resume(struct so_run *sr, struct so_exec *ex)
         cmd.held[cmd.nheld].len = (uint32_t)h->len;
         cmd.nheld++;
     }
+    /* The command and the objects in one system call: the child, woken by
+     * the command, then finds the rest already in the pipe instead of
+     * sleeping again for each piece.  The pipe is empty (the child is idle
+     * and silent), so at least the command goes in whole. */
+    struct iovec iov[1 + STORE_HELD_MAX];
+    iov[0] = (struct iovec){&cmd, sizeof(cmd)};
+    for (uint32_t i = 0; i < cmd.nheld; i++)
+        iov[1 + i] = (struct iovec){held[i]->data, held[i]->len};
     ssize_t w;
     do
-        w = write(ex->cmdfd, &cmd, sizeof(cmd));
+        w = writev(ex->cmdfd, iov, (int)(1 + cmd.nheld));
     while (w < 0 && errno == EINTR);
-    if (w != (ssize_t)sizeof(cmd))
+    if (w < (ssize_t)sizeof(cmd))
         return -1;
-    /* The child reads these right after the command, as the pipe (not
-     * blocking on our side) makes room: a spec of thousands of tasks is
-     * larger than the pipe holds.  A child that stops reading for
-     * SO_CMD_WAIT_MS is given up on, and a fresh one forked. */
+    size_t done = (size_t)w - sizeof(cmd);
+    /* What did not fit, the child reads as the pipe (not blocking on our
+     * side) makes room: a spec of thousands of tasks is larger than the
+     * pipe holds.  A child that stops reading for SO_CMD_WAIT_MS is given
+     * up on, and a fresh one forked. */
     int64_t deadline = run_now_ms() + SO_CMD_WAIT_MS;
     for (uint32_t i = 0; i < cmd.nheld; i++) {
-        size_t off = 0;
+        size_t off = done < held[i]->len ? done : held[i]->len;
+        done -= off;
         while (off < held[i]->len) {
             w = write(ex->cmdfd, held[i]->data + off, held[i]->len - off);
             if (w < 0 && errno == EINTR)
