@@ -846,7 +846,8 @@ main(int argc, char **argv)
         parse_u32(argv[5], 1, MAX_TASKS, &cfg.tasks) != 0 ||
         (argc >= 7 && parse_u32(argv[6], 0, MAX_WINDOW, &cfg.window) != 0)) {
         fprintf(stderr,
-                "usage: bench-fairness SOCKET LIB.so CLIENTS JOBS TASKS [WINDOW [SUBSCRIBE]]\n"
+                "usage: bench-fairness SOCKET LIB.so CLIENTS JOBS TASKS [WINDOW "
+                "[SUBSCRIBE]]\n"
                 "  CLIENTS 1..%u, JOBS 1..%u, TASKS 1..%u; WINDOW 0 (all jobs at once, "
                 "the default) or 1..%u unfinished jobs per client; SUBSCRIBE submit (the "
                 "submission follows its job, the default) or separate (a subscribe "

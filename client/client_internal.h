@@ -66,7 +66,7 @@ struct burst_client {
     size_t nuploaded;
     struct solib_known *known; /* owned: [SOLIB_KNOWN_MAX], NULL until used */
     size_t nknown, known_next;
-    long solib_settle_ms; /* SOLIB_SETTLE_MS; tests lower it */
+    long solib_settle_ms;      /* SOLIB_SETTLE_MS; tests lower it */
     unsigned long solib_reads; /* libraries read, for tests */
 };
 
@@ -125,7 +125,8 @@ struct conn_sub *conn_sub_find(burst_client *c, uint64_t job);
  * from its first event, for the user's cb (may be NULL) and, with hold,
  * an internal hold as conn_sub_hold() takes.  Sends nothing.  Returns 0 or
  * -ENOMEM. */
-int conn_sub_adopt(burst_client *c, uint64_t job, burst_event_cb cb, void *arg, bool hold);
+int conn_sub_adopt(burst_client *c, uint64_t job, burst_event_cb cb, void *arg,
+                   bool hold);
 /* Takes an internal hold on job's subscription, subscribing from from_seq if
  * nobody holds it yet.  Returns 0 or a code. */
 int conn_sub_hold(burst_client *c, uint64_t job, uint64_t from_seq);

@@ -105,8 +105,10 @@ static bool
 same_file(const struct solib_known *k, const struct stat *st)
 {
     return k->dev == st->st_dev && k->ino == st->st_ino && k->size == st->st_size &&
-           k->mtime.tv_sec == st->st_mtim.tv_sec && k->mtime.tv_nsec == st->st_mtim.tv_nsec &&
-           k->ctime.tv_sec == st->st_ctim.tv_sec && k->ctime.tv_nsec == st->st_ctim.tv_nsec;
+           k->mtime.tv_sec == st->st_mtim.tv_sec &&
+           k->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+           k->ctime.tv_sec == st->st_ctim.tv_sec &&
+           k->ctime.tv_nsec == st->st_ctim.tv_nsec;
 }
 
 const char *

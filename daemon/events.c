@@ -383,7 +383,8 @@ ev_send(struct ev_sub *s, struct proto_event_item *items, uint32_t n)
     if (proto_encode_events(&b, &pe) == 0) {
         s->last_seq = items[n - 1].seq;
         for (uint32_t i = first; i < n; i++)
-            if (items[i].type == BURST_EV_JOB && burst_job_state_is_final(items[i].job_state))
+            if (items[i].type == BURST_EV_JOB &&
+                burst_job_state_is_final(items[i].job_state))
                 s->ended = true;
         conn_send(s->conn, &b);
     } else {

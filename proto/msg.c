@@ -1391,8 +1391,8 @@ dec_reply_ok(const msgpack_object *m, struct rep_priv *p, struct proto_reply *re
     switch (rep->op) {
     case PROTO_OP_HELLO: {
         struct proto_hello_reply *h = &rep->u.hello;
-        struct fld f[] = {FLD("version"), FLD("server"), FLD("uid"), FLD("admin"),
-                          FLD("limits"),  FLD("revision")};
+        struct fld f[] = {FLD("version"), FLD("server"), FLD("uid"),
+                          FLD("admin"),   FLD("limits"), FLD("revision")};
         if ((rc = fields_get(m, "", f, NELEM(f))) != 0 ||
             (rc = get_u32(&f[0], "", true, 0, UINT32_MAX, &h->version)) != 0 ||
             (rc = get_str(&f[1], "", false, NO_LIMIT, &h->server)) != 0 ||

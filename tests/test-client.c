@@ -1070,7 +1070,8 @@ test_old_daemon(void **state)
     f.revision = 0;
     c = fake_connect(&f);
     assert_int_equal(burst_subscribe(c, 9, 0, on_event, &log), 0);
-    for (int rounds = 0; rounds < 1000 && !(log.n > 0 && log.ev[log.n - 1].type == BURST_EV_JOB);
+    for (int rounds = 0;
+         rounds < 1000 && !(log.n > 0 && log.ev[log.n - 1].type == BURST_EV_JOB);
          rounds++) {
         struct pollfd p = {.fd = burst_fd(c), .events = POLLIN};
         if (burst_pending(c) == 0)

@@ -876,7 +876,8 @@ test_rt_replies(void **state)
         msgpack_pack_map(&pk, 0);
         struct proto_limits lim;
         proto_limits_default(&lim);
-        assert_int_equal(proto_decode_reply(sb.data, sb.size, PROTO_OP_HELLO, &lim, &out), 0);
+        assert_int_equal(proto_decode_reply(sb.data, sb.size, PROTO_OP_HELLO, &lim, &out),
+                         0);
         assert_int_equal(out.u.hello.version, PROTO_VERSION);
         assert_int_equal(out.u.hello.revision, 0);
         proto_reply_free(&out);

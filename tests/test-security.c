@@ -96,7 +96,8 @@ count_finals(const char *payload, size_t len)
     void *priv;
     assert_int_equal(proto_decode_events(payload, len, &lim, &ev, &priv), 0);
     for (uint32_t i = 0; i < ev.nitems; i++)
-        if (ev.items[i].type == BURST_EV_JOB && burst_job_state_is_final(ev.items[i].job_state))
+        if (ev.items[i].type == BURST_EV_JOB &&
+            burst_job_state_is_final(ev.items[i].job_state))
             finals++;
     proto_events_free(priv);
 }
@@ -294,7 +295,8 @@ test_subscription_limit(void **state)
     uint64_t jobs[MAX_SUBS + 1];
     char msg[512];
     for (int i = 0; i <= MAX_SUBS; i++)
-        assert_int_equal(raw_submit(fd, false, "sleep 600", &jobs[i], msg, sizeof(msg)), 0);
+        assert_int_equal(raw_submit(fd, false, "sleep 600", &jobs[i], msg, sizeof(msg)),
+                         0);
     for (int i = 0; i < MAX_SUBS; i++)
         assert_int_equal(raw_subscribe(fd, jobs[i], msg, sizeof(msg)), 0);
 
@@ -308,7 +310,8 @@ test_subscription_limit(void **state)
     /* ...and so is a submission that would add a subscription, before any
      * job is created. */
     uint64_t extra = 0;
-    assert_int_equal(raw_submit(fd, true, "cat", &extra, msg, sizeof(msg)), BURST_ETOOBIG);
+    assert_int_equal(raw_submit(fd, true, "cat", &extra, msg, sizeof(msg)),
+                     BURST_ETOOBIG);
     assert_non_null(strstr(msg, "max_subscriptions"));
     /* Renewing one it has (a replay) costs nothing. */
     assert_int_equal(raw_subscribe(fd, jobs[0], msg, sizeof(msg)), 0);
@@ -419,8 +422,8 @@ test_flood_working(void **state)
         assert_int_equal(raw_hello(fds[i], NULL, 0), 0);
         /* A job that does not end: its subscribers stay busy. */
         if (i == 0)
-            assert_int_equal(raw_submit(fds[0], false, "sleep 600", &job, msg, sizeof(msg)),
-                             0);
+            assert_int_equal(
+                raw_submit(fds[0], false, "sleep 600", &job, msg, sizeof(msg)), 0);
         assert_int_equal(raw_subscribe(fds[i], job, msg, sizeof(msg)), 0);
     }
     int extra = raw_connect();
