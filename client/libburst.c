@@ -720,10 +720,10 @@ client_job_outcome(burst_client *c, const burst_job_info *st)
 static void
 wait_on_event(void *arg, const burst_event *ev)
 {
-    bool *done = arg;
+    int *final = arg;
 
     if (ev->type == BURST_EV_JOB && burst_job_state_is_final(ev->job_state))
-        *done = true;
+        *final = ev->job_state;
 }
 
 /*
@@ -735,7 +735,7 @@ static int
 client_wait(burst_client *c, uint64_t job, burst_job_info *info, bool held)
 {
     burst_job_info st;
-    bool done = false;
+    int final = -1; /* the state the job's final event gave */
     int rc = 0;
 
     if (!held) {
@@ -749,11 +749,11 @@ client_wait(burst_client *c, uint64_t job, burst_job_info *info, bool held)
             return rc;
     }
     if (held || !burst_job_state_is_final(st.state)) {
-        struct conn_waiter w = {.job = job, .fn = wait_on_event, .arg = &done};
+        struct conn_waiter w = {.job = job, .fn = wait_on_event, .arg = &final};
         conn_waiter_add(c, &w);
         while (rc >= 0) {
             conn_deliver(c);
-            if (done)
+            if (final >= 0)
                 break;
             rc = conn_read(c, CONN_WAIT_POLL_MS);
             if (rc == 0) {
@@ -770,6 +770,14 @@ client_wait(burst_client *c, uint64_t job, burst_job_info *info, bool held)
             return rc;
         if (rel < 0)
             return rel;
+        /* A caller that wants no details of a job that succeeded, or was
+         * cancelled, has its answer in the event; a failure's reason is
+         * in the status. */
+        if (info == NULL && final == BURST_JOB_SUCCEEDED)
+            return 0;
+        if (info == NULL && final == BURST_JOB_CANCELLED)
+            return conn_seterr(c, BURST_ECANCELLED, "job %llu was cancelled",
+                               (unsigned long long)job);
         rc = burst_status(c, job, &st);
         if (rc < 0)
             return rc;

@@ -527,6 +527,9 @@ test_call(void **state)
     fn = (burst_fn){.kind = BURST_FN_EXEC, .cmd = "exit 4"};
     assert_int_equal(burst_call(c, &fn, "x", 1, NULL, &out, &len), BURST_EJOBFAILED);
     assert_null(out);
+    /* Why: the job's own error, from its status. */
+    assert_non_null(strstr(burst_last_error(c), "failed"));
+    assert_non_null(strstr(burst_last_error(c), "job "));
     burst_close(c);
 }
 
