@@ -12,6 +12,7 @@
 #include "stats.h"
 
 #include <burst.h>
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +35,8 @@ wait_final(burst_client *c, const int *final)
     while (*final < 0) {
         if (burst_pending(c) == 0) {
             struct pollfd p = {.fd = burst_fd(c), .events = POLLIN};
-            if (poll(&p, 1, -1) < 0)
-                return -1;
+            if (poll(&p, 1, -1) < 0 && errno != EINTR)
+                return -errno;
         }
         int n = burst_dispatch(c);
         if (n < 0)

@@ -645,17 +645,6 @@ submit_list(burst_client *c, const char *cmd, const burst_bytes *in, size_t n)
     return job;
 }
 
-/*
- * A small job's inputs go into the ledger, not storage; a job one byte
- * over the limit takes the storage path.  With quota 1 and a first job
- * that holds the only slot until a file appears, every later job waits
- * queued: its jobs/<id>/in must not exist yet (or must, over the limit).
- * Then all run, and every result is byte for byte its input (list and
- * lines modes, empty items, map_reduce).  A small map job's input goes to
- * its worker with the request and never reaches storage; a map_reduce
- * job's is written there before its first dispatch (its reducer works
- * from storage).
- */
 /* Appends the frame of req to b. */
 static void
 encode_into(struct proto_buf *b, struct proto_request *req)
@@ -663,10 +652,11 @@ encode_into(struct proto_buf *b, struct proto_request *req)
     assert_int_equal(proto_encode_request(b, req), 0);
 }
 
-/* The next reply: must answer request re with ok; returns its payload
- * decoded as op. */
-static void
-expect_reply(int fd, enum proto_op op, uint64_t re, struct proto_reply *rep)
+/* The next reply: must answer request re with ok; decodes it as op into
+ * *rep, whose strings and items borrow from the returned payload (the
+ * caller frees it after rep). */
+static char *
+expect_reply_kept(int fd, enum proto_op op, uint64_t re, struct proto_reply *rep)
 {
     char *payload;
     ssize_t len = testd_read_frame(fd, 20000, &payload);
@@ -676,8 +666,14 @@ expect_reply(int fd, enum proto_op op, uint64_t re, struct proto_reply *rep)
     assert_int_equal(proto_decode_reply(payload, (size_t)len, op, &lim, rep), 0);
     assert_int_equal(rep->re, re);
     assert_true(rep->ok);
-    /* The strings a reply borrows are not used by the callers. */
-    free(payload);
+    return payload;
+}
+
+/* The same, for callers that use none of what a reply borrows. */
+static void
+expect_reply(int fd, enum proto_op op, uint64_t re, struct proto_reply *rep)
+{
+    free(expect_reply_kept(fd, op, re, rep));
 }
 
 /*
@@ -764,16 +760,8 @@ raw_results(int fd, uint64_t id, uint64_t job, uint32_t from, bool final,
     testd_write_all(fd, b.data, b.len);
     proto_buf_free(&b);
 
-    char *payload;
-    ssize_t len = testd_read_frame(fd, 20000, &payload);
-    assert_true(len > 0);
-    struct proto_limits lim;
-    proto_limits_default(&lim);
     struct proto_reply rep;
-    assert_int_equal(
-        proto_decode_reply(payload, (size_t)len, PROTO_OP_RESULTS, &lim, &rep), 0);
-    assert_int_equal(rep.re, id);
-    assert_true(rep.ok);
+    char *payload = expect_reply_kept(fd, PROTO_OP_RESULTS, id, &rep);
     memset(pg, 0, sizeof(*pg));
     assert_true(rep.u.results.n <= 8);
     pg->n = rep.u.results.n;
@@ -858,6 +846,17 @@ test_results_final(void **state)
     close(fd);
 }
 
+/*
+ * A small job's inputs go into the ledger, not storage; a job one byte
+ * over the limit takes the storage path.  With quota 1 and a first job
+ * that holds the only slot until a file appears, every later job waits
+ * queued: its jobs/<id>/in must not exist yet (or must, over the limit).
+ * Then all run, and every result is byte for byte its input (list and
+ * lines modes, empty items, map_reduce).  A small map job's input goes to
+ * its worker with the request and never reaches storage; a map_reduce
+ * job's is written there before its first dispatch (its reducer works
+ * from storage).
+ */
 static void
 test_inline_inputs(void **state)
 {
