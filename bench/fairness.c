@@ -6,8 +6,9 @@
  * connection, runs one warm-up job (so the function library is uploaded and
  * the connection is warm before anything is measured), says it is ready and
  * blocks on a pipe.  Once every client is ready and the daemon is idle, the
- * parent measures the baseline (bare burst_quota round trips) and closes the
- * pipe: all clients start at once.
+ * parent measures the idle baseline (bare burst_quota round trips) and
+ * closes the pipe: all clients make the crowd baseline's round trips at
+ * once, say so, and block on a second pipe, whose closing starts the run.
  *
  * Each client then submits JOBS map jobs of TASKS tasks of LIB:echo with
  * chunksize TASKS, so every job is exactly one invocation.  By default a
@@ -38,12 +39,17 @@
  *   and reported on stderr only, since it carries the result bytes; the
  *   "results (2 round trips)" figures in BENCHMARKS.md predate
  *   burst_results asking with final, when it made a status call first.
- * - Baseline: burst_quota round trips while the daemon is idle, just before
- *   the start, on a connection of the parent.
+ * - Baselines: burst_quota round trips while the daemon is idle, just before
+ *   the start, on a connection of the parent; and the crowd baseline, the
+ *   same clients all making bare burst_quota round trips at once, as many
+ *   as the run's round trips (CROWD_PER_JOB per job), each sent as soon as
+ *   the last was answered.  The crowd baseline is the floor of a request
+ *   under this many processes on this machine, with no work behind it:
+ *   what the run's figures add to it is the cost of the work.
  *
  * stdout, one line:
  *   WORST_PCT SHARE_P5 SHARE_P95 QUARTER_WORST_PCT REQ_P50 REQ_P99 BASE_P50
- *   BASE_P99 WINDOW_S TOTAL_S
+ *   BASE_P99 WINDOW_S TOTAL_S CROWD_P50 CROWD_P99
  * (nan where a figure could not be had: no window, or no quarter with ends).
  * stderr: the details (per-request-kind percentiles, event lag, time to the
  * first completion per client, submission phase, throughput, quarters of
@@ -78,6 +84,7 @@
 #define CLIENT_DEADLINE_MS (3600.0 * 1000.0)
 #define LINE_MAX_LEN 48 /* "c%u j%u t%u\n" with 32-bit numbers fits */
 #define QUARTERS 4
+#define CROWD_PER_JOB 3 /* round trips a job costs the run: submit, tasks, results */
 
 /* The request round trips that count for the p99 figure, and the results
  * reading that is reported apart (see the top of the file). */
@@ -87,10 +94,11 @@ enum req_kind {
     REQ_TASKS,
     REQ_STATUS,
     REQ_RESULTS,
+    REQ_BARE, /* the crowd baseline's round trips, not part of the run */
     REQ_NKINDS
 };
-static const char *const req_name[REQ_NKINDS] = {"submit", "subscribe", "tasks", "status",
-                                                 "results"};
+static const char *const req_name[REQ_NKINDS] = {
+    "submit", "subscribe", "tasks", "status", "results", "bare (crowd baseline)"};
 
 struct cfg {
     const char *socket;
@@ -142,11 +150,12 @@ parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 }
 
 /* Round trips of each kind kept per client: one submit, subscribe, tasks
- * and results per job, and room for a status request per silence. */
+ * and results per job, CROWD_PER_JOB bare ones per job, and room for a
+ * status request per silence. */
 static size_t
 lat_room(const struct cfg *cfg)
 {
-    return 4 * (size_t)cfg->jobs + 64;
+    return (4 + CROWD_PER_JOB) * (size_t)cfg->jobs + 64;
 }
 
 /* Maps the arrays for cfg, zeroed and shared with the children to come.
@@ -485,10 +494,40 @@ client_check(struct client *cl)
     return 0;
 }
 
+/* Blocks until the parent closes fd (all clients see that at once), then
+ * closes it.  Returns 0, or -1 when the barrier broke. */
+static int
+barrier(int fd)
+{
+    char b;
+    ssize_t got;
+    while ((got = read(fd, &b, 1)) < 0 && errno == EINTR)
+        ;
+    close(fd);
+    return got == 0 ? 0 : -1;
+}
+
+/* The crowd baseline: CROWD_PER_JOB bare round trips per job, back to back. */
+static int
+client_crowd(struct client *cl)
+{
+    uint32_t n = CROWD_PER_JOB * cl->cfg->jobs;
+    for (uint32_t i = 0; i < n; i++) {
+        double t0 = bench_mono_ms();
+        int rc = burst_quota(cl->c, -1, NULL);
+        client_lat(cl, REQ_BARE, bench_mono_ms() - t0);
+        if (rc < 0) {
+            client_fail(cl, "quota: %s: %s", burst_strerror(rc), burst_last_error(cl->c));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The body of client process ci: returns its exit status. */
 static int
 client_main(const struct cfg *cfg, struct shared *sh, uint32_t ci, int ready_fd,
-            int go_fd)
+            int go_fd, int run_fd)
 {
     struct client cl = {.cfg = cfg, .sh = sh, .ci = ci, .out = &sh->out[ci]};
     char err[256];
@@ -524,15 +563,19 @@ client_main(const struct cfg *cfg, struct shared *sh, uint32_t ci, int ready_fd,
         client_fail(&cl, "cannot tell the parent it is ready: %s", strerror(errno));
         goto out_close;
     }
+    if (barrier(go_fd) != 0) {
+        client_fail(&cl, "the crowd baseline's barrier broke");
+        goto out_close;
+    }
+    if (client_crowd(&cl) != 0)
+        goto out_close;
+    if (write(ready_fd, "c", 1) != 1) {
+        client_fail(&cl, "cannot tell the parent the crowd baseline is done: %s",
+                    strerror(errno));
+        goto out_close;
+    }
     close(ready_fd);
-    /* The barrier: every client blocks here until the parent closes the
-     * pipe, which all of them see at once. */
-    char b;
-    ssize_t got;
-    while ((got = read(go_fd, &b, 1)) < 0 && errno == EINTR)
-        ;
-    close(go_fd);
-    if (got != 0) {
+    if (barrier(run_fd) != 0) {
         client_fail(&cl, "the start barrier broke");
         goto out_close;
     }
@@ -590,11 +633,12 @@ baseline(const struct cfg *cfg, double *p50, double *p99, int *quota)
     return 0;
 }
 
-/* Forks the clients; each reports on ready_w, then waits on go_r.  pids
- * receives their ids; returns how many were started. */
+/* Forks the clients; each reports on ready[1] when warm, waits on go[0],
+ * makes the crowd baseline's round trips, reports again, and waits on
+ * run[0].  pids receives their ids; returns how many were started. */
 static uint32_t
 start_clients(const struct cfg *cfg, struct shared *sh, pid_t *pids, int ready[2],
-              int go[2])
+              int go[2], int run[2])
 {
     fflush(NULL);
     for (uint32_t i = 0; i < cfg->clients; i++) {
@@ -607,13 +651,32 @@ start_clients(const struct cfg *cfg, struct shared *sh, pid_t *pids, int ready[2
         if (pid == 0) {
             close(ready[0]);
             close(go[1]);
-            int st = client_main(cfg, sh, i, ready[1], go[0]);
+            close(run[1]);
+            int st = client_main(cfg, sh, i, ready[1], go[0], run[0]);
             fflush(stderr);
             _exit(st);
         }
         pids[i] = pid;
     }
     return cfg->clients;
+}
+
+/* Reads one byte from each of n clients on fd; returns 0, or -1 on an early
+ * EOF: some client gave up (it says why when reaped). */
+static int
+await_clients(int fd, uint32_t n)
+{
+    uint32_t got_all = 0;
+    while (got_all < n) {
+        char b[64];
+        ssize_t got = read(fd, b, n - got_all < sizeof(b) ? n - got_all : sizeof(b));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        got_all += (uint32_t)got;
+    }
+    return 0;
 }
 
 /* Reaps every client; returns how many failed (said why on stderr). */
@@ -794,8 +857,10 @@ analyse(const struct cfg *cfg, struct shared *sh, double release, double base50,
             "\n",
             retried, unheard);
 
-    /* Requests: the p99 figure takes every single round trip. */
+    /* Requests: the p99 figure takes every single round trip of the run,
+     * not the crowd baseline's. */
     size_t nall = 0;
+    double crowd50 = NAN, crowd99 = NAN;
     for (int k = 0; k < REQ_NKINDS; k++) {
         size_t n = 0;
         double *v = all + nall;
@@ -808,7 +873,11 @@ analyse(const struct cfg *cfg, struct shared *sh, double release, double base50,
         snprintf(name, sizeof(name), "%s%s", req_name[k],
                  k == REQ_RESULTS ? " (1 page)" : "");
         report_lat(name, v, n);
-        if (k != REQ_RESULTS)
+        if (k == REQ_BARE) {
+            crowd50 = bench_pct(v, n, 0.5);
+            crowd99 = bench_pct(v, n, 0.99);
+        }
+        if (k != REQ_RESULTS && k != REQ_BARE)
             nall += n;
     }
     if (lost_lat > 0)
@@ -824,10 +893,14 @@ analyse(const struct cfg *cfg, struct shared *sh, double release, double base50,
     report_lat("event lag (end -> client)", all, nl);
     fprintf(stderr, "  baseline: bare request round trip, idle: p50 %.3f p99 %.3f ms\n",
             base50, base99);
+    fprintf(stderr,
+            "  crowd baseline: bare round trips, all clients at once: p50 %.3f p99 %.3f "
+            "ms; the run's p99 is %.2fx its p99\n",
+            crowd50, crowd99, r99 / crowd99);
 
-    printf("%.1f %.3f %.3f %.1f %.3f %.3f %.3f %.3f %.2f %.2f\n", f.worst * 100, f.p5,
-           f.p95, qworst * 100, r50, r99, base50, base99, (f.we - f.ws) / 1e3,
-           (last_end - release) / 1e3);
+    printf("%.1f %.3f %.3f %.1f %.3f %.3f %.3f %.3f %.2f %.2f %.3f %.3f\n", f.worst * 100,
+           f.p5, f.p95, qworst * 100, r50, r99, base50, base99, (f.we - f.ws) / 1e3,
+           (last_end - release) / 1e3, crowd50, crowd99);
     free(ratio);
     free(all);
     return 0;
@@ -873,42 +946,33 @@ main(int argc, char **argv)
         return 1;
     }
     pid_t *pids = calloc(cfg.clients, sizeof(*pids));
-    int ready[2], go[2];
+    int ready[2], go[2], run[2];
     if (pids == NULL) {
         fprintf(stderr, "bench-fairness: out of memory\n");
         goto fail_map;
     }
-    if (pipe(ready) != 0 || pipe(go) != 0) {
+    if (pipe(ready) != 0 || pipe(go) != 0 || pipe(run) != 0) {
         fprintf(stderr, "bench-fairness: pipe: %s\n", strerror(errno));
         goto fail_map;
     }
-    uint32_t started = start_clients(&cfg, &sh, pids, ready, go);
+    uint32_t started = start_clients(&cfg, &sh, pids, ready, go, run);
     close(ready[1]);
     close(go[0]);
-    /* Every client writes one byte once it is warm; an early EOF means
-     * that some client gave up (it says why when reaped). */
-    uint32_t nready = 0;
-    while (started == cfg.clients && nready < cfg.clients) {
-        char b[64];
-        ssize_t got = read(ready[0], b, sizeof(b));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        nready += (uint32_t)got;
-    }
-    close(ready[0]);
+    close(run[0]);
     double base50 = 0, base99 = 0;
     int quota = 0;
-    bool go_on = started == cfg.clients && nready == cfg.clients &&
+    bool go_on = started == cfg.clients && await_clients(ready[0], cfg.clients) == 0 &&
                  baseline(&cfg, &base50, &base99, &quota) == 0;
+    close(go[1]); /* the crowd baseline */
+    go_on = go_on && await_clients(ready[0], cfg.clients) == 0;
+    close(ready[0]);
     if (!go_on) {
         /* Stop the clients we started: they are ours, named by pid. */
         for (uint32_t i = 0; i < started; i++)
             kill(pids[i], SIGTERM);
     }
     double release = bench_unix_ms();
-    close(go[1]); /* the start */
+    close(run[1]); /* the start */
     uint32_t failed = reap_clients(&sh, pids, started);
     if (!go_on || failed > 0) {
         if (failed > 0)
