@@ -433,42 +433,60 @@ write_queue(struct conn *c, struct write_req *w)
 static void
 conn_flush(struct conn *c)
 {
-    if (c->closing || c->broken || c->corks > 0)
+    if (c->closing || c->broken)
+        return;
+    /* Corked, frames up to `last` go, and the rest waits for the uncork. */
+    struct write_req *last = c->corks > 0 ? c->cork_last : NULL;
+    if (c->corks > 0 && last == NULL)
         return;
     int rc;
-    while (c->out != NULL) {
+    bool more = true; /* frames that may go are left */
+    while (c->out != NULL && more) {
         uv_buf_t bufs[CONN_WRITE_BATCH];
         unsigned n = 0;
-        for (struct write_req *w = c->out; w != NULL && n < CONN_WRITE_BATCH; w = w->next)
+        bool all = false; /* bufs reaches the last frame that may go */
+        for (struct write_req *w = c->out; w != NULL && n < CONN_WRITE_BATCH;
+             w = w->next) {
             bufs[n++] = uv_buf_init(w->data + w->off, (unsigned)(w->len - w->off));
+            if (w == last || w->next == NULL) {
+                all = true;
+                break;
+            }
+        }
         /* UV_EAGAIN also when libuv still has earlier bytes queued. */
         rc = uv_try_write((uv_stream_t *)&c->pipe, bufs, n);
         if (rc < 0 && rc != UV_EAGAIN)
             goto broken;
         size_t done = rc > 0 ? (size_t)rc : 0;
         c->out_bytes -= done;
-        while (c->out != NULL && done >= c->out->len - c->out->off) {
+        while (more && c->out != NULL && done >= c->out->len - c->out->off) {
             struct write_req *w = c->out;
             done -= w->len - w->off;
             c->out = w->next;
+            more = w != last;
             free(w->data);
             free(w);
         }
-        if (c->out == NULL)
+        if (c->out == NULL || !more)
             break;
         c->out->off += done;
-        if (rc == UV_EAGAIN || c->out->off > 0 || n < CONN_WRITE_BATCH) {
-            /* The socket is full: the rest waits in libuv's queue. */
-            while (c->out != NULL) {
+        if (rc == UV_EAGAIN || c->out->off > 0 || all) {
+            /* The socket is full: the rest that may go waits in libuv's
+             * queue. */
+            while (more && c->out != NULL) {
                 struct write_req *w = c->out;
                 c->out = w->next;
+                more = w != last;
                 c->out_bytes -= w->len - w->off;
                 if ((rc = write_queue(c, w)) != 0)
                     goto broken;
             }
         }
     }
-    c->out_last = NULL;
+    if (c->out == NULL)
+        c->out_last = NULL;
+    if (c->corks > 0)
+        c->cork_last = NULL; /* gone, or was never reached: see above */
     return;
 broken:
     log_debug("client %llu: write: %s", (unsigned long long)c->serial, uv_strerror(rc));
@@ -479,7 +497,7 @@ broken:
 static void
 conn_mark_dirty(struct conn *c)
 {
-    if (c->dirty || c->corks > 0 || c->out == NULL)
+    if (c->dirty || (c->corks > 0 && c->cork_last == NULL) || c->out == NULL)
         return;
     struct server *s = c->server;
     c->dirty = true;
@@ -534,15 +552,18 @@ conn_send(struct conn *c, struct proto_buf *buf)
 void
 conn_cork(struct conn *c)
 {
-    c->corks++;
+    if (c->corks++ == 0)
+        c->cork_last = c->out != NULL ? c->out_last : NULL;
     c->busy++;
 }
 
 void
 conn_uncork(struct conn *c)
 {
-    if (--c->corks == 0)
+    if (--c->corks == 0) {
+        c->cork_last = NULL;
         conn_mark_dirty(c);
+    }
     conn_release(c);
 }
 

@@ -46,9 +46,12 @@ struct conn {
     uint32_t nsubs;           /* jobs subscribed to; kept by events.c */
     uint64_t last_active;     /* uv_now() of the last request; for eviction */
     unsigned corks;           /* conn_cork()s not yet undone */
-    /* owned: frames not yet handed to the socket, in order; held back
-     * while corked, else written at the end of the loop iteration */
+    /* owned: frames not yet handed to the socket, in order; written at the
+     * end of the loop iteration, except those queued while corked */
     struct write_req *out, *out_last;
+    /* While corked: the last frame queued before the first cork, which may
+     * still go (NULL: none may) */
+    struct write_req *cork_last;
     size_t out_bytes;
     struct conn *dirty_next;  /* the server's list of conns to flush */
     struct conn *prev, *next; /* the server's list */
@@ -92,9 +95,10 @@ int conn_send(struct conn *c, struct proto_buf *buf);
  * phase; call it after work done outside the poll phase (main.c's tick),
  * before the loop blocks. */
 void server_flush(struct server *s);
-/* Holds back what conn_send queues (in order, counted against the unsent
- * limit) until as many conn_uncork()s; keeps the conn's memory meanwhile.
- * For replies built from state that is not durable yet (burstd.h). */
+/* Holds back what conn_send queues from now on (in order, counted against
+ * the unsent limit) until as many conn_uncork()s; what was queued before
+ * still goes.  Keeps the conn's memory meanwhile.  For replies built from
+ * state that is not durable yet (burstd.h). */
 void conn_cork(struct conn *c);
 void conn_uncork(struct conn *c);
 /* Encodes and sends an error reply. */

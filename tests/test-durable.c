@@ -150,6 +150,33 @@ child_submit_cmd(burst_client *c, uint64_t arg, int64_t *value)
     return rc;
 }
 
+static void
+count_event(void *arg, const burst_event *ev)
+{
+    (void)ev;
+    (*(int *)arg)++;
+}
+
+/* Submits a one-task exec job running run_cmd that follows its job
+ * (burst_opts.on_event); its id.  Fails with 1000 + n when n events came
+ * with the acknowledgment. */
+static int
+child_submit_follow(burst_client *c, uint64_t arg, int64_t *value)
+{
+    (void)arg;
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = run_cmd};
+    burst_opts opts = BURST_OPTS_INIT;
+    int events = 0;
+    opts.on_event = count_event;
+    opts.event_arg = &events;
+    uint64_t job = 0;
+    int rc = burst_submit_map_lines(c, &fn, "x\n", 2, &opts, &job);
+    *value = (int64_t)job;
+    if (rc == 0 && (burst_pending(c) > 0 || events > 0))
+        rc = 1000 + (int)burst_pending(c) + events;
+    return rc;
+}
+
 /* The state of job arg. */
 static int
 child_status(burst_client *c, uint64_t arg, int64_t *value)
@@ -326,6 +353,48 @@ test_runs_while_syncing(void **state)
     read_all(fd, out, sizeof(out));
     assert_int_equal(out[0], 0);
     assert_int_equal(out[1], (int64_t)id);
+    close(fd);
+    reap(pid);
+    expect_succeeded(id);
+    testd_stop(&D);
+    passed = true;
+}
+
+/*
+ * A submission that follows its job is acknowledged once its own commit is
+ * durable, even when the job ran on ahead of it and the job's later
+ * commits are not: the acknowledgment goes, and the events its
+ * subscription replays wait for those commits' sync.  The acknowledging
+ * sync is held (one) until the job has run, and every later one (gate)
+ * until the end.
+ */
+static void
+test_ack_not_held_by_later_commits(void **state)
+{
+    (void)state;
+    run_job(); /* the first job moves the id bound; the next is within it */
+    char ran[200], release[200];
+    snprintf(ran, sizeof(ran), "%s/ran", D.dir);
+    snprintf(release, sizeof(release), "%s/release", D.dir);
+    snprintf(run_cmd, sizeof(run_cmd),
+             "cat >/dev/null && echo $BURST_JOB_ID >%s && "
+             "while [ ! -e %s ]; do sleep 0.01; done",
+             ran, release);
+    touch(one);
+    touch(gate);
+    pid_t pid;
+    int fd = in_child(child_submit_follow, 0, &pid);
+    uint64_t id = wait_number(ran);
+    assert_false(readable(fd, HELD_MS)); /* running, not yet acknowledged */
+    assert_int_equal(access(held, F_OK), 0);
+    unlink(held); /* the acceptance's sync ends; later ones stay held */
+    int64_t out[2];
+    read_all(fd, out, sizeof(out));
+    assert_int_equal(out[0], 0); /* acknowledged, with no event */
+    assert_int_equal(out[1], (int64_t)id);
+    assert_int_equal(access(gate, F_OK), 0);
+    unlink(gate);
+    touch(release);
     close(fd);
     reap(pid);
     expect_succeeded(id);
@@ -608,10 +677,13 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ack_waits_for_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reads_wait_for_sync, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_later_sync_releases_earlier, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_later_sync_releases_earlier, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_status_waits_for_its_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_while_syncing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_not_held_by_later_commits, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_unawaited_commit_synced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_power_cut_forgets_unacknowledged, setup,
                                         teardown),

@@ -7,8 +7,9 @@
  *   BURST_TEST_SYNC_GATE=PATH  such a sync waits while PATH exists
  *   BURST_TEST_SYNC_FAIL=PATH  such a sync fails with EIO while PATH exists
  *   BURST_TEST_SYNC_ONE=PATH   the first such sync to find PATH renames it
- *                              to PATH.held and waits while that exists;
- *                              the others go on
+ *                              to PATH.held and waits while that exists,
+ *                              then goes on past the gate; the others go
+ *                              on to the gate
  *   BURST_TEST_SYNC_SIZES=PATH after each such sync that succeeds, PATH
  *                              says the WAL's size it covered: what a
  *                              power cut would leave of the file (a test
@@ -72,17 +73,18 @@ fdatasync(int fd)
             return -1;
         }
         const char *one = getenv("BURST_TEST_SYNC_ONE");
+        const char *gate = getenv("BURST_TEST_SYNC_GATE");
         char held[4096];
-        if (one != NULL && snprintf(held, sizeof(held), "%s.held", one) < (int)sizeof(held) &&
+        struct timespec tick = {0, 2 * 1000 * 1000};
+        if (one != NULL &&
+            snprintf(held, sizeof(held), "%s.held", one) < (int)sizeof(held) &&
             rename(one, held) == 0) {
-            struct timespec tick = {0, 2 * 1000 * 1000};
             while (access(held, F_OK) == 0)
                 nanosleep(&tick, NULL);
+        } else {
+            while (gate != NULL && access(gate, F_OK) == 0)
+                nanosleep(&tick, NULL);
         }
-        const char *gate = getenv("BURST_TEST_SYNC_GATE");
-        struct timespec ts = {0, 2 * 1000 * 1000};
-        while (gate != NULL && access(gate, F_OK) == 0)
-            nanosleep(&ts, NULL);
     }
     /* The size before the sync: what was written by then is what it
      * makes durable. */
