@@ -158,6 +158,8 @@ burstd_sync_done(void *arg, uint64_t seq, int err)
     /* A sync started after commit seq was written: it and all before it are
      * durable, whether the syncs started earlier have ended or not. */
     pending_done(d, seq);
+    if (seq > d->sync_seq)
+        d->sync_seq = seq; /* it covered more than it was asked to */
     sync_kick(d);
     /* The replies and events it released go out now, not after whatever
      * else this poll phase handles. */
@@ -297,6 +299,7 @@ burstd_commit(struct burstd *d)
         return 0;
     }
     p->seq = ++d->commit_seq;
+    syncer_written(d->syncer, p->seq);
     p->ids_bound = ledger_job_ids_bound(d->ledger);
     p->waiters = d->waiters;
     d->waiters = NULL;

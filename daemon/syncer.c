@@ -4,6 +4,7 @@
 #include "syncer.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -29,6 +30,9 @@ struct syncer {
     uv_async_t async; /* the threads' "done" to the loop */
     void (*done)(void *arg, uint64_t tag, int err);
     void *arg;
+    /* syncer_written's tag: stored after the write it tags returned, so a
+     * thread that loads it before its fdatasync syncs that write */
+    _Atomic uint64_t written;
     bool quit; /* under mu */
     struct sync_slot slot[SYNCER_SLOTS];
 };
@@ -45,10 +49,15 @@ sync_thread(void *arg)
         if (s->quit)
             break;
         int fd = t->fd;
+        uint64_t tag = t->tag;
         t->requested = false;
         uv_mutex_unlock(&s->mu);
+        uint64_t written = atomic_load_explicit(&s->written, memory_order_acquire);
+        if (written > tag)
+            tag = written;
         int err = fdatasync(fd) != 0 ? errno : 0;
         uv_mutex_lock(&s->mu);
+        t->tag = tag;
         t->err = err;
         t->finished = true;
         uv_cond_signal(&s->done_cv);
@@ -174,6 +183,12 @@ syncer_start(struct syncer *s, int fd, uint64_t tag)
     t->requested = true;
     uv_cond_signal(&t->cv);
     uv_mutex_unlock(&s->mu);
+}
+
+void
+syncer_written(struct syncer *s, uint64_t tag)
+{
+    atomic_store_explicit(&s->written, tag, memory_order_release);
 }
 
 bool

@@ -362,31 +362,61 @@ test_runs_while_syncing(void **state)
 
 /*
  * A submission that follows its job is acknowledged once its own commit is
- * durable, even when the job ran on ahead of it and the job's later
- * commits are not: the acknowledgment goes, and the events its
- * subscription replays wait for those commits' sync.  The acknowledging
- * sync is held (one) until the job has run, and every later one (gate)
- * until the end.
+ * durable, even when the job's later commits are not: the acknowledgment
+ * goes, and the events its subscription replays wait for those commits'
+ * sync.  A two-task job holds both slots of the quota while the follower's
+ * acceptance syncs and that sync is held (one); then the slots free, the
+ * follower starts (a commit after that sync's start, so not covered by it)
+ * and every later sync is held (gate) until the end.
  */
 static void
 test_ack_not_held_by_later_commits(void **state)
 {
     (void)state;
     run_job(); /* the first job moves the id bound; the next is within it */
-    char ran[200], release[200];
+    char ran[200], release[200], busy[200], free_slots[200];
     snprintf(ran, sizeof(ran), "%s/ran", D.dir);
     snprintf(release, sizeof(release), "%s/release", D.dir);
+    snprintf(busy, sizeof(busy), "%s/busy", D.dir);
+    snprintf(free_slots, sizeof(free_slots), "%s/free", D.dir);
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    char blocker[512];
+    snprintf(blocker, sizeof(blocker),
+             "cat >/dev/null && touch %s.$BURST_TASK_INDEX && "
+             "while [ ! -e %s ]; do sleep 0.01; done",
+             busy, free_slots);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = blocker};
+    burst_opts opts = BURST_OPTS_INIT;
+    uint64_t both;
+    assert_int_equal(burst_submit_map_lines(c, &fn, "a\nb\n", 4, &opts, &both), 0);
+    char busy0[208], busy1[208];
+    snprintf(busy0, sizeof(busy0), "%s.0", busy);
+    snprintf(busy1, sizeof(busy1), "%s.1", busy);
+    for (int waited = 0; access(busy0, F_OK) != 0 || access(busy1, F_OK) != 0;
+         waited += 2) {
+        assert_true(waited < ANSWER_MS);
+        usleep(2000);
+    }
     snprintf(run_cmd, sizeof(run_cmd),
              "cat >/dev/null && echo $BURST_JOB_ID >%s && "
              "while [ ! -e %s ]; do sleep 0.01; done",
              ran, release);
+    /* Its reply waits until all is durable: no sync of the blocker's
+     * commits is left to take the one below. */
+    assert_true(burst_quota(c, -1, NULL) >= 0);
     touch(one);
     touch(gate);
     pid_t pid;
     int fd = in_child(child_submit_follow, 0, &pid);
+    for (int waited = 0; access(held, F_OK) != 0; waited += 2) {
+        assert_true(waited < ANSWER_MS);
+        usleep(2000);
+    }
+    /* The slots free, and the follower runs (until release). */
+    touch(free_slots);
     uint64_t id = wait_number(ran);
     assert_false(readable(fd, HELD_MS)); /* running, not yet acknowledged */
-    assert_int_equal(access(held, F_OK), 0);
     unlink(held); /* the acceptance's sync ends; later ones stay held */
     int64_t out[2];
     read_all(fd, out, sizeof(out));
@@ -398,6 +428,8 @@ test_ack_not_held_by_later_commits(void **state)
     close(fd);
     reap(pid);
     expect_succeeded(id);
+    expect_succeeded(both);
+    burst_close(c);
     testd_stop(&D);
     passed = true;
 }
