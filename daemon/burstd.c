@@ -188,6 +188,11 @@ sync_start(struct burstd *d)
  * after another, so one less ahead of an awaited commit's sync is that
  * much sooner an answer. */
 #define SYNC_LAZY_MS 10
+/* Progress somebody follows (EVENTS_SYNC_SOON) is synced after this long
+ * at the latest: a job of short tasks then costs a sync per few task
+ * ends, not one each (bench B2), and a follower hears of each end at
+ * most this much later. */
+#define SYNC_SOON_MS 5
 
 static void
 on_sync_timer(uv_timer_t *t)
@@ -217,8 +222,10 @@ sync_kick(struct burstd *d)
         d->sync_timer.data = d;
         d->sync_timer_ready = true;
     }
-    if (!uv_is_active((uv_handle_t *)&d->sync_timer))
-        uv_timer_start(&d->sync_timer, on_sync_timer, SYNC_LAZY_MS, 0);
+    uint64_t within = d->soon_seq > d->sync_seq ? SYNC_SOON_MS : SYNC_LAZY_MS;
+    if (!uv_is_active((uv_handle_t *)&d->sync_timer) ||
+        uv_timer_get_due_in(&d->sync_timer) > within)
+        uv_timer_start(&d->sync_timer, on_sync_timer, within, 0);
 }
 
 void
@@ -309,9 +316,12 @@ burstd_commit(struct burstd *d)
     else
         d->pending = p;
     d->pending_last = p;
+    enum events_need need = events_batch_need(d->events, p->events);
     if (d->stopping || p->waiters != NULL || p->ids_bound > d->ids_durable ||
-        events_batch_urgent(d->events, p->events))
+        need == EVENTS_SYNC_NOW)
         d->urgent_seq = p->seq;
+    else if (need == EVENTS_SYNC_SOON)
+        d->soon_seq = p->seq;
     sync_kick(d);
     return 0;
 }

@@ -58,6 +58,9 @@ struct burstd {
      * it now.  Commits after it wait for the next such sync, or for
      * sync_timer. */
     uint64_t urgent_seq;
+    /* The newest commit with progress somebody follows (EVENTS_SYNC_SOON):
+     * sync_timer fires within SYNC_SOON_MS for it. */
+    uint64_t soon_seq;
     uv_timer_t sync_timer;
     bool sync_timer_ready; /* initialised (and not yet closed) */
     /* The ledger's job id bound as of the last durable commit: jobs with

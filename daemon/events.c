@@ -450,24 +450,25 @@ events_publish_batch(struct events *ev, struct events_batch *b)
     ev_publish_list(ev, (struct ev_job *)b);
 }
 
-bool
-events_batch_urgent(const struct events *ev, const struct events_batch *b)
+enum events_need
+events_batch_need(const struct events *ev, const struct events_batch *b)
 {
+    enum events_need need = EVENTS_SYNC_LATER;
     for (const struct ev_job *j = (const struct ev_job *)b; j != NULL; j = j->next) {
-        for (const struct ev_sub *s = ev->subs[j->job & (EV_SUB_BUCKETS - 1)]; s != NULL;
-             s = s->next)
-            if (s->job == j->job)
-                return true;
         for (uint32_t i = 0; i < j->nitems; i++) {
             const struct ev_item *it = &j->items[i];
             if (it->type == BURST_EV_JOB && burst_job_state_is_final(it->state))
-                return true;
-            for (uint32_t k = 0; it->type == BURST_EV_TASK && k < it->n; k++)
-                if (burst_task_state_is_final(it->tasks[k].state))
-                    return true;
+                return EVENTS_SYNC_NOW;
         }
+        if (need == EVENTS_SYNC_LATER)
+            for (const struct ev_sub *s = ev->subs[j->job & (EV_SUB_BUCKETS - 1)];
+                 s != NULL; s = s->next)
+                if (s->job == j->job) {
+                    need = EVENTS_SYNC_SOON;
+                    break;
+                }
     }
-    return false;
+    return need;
 }
 
 bool

@@ -38,11 +38,19 @@ void events_discard(struct events *ev);
  * publish with events_publish_batch() once it is durable (and frees it). */
 struct events_batch *events_detach(struct events *ev);
 void events_publish_batch(struct events *ev, struct events_batch *b);
-/* Whether anyone is likely to wait for b to be durable: a subscriber of
- * one of its jobs, or an end -- of a task or of a job -- that a client
- * follows by asking for status or results.  A commit of nothing else
- * (dispatches, tasks started) can share a later commit's sync. */
-bool events_batch_urgent(const struct events *ev, const struct events_batch *b);
+/* How soon somebody is likely to wait for b to be durable.  A job's end
+ * is waited for (burst wait, burst_map): now.  Any other event of a job
+ * somebody follows is progress, heard a little later without harm: soon,
+ * so that the task ends of a busy job share syncs instead of costing one
+ * each.  The rest (a dispatch, a task's start or end nobody follows) can
+ * share a later commit's sync: a client that asks for status or results
+ * waits for that sync itself (burstd_after_durable). */
+enum events_need {
+    EVENTS_SYNC_LATER,
+    EVENTS_SYNC_SOON,
+    EVENTS_SYNC_NOW,
+};
+enum events_need events_batch_need(const struct events *ev, const struct events_batch *b);
 /* Changes queued that no transaction holds yet. */
 bool events_queued(const struct events *ev);
 /* Whether every event of job is durable: none queued, none in the open

@@ -550,6 +550,77 @@ test_unawaited_commit_synced(void **state)
     passed = true;
 }
 
+/* What a follower has heard: task 0's end, its job's end. */
+struct heard {
+    bool task0_done;
+    bool job_done;
+};
+
+static void
+note_event(void *arg, const burst_event *ev)
+{
+    struct heard *h = arg;
+    if (ev->type == BURST_EV_TASK && ev->task == 0 && ev->task_state == BURST_TASK_SUCCEEDED)
+        h->task0_done = true;
+    if (ev->type == BURST_EV_JOB && burst_job_state_is_final(ev->job_state))
+        h->job_done = true;
+}
+
+/* Runs c's callbacks for up to ms, until *flag. */
+static void
+dispatch_until(burst_client *c, const bool *flag, int ms)
+{
+    int64_t t0 = testd_now_ms();
+    while (!*flag && testd_now_ms() - t0 < ms) {
+        if (burst_pending(c) == 0 && !readable(burst_fd(c), 10))
+            continue;
+        assert_true(burst_dispatch(c) >= 0);
+    }
+}
+
+/*
+ * A follower hears of a task's end only once it is durable, and while
+ * the job still runs: the end of a task somebody follows is synced soon
+ * by itself, not held for the job's end.  Task 0 ends while syncs are
+ * held; task 1 runs until the test has heard task 0's end.
+ */
+static void
+test_followed_progress_synced(void **state)
+{
+    (void)state;
+    char go[200], release[200], cmd[640];
+    snprintf(go, sizeof(go), "%s/go", D.dir);
+    snprintf(release, sizeof(release), "%s/release", D.dir);
+    snprintf(cmd, sizeof(cmd),
+             "cat >/dev/null; if [ $BURST_TASK_INDEX = 0 ]; then f=%s; else f=%s; fi; "
+             "while [ ! -e $f ]; do sleep 0.01; done",
+             go, release);
+    burst_client *c;
+    assert_int_equal(burst_connect(D.sock, &c), 0);
+    burst_fn fn = {.kind = BURST_FN_EXEC, .cmd = cmd};
+    burst_opts opts = BURST_OPTS_INIT;
+    struct heard h = {0};
+    opts.on_event = note_event;
+    opts.event_arg = &h;
+    uint64_t job = 0;
+    assert_int_equal(burst_submit_map_lines(c, &fn, "a\nb\n", 4, &opts, &job), 0);
+    touch(gate);
+    touch(go);
+    dispatch_until(c, &h.task0_done, HELD_MS);
+    assert_false(h.task0_done); /* ended, perhaps, but not durable */
+    unlink(gate);
+    dispatch_until(c, &h.task0_done, ANSWER_MS);
+    assert_true(h.task0_done);
+    assert_false(h.job_done);
+    touch(release);
+    dispatch_until(c, &h.job_done, ANSWER_MS);
+    assert_true(h.job_done);
+    burst_close(c);
+    expect_succeeded(job);
+    testd_stop(&D);
+    passed = true;
+}
+
 /*
  * A client already connected asks for the job list while another's
  * submission is committed but not synced: its reply, which would show that
@@ -717,6 +788,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_ack_not_held_by_later_commits, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unawaited_commit_synced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_followed_progress_synced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_power_cut_forgets_unacknowledged, setup,
                                         teardown),
     };
