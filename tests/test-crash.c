@@ -1096,8 +1096,9 @@ compute_close(uv_loop_t *loop, struct compute *c)
  * At start-up, a record's session is swept only of what proves it is the
  * worker's: a leftover whose worker is gone, or a worker still running,
  * are killed; a process with the recorded pid but not the worker's
- * environment (a recycled pid), one recorded before a reboot, and one
- * whose burstd still runs are not.
+ * environment (a recycled pid), one recorded before a reboot, one whose
+ * burstd still runs, and an idle worker (its record voided when its last
+ * invocation ended) are not.
  */
 static void
 test_track_reaps_only_its_own(void **state)
@@ -1129,14 +1130,15 @@ test_track_reaps_only_its_own(void **state)
     assert_int_equal(waitpid(dead, NULL, 0), dead);
 
     struct proc gone_leader = {0}, straggler = {0}, alive = {0}, recycled = {0},
-                elsewhere = {0}, old_boot = {0}, busy = {0};
+                elsewhere = {0}, old_boot = {0}, busy = {0}, idle = {0};
     gone_leader.pid = spawn_session(ours, true, &straggler.pid);
     alive.pid = spawn_session(ours, false, NULL);
     recycled.pid = spawn_session(other_spec, false, NULL);
     elsewhere.pid = spawn_session(other_store, false, NULL);
     old_boot.pid = spawn_session(ours, false, NULL);
     busy.pid = spawn_session(ours, false, NULL);
-    struct proc *all[] = {&straggler, &alive, &recycled, &elsewhere, &old_boot, &busy};
+    idle.pid = spawn_session(ours, false, NULL);
+    struct proc *all[] = {&straggler, &alive, &recycled, &elsewhere, &old_boot, &busy, &idle};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         assert_true(proc_state(all[i]->pid, &all[i]->start) != 0);
     /* The leader is gone; its start time is what its straggler's is at most. */
@@ -1151,7 +1153,13 @@ test_track_reaps_only_its_own(void **state)
     /* Its "burstd" is a live process: the recycled one will do. */
     write_record(dir, busy.pid, busy.start, recycled.pid, recycled.start, boot,
                  "jobs/1/spec/7");
+    write_record(dir, idle.pid, idle.start, dead, 1, boot, "jobs/1/spec/7");
     char junk[256];
+    snprintf(junk, sizeof(junk), "%s/%d", dir, (int)idle.pid);
+    f = fopen(junk, "r+");
+    assert_non_null(f);
+    fputc('-', f); /* as record_remove voids it */
+    fclose(f);
     snprintf(junk, sizeof(junk), "%s/junk", dir);
     f = fopen(junk, "w");
     assert_non_null(f);
@@ -1173,11 +1181,12 @@ test_track_reaps_only_its_own(void **state)
     assert_true(proc_running(&elsewhere));
     assert_true(proc_running(&old_boot));
     assert_true(proc_running(&busy));
+    assert_true(proc_running(&idle));
     char name[32];
     snprintf(name, sizeof(name), "%d", (int)busy.pid);
     assert_true(file_exists(dir, name)); /* left for its own burstd */
     const struct proc *handled[] = {&gone_leader, &alive, &recycled, &elsewhere,
-                                    &old_boot};
+                                    &old_boot,    &idle};
     for (size_t i = 0; i < sizeof(handled) / sizeof(handled[0]); i++) {
         snprintf(name, sizeof(name), "%d", (int)handled[i]->pid);
         assert_false(file_exists(dir, name));
@@ -1189,8 +1198,8 @@ test_track_reaps_only_its_own(void **state)
         if (all[i] != &straggler)
             kill(all[i]->pid, SIGKILL);
     }
-    const pid_t children[] = {alive.pid, recycled.pid, elsewhere.pid, old_boot.pid,
-                              busy.pid};
+    const pid_t children[] = {alive.pid,    recycled.pid, elsewhere.pid,
+                              old_boot.pid, busy.pid,     idle.pid};
     for (size_t i = 0; i < sizeof(children) / sizeof(children[0]); i++)
         assert_int_equal(waitpid(children[i], NULL, 0), children[i]);
     d->passed = true;
