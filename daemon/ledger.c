@@ -48,6 +48,11 @@
  * this many jobs, and as many ids skipped after a crash (none after a clean
  * stop, which settles the bound). */
 #define LEDGER_JOB_ID_BLOCK 1024
+/* Dispatch numbers are reserved as many at a time: the ledger's
+ * 'next_dispatch' is written once per block, not in every commit that
+ * dispatches (a statement and a dirtied page each, bench B6), and says
+ * that no number above it was handed out. */
+#define LEDGER_DISPATCH_BLOCK 1024
 /* Reasons are kept as short as struct ledger_task can hold them. */
 #define LEDGER_REASON_MAX (sizeof(((struct ledger_task *)NULL)->reason) - 1)
 
@@ -255,12 +260,13 @@ static const char *const ledger_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    /* The stored value is the last number handed out; the first is 1, since
-     * 0 means "never dispatched". */
-    /* ?1: the highest number handed out by this process, which a rollback
-     * does not take back (see struct ledger). */
-    [ST_NEXT_DISPATCH] = "INSERT INTO meta(key, value) VALUES('next_dispatch', ?1 + 1)"
-                         " ON CONFLICT(key) DO UPDATE SET value = max(value, ?1) + 1"
+    /* Reserves the block (?2 numbers) after the higher of the stored bound
+     * and ?1, the highest number handed out by this process, which a
+     * rollback does not take back (see struct ledger); returns its end.
+     * The first number is 1, since 0 means "never dispatched".  A ledger of
+     * an earlier burstd stored the last number handed out: a bound too. */
+    [ST_NEXT_DISPATCH] = "INSERT INTO meta(key, value) VALUES('next_dispatch', ?1 + ?2)"
+                         " ON CONFLICT(key) DO UPDATE SET value = max(value, ?1) + ?2"
                          " RETURNING value",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2)"
@@ -394,6 +400,10 @@ struct ledger {
      * already run under that dispatch and a client may have seen the job
      * id refused: neither number is given out again by this process. */
     uint64_t last_dispatch, last_job;
+    /* Dispatch numbers up to this bound are reserved: dispatch_bound as
+     * the open transaction has it, dispatch_committed as the last commit
+     * does.  A reservation rolled back reserves nothing. */
+    uint64_t dispatch_bound, dispatch_committed;
     /* No job id above this bound was ever given to a job that could have
      * run: ids_bound as the open transaction has it, ids_committed as the
      * last commit does (see ledger_job_ids_bound). */
@@ -987,6 +997,11 @@ ledger_begin(struct ledger *l)
 {
     if (ledger_in_txn(l))
         return 0;
+    /* A transaction that SQLite rolled back by itself (SQLITE_FULL, say)
+     * never reached ledger_rollback: what it reserved is not in the
+     * ledger. */
+    l->ids_bound = l->ids_committed;
+    l->dispatch_bound = l->dispatch_committed;
     sqlite3_stmt *st = stmt_take(l, ST_BEGIN);
     if (st == NULL)
         return BURST_EINTERNAL;
@@ -1012,8 +1027,10 @@ ledger_commit(struct ledger *l)
         return BURST_EINTERNAL;
     int err = stmt_exec(l, st, "commit");
     stmt_put(l, ST_COMMIT);
-    if (err == 0)
+    if (err == 0) {
         l->ids_committed = l->ids_bound;
+        l->dispatch_committed = l->dispatch_bound;
+    }
     if (err != 0) {
         /* Nothing of the transaction is durable: undo it in memory too, so
          * the next ledger_begin() starts clean. */
@@ -1034,23 +1051,32 @@ ledger_rollback(struct ledger *l)
     (void)stmt_exec(l, st, "rollback"); /* logged; nothing more to do */
     stmt_put(l, ST_ROLLBACK);
     l->ids_bound = l->ids_committed;
+    l->dispatch_bound = l->dispatch_committed;
 }
 
 int
 ledger_next_dispatch(struct ledger *l, uint64_t *out)
 {
     assert(ledger_in_txn(l));
+    if (l->last_dispatch < l->dispatch_bound) {
+        *out = ++l->last_dispatch;
+        return 0;
+    }
     sqlite3_stmt *st = stmt_take(l, ST_NEXT_DISPATCH);
     if (st == NULL)
         return BURST_EINTERNAL;
     int err = 0;
-    int rc = sqlite3_bind_int64(st, 1, (int64_t)l->last_dispatch);
+    int rc = stmt_bind_ints(
+        st, 2, (const int64_t[]){(int64_t)l->last_dispatch, LEDGER_DISPATCH_BLOCK});
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = l->last_dispatch = (uint64_t)sqlite3_column_int64(st, 0);
-    else
+    if (rc == SQLITE_ROW) {
+        l->dispatch_bound = (uint64_t)sqlite3_column_int64(st, 0);
+        l->last_dispatch = l->dispatch_bound - LEDGER_DISPATCH_BLOCK;
+        *out = ++l->last_dispatch;
+    } else {
         err = ledger_fail(l, rc, "next dispatch");
+    }
     stmt_put(l, ST_NEXT_DISPATCH);
     return err;
 }

@@ -133,8 +133,9 @@ bool ledger_sync_deferred(const struct ledger *l);
  * failed sync.  Loop thread only. */
 int ledger_sync_fd(struct ledger *l);
 
-/* A fresh dispatch number (persisted in the open transaction).  Never
- * reused: not even after a rollback, within this process. */
+/* A fresh dispatch number, reserved in the ledger (a block at a time, in
+ * the open transaction when a new block is needed).  Never reused: not
+ * even after a rollback, within this process, nor after a restart. */
 int ledger_next_dispatch(struct ledger *l, uint64_t *out);
 
 /* ---- jobs ---- */

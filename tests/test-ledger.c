@@ -1212,12 +1212,40 @@ test_next_dispatch_monotonic(void **state)
     assert_int_equal(d[0], 1); /* 0 is "never dispatched" */
     assert_int_equal(d[1], 2);
     assert_int_equal(d[2], 3);
-    reopen(fx);
+    /* The block reserved above serves the next transactions without a
+     * write of their own. */
     uint64_t e;
     assert_int_equal(ledger_begin(fx->l), 0);
     assert_int_equal(ledger_next_dispatch(fx->l, &e), 0);
+    assert_false(ledger_txn_changed(fx->l));
     assert_int_equal(ledger_commit(fx->l), 0);
     assert_int_equal(e, 4);
+    /* After a reopen (as after a crash) no number of that block comes
+     * again, whether it was handed out or not. */
+    reopen(fx);
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &e), 0);
+    assert_true(ledger_txn_changed(fx->l)); /* a new block */
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_true(e > 4);
+    reopen(fx);
+    uint64_t f;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &f), 0);
+    ledger_rollback(fx->l);
+    /* The block reserved by the rolled-back transaction is not in the
+     * ledger: the next transaction reserves again, beyond f. */
+    uint64_t g;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &g), 0);
+    assert_true(ledger_txn_changed(fx->l));
+    assert_int_equal(ledger_commit(fx->l), 0);
+    reopen(fx);
+    uint64_t h;
+    assert_int_equal(ledger_begin(fx->l), 0);
+    assert_int_equal(ledger_next_dispatch(fx->l, &h), 0);
+    assert_int_equal(ledger_commit(fx->l), 0);
+    assert_true(e < f && f < g && g < h);
 }
 
 /* ---- unknown jobs ---------------------------------------------------------- */
