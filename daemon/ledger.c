@@ -13,7 +13,7 @@
  *
  * States are stored as the integers of enum burst_job_state and
  * enum burst_task_state; the SQL below spells the sets it needs as literal
- * lists, and the static_asserts pin them to the enums.
+ * lists or ranges, and the static_asserts pin them to the enums.
  */
 #include "ledger.h"
 
@@ -66,11 +66,17 @@ static_assert(BURST_JOB_QUEUED == 0 && BURST_JOB_RUNNING == 1 &&
                   BURST_JOB_CANCELLED == 4,
               "the SQL below spells job states as these integers");
 
-#define SQL_TASK_FINAL "(3, 4, 5, 7)" /* succeeded, failed, timeout, cancelled */
-#define SQL_TASK_PENDING "(0, 6)"     /* queued, retrying */
-#define SQL_TASK_INFLIGHT "(1, 2)"    /* dispatched, running */
-#define SQL_JOB_ACTIVE "(0, 1)"       /* queued, running */
-#define SQL_JOB_FINAL "(2, 3, 4)"     /* succeeded, failed, cancelled */
+#define SQL_TASK_PENDING "(0, 6)"  /* queued, retrying */
+#define SQL_TASK_INFLIGHT "(1, 2)" /* dispatched, running */
+#define SQL_JOB_ACTIVE "(0, 1)"    /* queued, running */
+/* Whether state x is final, as comparisons: SQLite builds an ephemeral
+ * table for every execution of a statement with "x IN" a list of three or
+ * more (two become an OR), and these are in the statements of every
+ * dispatch and end (about a fifth of burstd's instructions under bench
+ * B6).  Task: succeeded, failed, timeout, cancelled.  Job: succeeded,
+ * failed, cancelled. */
+#define SQL_TASK_IS_FINAL(x) "(" x " BETWEEN 3 AND 5 OR " x " = 7)"
+#define SQL_JOB_IS_FINAL(x) "(" x " BETWEEN 2 AND 4)"
 
 /*
  * The schema.  Tasks live in runs: a row covers the task indexes [lo, hi) of
@@ -237,14 +243,17 @@ enum ledger_stmt {
     ST_TASKS_LIST,
     ST_TASKS_PENDING,
     ST_TASKS_NEXT_RETRY,
+    ST_RUN_ACROSS,
     ST_RUN_SPLIT_COPY,
     ST_RUN_SPLIT_CUT,
+    ST_RUNS_OPEN,
     ST_TASK_DISPATCH,
     ST_TASK_SET_STATE,
     ST_TASK_END,
     ST_JOB_CANCEL_PENDING,
     ST_TASKS_INFLIGHT,
-    ST_EVENT_SEQ,
+    ST_EVENT_SEQ_GET,
+    ST_EVENT_SEQ_SET,
     ST_JOB_RUNS_END,
     ST_EVENT_INSERT,
     ST_EVENTS_SINCE,
@@ -293,11 +302,11 @@ static const char *const ledger_sql[ST_COUNT] = {
         "UPDATE jobs SET state = ?2, error = coalesce(?3, error),"
         " started_ms = CASE WHEN started_ms = 0 AND ?2 <> 0"
         "  THEN ?4 ELSE started_ms END,"
-        " finished_ms = CASE WHEN finished_ms = 0 AND ?2 IN " SQL_JOB_FINAL
+        " finished_ms = CASE WHEN finished_ms = 0 AND " SQL_JOB_IS_FINAL("?2")
         "  THEN ?4 ELSE finished_ms END"
         " WHERE id = ?1",
-    [ST_JOB_COUNTS] =
-        "SELECT state, sum(hi - lo) FROM runs WHERE job = ?1 GROUP BY state",
+    /* Summed by the caller: a GROUP BY would sort in a scratch b-tree. */
+    [ST_JOB_COUNTS] = "SELECT state, hi - lo FROM runs WHERE job = ?1",
     [ST_JOBS_ALL] = "SELECT " JOB_COLS " FROM jobs ORDER BY id",
     [ST_JOBS_ACTIVE] =
         "SELECT " JOB_COLS " FROM jobs WHERE state IN " SQL_JOB_ACTIVE " ORDER BY id",
@@ -321,33 +330,41 @@ static const char *const ledger_sql[ST_COUNT] = {
      * [lo, ?2) and [?2, hi): first the copy of its upper part, then the
      * original is cut (the copy starts at ?2, so the cut still finds the
      * original as the last run starting before ?2). */
+    /* A split reads the run across ?2, then inserts its part from ?2 on,
+     * from the values read: an INSERT ... SELECT from the table it inserts
+     * into would copy the rows to a scratch b-tree first.  ?3 .. ?16 are
+     * the run's columns after lo (RUN_COLS), ?17 its lo. */
+    [ST_RUN_ACROSS] = "SELECT " RUN_COLS " FROM runs WHERE job = ?1 AND " SQL_RUN_ACROSS(
+        "?2") " AND NOT " SQL_TASK_IS_FINAL("state"),
     [ST_RUN_SPLIT_COPY] =
         "INSERT INTO runs(job, lo, hi, state, attempts, exit_status, signal, reason,"
         " started_ms, finished_ms, retry_at_ms, dispatch, has_out, out_dispatch, out_n,"
-        " outs) SELECT job, ?2, hi, state, attempts, exit_status, signal, reason,"
-        " started_ms, finished_ms, retry_at_ms, dispatch, has_out, out_dispatch, out_n,"
-        " CASE WHEN outs IS NULL THEN NULL"
-        "  ELSE substr(outs, (?2 - lo) * " SQL_OUT_ENTRY " + 1) END"
-        " FROM runs WHERE job = ?1 AND " SQL_RUN_ACROSS(
-            "?2") " AND state NOT IN " SQL_TASK_FINAL,
+        " outs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+        " CASE WHEN ?16 IS NULL THEN NULL"
+        "  ELSE substr(?16, (?2 - ?17) * " SQL_OUT_ENTRY " + 1) END)",
     [ST_RUN_SPLIT_CUT] =
         "UPDATE runs SET hi = ?2, outs = CASE WHEN outs IS NULL THEN NULL"
         "  ELSE substr(outs, 1, (?2 - lo) * " SQL_OUT_ENTRY ") END"
-        " WHERE job = ?1 AND " SQL_RUN_ACROSS("?2") " AND state NOT IN " SQL_TASK_FINAL,
+        " WHERE job = ?1 AND " SQL_RUN_ACROSS("?2") " AND NOT " SQL_TASK_IS_FINAL("state"),
     /* The statements below change the runs inside [?2, ?3), which the
      * caller has split at both ends first.  Final runs are never touched:
      * a result is recorded exactly once. */
+    /* The runs that an UPDATE of [?2, ?3) below changes, read just before
+     * it: what its RETURNING clause would say, but without the ephemeral
+     * table SQLite builds for every execution of one (zeroed pages: about
+     * a fifth of burstd's instructions under bench B6). */
+    [ST_RUNS_OPEN] = "SELECT lo, hi, attempts FROM runs"
+                     " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND NOT " SQL_TASK_IS_FINAL("state"),
     [ST_TASK_DISPATCH] =
         "UPDATE runs SET state = 1, attempts = attempts + 1, dispatch = ?4,"
         " started_ms = ?5, finished_ms = 0, retry_at_ms = 0"
-        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND state NOT IN " SQL_TASK_FINAL
-        " RETURNING lo, hi, attempts",
+        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND NOT " SQL_TASK_IS_FINAL("state"),
     [ST_TASK_SET_STATE] =
         "UPDATE runs SET state = ?4,"
         " started_ms = CASE WHEN ?4 = 2 THEN ?5 ELSE started_ms END,"
-        " finished_ms = CASE WHEN ?4 IN " SQL_TASK_FINAL "  THEN ?5 ELSE finished_ms END,"
+        " finished_ms = CASE WHEN " SQL_TASK_IS_FINAL("?4") " THEN ?5 ELSE finished_ms END,"
         " retry_at_ms = CASE WHEN ?4 = 6 THEN retry_at_ms ELSE 0 END"
-        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND state NOT IN " SQL_TASK_FINAL,
+        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND NOT " SQL_TASK_IS_FINAL("state"),
     /* ?10 has_out: when false the previous attempt's output location stays;
      * when true ?13 holds the entries of [?2, ?3) and each run takes its
      * slice. */
@@ -359,16 +376,16 @@ static const char *const ledger_sql[ST_COUNT] = {
         " out_n = CASE WHEN ?10 THEN ?12 ELSE out_n END,"
         " outs = CASE WHEN ?10 THEN substr(?13, (lo - ?2) * " SQL_OUT_ENTRY " + 1,"
         "  (hi - lo) * " SQL_OUT_ENTRY ") ELSE outs END"
-        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND state NOT IN " SQL_TASK_FINAL
-        " RETURNING lo, hi",
+        " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND NOT " SQL_TASK_IS_FINAL("state"),
     [ST_JOB_CANCEL_PENDING] =
         "UPDATE runs SET state = 7, finished_ms = ?2, retry_at_ms = 0"
         " WHERE job = ?1 AND state IN " SQL_TASK_PENDING " RETURNING hi - lo",
     [ST_TASKS_INFLIGHT] =
         "SELECT job, " RUN_COLS " FROM runs WHERE state IN " SQL_TASK_INFLIGHT
         " ORDER BY job, dispatch, lo",
-    [ST_EVENT_SEQ] =
-        "UPDATE jobs SET last_seq = last_seq + ?2 WHERE id = ?1 RETURNING last_seq",
+    /* Two statements, not one UPDATE ... RETURNING (see ST_RUNS_OPEN). */
+    [ST_EVENT_SEQ_GET] = "SELECT last_seq FROM jobs WHERE id = ?1",
+    [ST_EVENT_SEQ_SET] = "UPDATE jobs SET last_seq = ?2 WHERE id = ?1",
     [ST_EVENT_INSERT] = "INSERT INTO events(job, seq, body) VALUES(?1, ?2, ?3)",
     /* A map_reduce job (kind 1) has one run more: its reduce task. */
     [ST_JOB_RUNS_END] = "SELECT total + (kind = 1) FROM jobs WHERE id = ?1",
@@ -747,6 +764,33 @@ ledger_prepare(struct ledger *l)
             return ledger_fail(l, rc, ledger_sql[i]);
     }
     return 0;
+}
+
+int
+ledger_stmts_with_scratch(struct ledger *l, void (*cb)(void *arg, const char *sql), void *arg)
+{
+    int n = 0;
+    for (int i = 0; i < ST_COUNT; i++) {
+        char *sql = sqlite3_mprintf("EXPLAIN %s", ledger_sql[i]);
+        sqlite3_stmt *st = NULL;
+        if (sql == NULL || sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) {
+            sqlite3_free(sql);
+            return ledger_fail(l, sqlite3_errcode(l->db), "explain");
+        }
+        sqlite3_free(sql);
+        bool scratch = false;
+        while (!scratch && sqlite3_step(st) == SQLITE_ROW) {
+            const char *op = (const char *)sqlite3_column_text(st, 1);
+            scratch = op != NULL &&
+                      (strcmp(op, "OpenEphemeral") == 0 || strcmp(op, "SorterOpen") == 0);
+        }
+        sqlite3_finalize(st);
+        if (scratch) {
+            cb(arg, ledger_sql[i]);
+            n++;
+        }
+    }
+    return n;
 }
 
 /*
@@ -1363,7 +1407,7 @@ ledger_job_counts(struct ledger *l, uint64_t id, uint32_t counts[BURST_TASK_NSTA
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         int state = sqlite3_column_int(st, 0);
         if (state >= 0 && state < BURST_TASK_NSTATES)
-            counts[state] = (uint32_t)sqlite3_column_int64(st, 1);
+            counts[state] += (uint32_t)sqlite3_column_int64(st, 1);
         rc = SQLITE_OK;
     }
     if (rc != SQLITE_DONE)
@@ -1607,30 +1651,48 @@ ledger_tasks_next_retry(struct ledger *l, uint64_t job, int64_t *at_ms, bool *fo
 
 /* Splits the non-final run of job that strictly contains boundary k, if
  * there is one, so that no non-final run crosses k.  A final run is never
- * split: nothing will change it, whatever range crosses it.  When the copy
- * inserts nothing there is no such run, and the cut is skipped: most
- * boundaries (a chunk's end at the previous chunk's start) need no split. */
+ * split: nothing will change it, whatever range crosses it.  Most
+ * boundaries (a chunk's end at the previous chunk's start) have no such
+ * run, and then nothing is written. */
 static int
 run_split(struct ledger *l, uint64_t job, int64_t k)
 {
-    static const enum ledger_stmt steps[] = {ST_RUN_SPLIT_COPY, ST_RUN_SPLIT_CUT};
     if (k <= 0)
         return 0; /* no run starts below task 0 */
-    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-        sqlite3_stmt *st = stmt_take(l, steps[i]);
-        if (st == NULL)
-            return BURST_EINTERNAL;
-        int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, k});
-        int err = rc == SQLITE_OK ? stmt_exec(l, st, "split a run")
-                                  : ledger_fail(l, rc, "split a run");
-        bool copied = err == 0 && sqlite3_changes(l->db) > 0;
-        stmt_put(l, steps[i]);
-        if (err != 0)
-            return err;
-        if (!copied)
-            break;
+    sqlite3_stmt *across = stmt_take(l, ST_RUN_ACROSS);
+    if (across == NULL)
+        return BURST_EINTERNAL;
+    int rc = stmt_bind_ints(across, 2, (const int64_t[]){(int64_t)job, k});
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(across);
+    if (rc != SQLITE_ROW) {
+        stmt_put(l, ST_RUN_ACROSS);
+        return rc == SQLITE_DONE ? 0 : ledger_fail(l, rc, "split a run");
     }
-    return 0;
+    sqlite3_stmt *copy = stmt_take(l, ST_RUN_SPLIT_COPY);
+    if (copy == NULL) {
+        stmt_put(l, ST_RUN_ACROSS);
+        return BURST_EINTERNAL;
+    }
+    /* Binding copies the values: the read ends before the write. */
+    rc = stmt_bind_ints(copy, 2, (const int64_t[]){(int64_t)job, k});
+    for (int col = 1; rc == SQLITE_OK && col <= 14; col++)
+        rc = sqlite3_bind_value(copy, col + 2, sqlite3_column_value(across, col));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_value(copy, 17, sqlite3_column_value(across, 0));
+    stmt_put(l, ST_RUN_ACROSS);
+    int err =
+        rc == SQLITE_OK ? stmt_exec(l, copy, "split a run") : ledger_fail(l, rc, "split a run");
+    stmt_put(l, ST_RUN_SPLIT_COPY);
+    if (err != 0)
+        return err;
+    sqlite3_stmt *cut = stmt_take(l, ST_RUN_SPLIT_CUT);
+    if (cut == NULL)
+        return BURST_EINTERNAL;
+    rc = stmt_bind_ints(cut, 2, (const int64_t[]){(int64_t)job, k});
+    err = rc == SQLITE_OK ? stmt_exec(l, cut, "split a run") : ledger_fail(l, rc, "split a run");
+    stmt_put(l, ST_RUN_SPLIT_CUT);
+    return err;
 }
 
 /* Where job's runs end, from the cache or else the job's row; INT64_MAX
@@ -1686,6 +1748,57 @@ stmt_bind_range(sqlite3_stmt *st, uint64_t job, int64_t lo, int64_t hi)
     return stmt_bind_ints(st, 3, (const int64_t[]){(int64_t)job, lo, hi});
 }
 
+/* Calls cb for each run of job starting in [lo, hi) that is not final,
+ * as it is now: the runs an UPDATE over the same range and condition will
+ * change next.  Returns 0 or an error. */
+static int
+runs_open_each(struct ledger *l, uint64_t job, int64_t lo, int64_t hi,
+               void (*cb)(void *arg, int64_t rlo, int64_t rhi, uint32_t attempts),
+               void *arg)
+{
+    sqlite3_stmt *st = stmt_take(l, ST_RUNS_OPEN);
+    if (st == NULL)
+        return BURST_EINTERNAL;
+    int err = 0;
+    int rc = stmt_bind_range(st, job, lo, hi);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+           (uint32_t)sqlite3_column_int64(st, 2));
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE)
+        err = ledger_fail(l, rc, "read runs");
+    stmt_put(l, ST_RUNS_OPEN);
+    return err;
+}
+
+/* A stretch [lo, hi) of indexes and what is noted per index of it. */
+struct stretch {
+    int64_t lo, hi;
+    uint32_t *attempts; /* the attempt each dispatched task starts */
+    bool *applied;      /* each task whose end was recorded, or NULL */
+    size_t n_applied;
+};
+
+static void
+stretch_dispatched(void *arg, int64_t rlo, int64_t rhi, uint32_t attempts)
+{
+    struct stretch *sr = arg;
+    for (int64_t k = rlo < sr->lo ? sr->lo : rlo; k < rhi && k < sr->hi; k++)
+        sr->attempts[k - sr->lo] = attempts + 1; /* the UPDATE adds one */
+}
+
+static void
+stretch_ended(void *arg, int64_t rlo, int64_t rhi, uint32_t attempts)
+{
+    struct stretch *sr = arg;
+    (void)attempts;
+    sr->n_applied += (size_t)(rhi - rlo);
+    for (int64_t k = rlo; sr->applied != NULL && k < rhi; k++)
+        if (k >= sr->lo && k < sr->hi)
+            sr->applied[k - sr->lo] = true;
+}
+
 int
 ledger_tasks_dispatch(struct ledger *l, uint64_t job, const uint32_t *idx, uint32_t n,
                       uint64_t dispatch, int64_t now_ms, uint32_t *attempts_out)
@@ -1698,7 +1811,10 @@ ledger_tasks_dispatch(struct ledger *l, uint64_t job, const uint32_t *idx, uint3
         uint32_t len = stretch_len(idx, n, i);
         int64_t lo = idx[i], hi = (int64_t)idx[i] + len;
         memset(&attempts_out[i], 0, len * sizeof(*attempts_out));
-        if ((err = runs_isolate(l, job, lo, hi)) != 0)
+        /* Unknown or already final tasks keep their 0. */
+        struct stretch sr = {.lo = lo, .hi = hi, .attempts = &attempts_out[i]};
+        if ((err = runs_isolate(l, job, lo, hi)) != 0 ||
+            (err = runs_open_each(l, job, lo, hi, stretch_dispatched, &sr)) != 0)
             break;
         sqlite3_stmt *st = stmt_take(l, ST_TASK_DISPATCH);
         if (st == NULL)
@@ -1708,16 +1824,8 @@ ledger_tasks_dispatch(struct ledger *l, uint64_t job, const uint32_t *idx, uint3
             rc = sqlite3_bind_int64(st, 4, (int64_t)dispatch);
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_int64(st, 5, now_ms);
-        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-            int64_t rlo = sqlite3_column_int64(st, 0), rhi = sqlite3_column_int64(st, 1);
-            uint32_t att = (uint32_t)sqlite3_column_int64(st, 2);
-            /* Unknown or already final tasks keep their 0. */
-            for (int64_t k = rlo < lo ? lo : rlo; k < rhi && k < hi; k++)
-                attempts_out[i + (uint32_t)(k - lo)] = att;
-            rc = SQLITE_OK;
-        }
-        if (rc != SQLITE_DONE)
-            err = ledger_fail(l, rc, "dispatch tasks");
+        err = rc == SQLITE_OK ? stmt_exec(l, st, "dispatch tasks")
+                              : ledger_fail(l, rc, "dispatch tasks");
         stmt_put(l, ST_TASK_DISPATCH);
         i += len;
     }
@@ -1855,24 +1963,19 @@ ledger_tasks_end_marked(struct ledger *l, uint64_t job, const struct ledger_task
                end_same(&ends[i + len - 1], &ends[i + len]))
             len++;
         int64_t lo = ends[i].index, hi = lo + len;
-        if ((err = runs_isolate(l, job, lo, hi)) != 0)
+        /* Already final (or unknown) tasks are not among the open runs. */
+        struct stretch sr = {
+            .lo = lo, .hi = hi, .applied = applied_out != NULL ? &applied_out[i] : NULL};
+        if ((err = runs_isolate(l, job, lo, hi)) != 0 ||
+            (err = runs_open_each(l, job, lo, hi, stretch_ended, &sr)) != 0)
             break;
+        applied += sr.n_applied;
         sqlite3_stmt *st = stmt_take(l, ST_TASK_END);
         if (st == NULL)
             return BURST_EINTERNAL;
         unsigned char *blob = NULL;
         int rc = task_end_bind(st, job, &ends[i], len, now_ms, &blob);
-        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-            /* Already final (or unknown) tasks are not returned. */
-            int64_t rlo = sqlite3_column_int64(st, 0), rhi = sqlite3_column_int64(st, 1);
-            applied += (size_t)(rhi - rlo);
-            for (int64_t k = rlo; applied_out != NULL && k < rhi; k++)
-                if (k >= lo && k < hi)
-                    applied_out[i + (size_t)(k - lo)] = true;
-            rc = SQLITE_OK;
-        }
-        if (rc != SQLITE_DONE)
-            err = ledger_fail(l, rc, "end tasks");
+        err = rc == SQLITE_OK ? stmt_exec(l, st, "end tasks") : ledger_fail(l, rc, "end tasks");
         stmt_put(l, ST_TASK_END);
         free(blob);
         i += len;
@@ -1943,21 +2046,29 @@ ledger_events_append(struct ledger *l, uint64_t job, const struct ledger_event_b
     if (n == 0)
         return 0;
     /* One sequence update for all of them. */
-    sqlite3_stmt *st = stmt_take(l, ST_EVENT_SEQ);
+    sqlite3_stmt *st = stmt_take(l, ST_EVENT_SEQ_GET);
     if (st == NULL)
         return BURST_EINTERNAL;
     int err = 0;
     int64_t last = 0;
-    int rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, (int64_t)n});
+    int rc = sqlite3_bind_int64(st, 1, (int64_t)job);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        last = sqlite3_column_int64(st, 0);
+        last = sqlite3_column_int64(st, 0) + (int64_t)n;
     else if (rc == SQLITE_DONE)
         err = BURST_ENOJOB;
     else
         err = ledger_fail(l, rc, "event sequence");
-    stmt_put(l, ST_EVENT_SEQ);
+    stmt_put(l, ST_EVENT_SEQ_GET);
+    if (err != 0)
+        return err;
+    if ((st = stmt_take(l, ST_EVENT_SEQ_SET)) == NULL)
+        return BURST_EINTERNAL;
+    rc = stmt_bind_ints(st, 2, (const int64_t[]){(int64_t)job, last});
+    err = rc == SQLITE_OK ? stmt_exec(l, st, "event sequence")
+                          : ledger_fail(l, rc, "event sequence");
+    stmt_put(l, ST_EVENT_SEQ_SET);
     if (err != 0)
         return err;
 

@@ -94,6 +94,12 @@ struct ledger_task {
  * Returns 0, BURST_ELEDGER (corrupt or unusable: logged), or -errno. */
 int ledger_open(const char *path, struct ledger **out);
 void ledger_close(struct ledger *l);
+/* For tests: calls cb with the SQL of each of the ledger's statements
+ * whose every execution builds a scratch b-tree (an ephemeral table: an
+ * IN list of three or more, RETURNING, an ORDER BY or GROUP BY no index
+ * serves), and returns how many, or an error. */
+int ledger_stmts_with_scratch(struct ledger *l, void (*cb)(void *arg, const char *sql),
+                              void *arg);
 /* Caps the database file at about bytes (0 = no cap); a write that would
  * grow it further fails with BURST_ELEDGER as on a full disk.  Never lowers
  * the cap below the current size.  For a configured ledger size limit, and
