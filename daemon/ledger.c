@@ -327,13 +327,12 @@ static const char *const ledger_sql[ST_COUNT] = {
     [ST_TASKS_NEXT_RETRY] =
         "SELECT min(retry_at_ms) FROM runs WHERE job = ?1 AND state = 6",
     /* Splitting the non-final run that strictly contains boundary ?2 into
-     * [lo, ?2) and [?2, hi): first the copy of its upper part, then the
-     * original is cut (the copy starts at ?2, so the cut still finds the
-     * original as the last run starting before ?2). */
-    /* A split reads the run across ?2, then inserts its part from ?2 on,
-     * from the values read: an INSERT ... SELECT from the table it inserts
-     * into would copy the rows to a scratch b-tree first.  ?3 .. ?16 are
-     * the run's columns after lo (RUN_COLS), ?17 its lo. */
+     * [lo, ?2) and [?2, hi): the run is read, a copy of its upper part is
+     * inserted from the values read (?3 .. ?16: its columns after lo, in
+     * RUN_COLS order; ?17: its lo), then the original is cut (the copy
+     * starts at ?2, so the cut still finds the original as the last run
+     * starting before ?2).  An INSERT ... SELECT from runs itself would
+     * copy the rows to a scratch b-tree first. */
     [ST_RUN_ACROSS] = "SELECT " RUN_COLS " FROM runs WHERE job = ?1 AND " SQL_RUN_ACROSS(
         "?2") " AND NOT " SQL_TASK_IS_FINAL("state"),
     [ST_RUN_SPLIT_COPY] =
@@ -350,9 +349,8 @@ static const char *const ledger_sql[ST_COUNT] = {
      * caller has split at both ends first.  Final runs are never touched:
      * a result is recorded exactly once. */
     /* The runs that an UPDATE of [?2, ?3) below changes, read just before
-     * it: what its RETURNING clause would say, but without the ephemeral
-     * table SQLite builds for every execution of one (zeroed pages: about
-     * a fifth of burstd's instructions under bench B6). */
+     * it: what a RETURNING clause would say, without the scratch b-tree
+     * SQLite builds for one in every execution. */
     [ST_RUNS_OPEN] = "SELECT lo, hi, attempts FROM runs"
                      " WHERE job = ?1 AND lo >= ?2 AND lo < ?3 AND NOT " SQL_TASK_IS_FINAL("state"),
     [ST_TASK_DISPATCH] =
@@ -772,12 +770,13 @@ ledger_stmts_with_scratch(struct ledger *l, void (*cb)(void *arg, const char *sq
     int n = 0;
     for (int i = 0; i < ST_COUNT; i++) {
         char *sql = sqlite3_mprintf("EXPLAIN %s", ledger_sql[i]);
+        if (sql == NULL)
+            return -ENOMEM;
         sqlite3_stmt *st = NULL;
-        if (sql == NULL || sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) {
-            sqlite3_free(sql);
-            return ledger_fail(l, sqlite3_errcode(l->db), "explain");
-        }
+        int rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
         sqlite3_free(sql);
+        if (rc != SQLITE_OK)
+            return ledger_fail(l, rc, "explain");
         bool scratch = false;
         while (!scratch && sqlite3_step(st) == SQLITE_ROW) {
             const char *op = (const char *)sqlite3_column_text(st, 1);
