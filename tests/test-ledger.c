@@ -1220,8 +1220,8 @@ test_next_dispatch_monotonic(void **state)
     assert_false(ledger_txn_changed(fx->l));
     assert_int_equal(ledger_commit(fx->l), 0);
     assert_int_equal(e, 4);
-    /* After a reopen (as after a crash) no number of that block comes
-     * again, whether it was handed out or not. */
+    /* After a reopen (as after a crash) a new block is reserved, and the
+     * numbers go on past every one handed out. */
     reopen(fx);
     assert_int_equal(ledger_begin(fx->l), 0);
     assert_int_equal(ledger_next_dispatch(fx->l, &e), 0);
@@ -1268,7 +1268,7 @@ note_scratch(void *arg, const char *sql)
  * No statement of a submission, a dispatch, an end or a reply builds a
  * scratch b-tree each time it runs: SQLite makes one for an IN list of
  * three or more, RETURNING, an INSERT ... SELECT from its own table, or a
- * GROUP BY or ORDER BY no index serves, and zeroing its pages was a third
+ * GROUP BY or ORDER BY no index serves, and zeroing its pages was a fifth
  * of burstd's instructions under bench B6.
  */
 static void
